@@ -1,0 +1,132 @@
+"""The event protocol between stages and the UI: one JSON object per line in an events file.
+
+Stages write human logs to stdout/stderr and machine events here; the web UI reads events for
+state and never guesses it from log text. Every event has ``t`` (unix time), ``stage`` and ``type``:
+
+- ``started``: ``argv``, ``pid``
+- ``progress``: ``phase``, ``done``, ``total``, ``rate`` (per second), ``eta`` (seconds), optional ``unit``
+- ``metric``: ``step`` plus named values (``loss``, ``loss_avg``, ``lr`` ...)
+- ``warning``: ``message``
+- ``artifact``: ``kind`` ("checkpoint", "sample", "cache", "state"), ``path``
+- ``finished``: optional summary values
+- ``failed``: ``reason`` (one line a user can act on), ``exit_code``
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+ENV_VAR = "QIS_EVENTS_FILE"
+T = TypeVar("T")
+
+
+class EventWriter:
+    """Appends events as JSON lines; a writer without a path only drives the terminal."""
+
+    def __init__(self, path: str | Path | None, stage: str) -> None:
+        self.stage = stage
+        self.path = Path(path) if path else None
+        self._fh: IO[str] | None = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+
+    @classmethod
+    def from_flag(cls, flag_value: str | None, stage: str) -> EventWriter:
+        """The writer for ``--events_file`` or, when absent, ``$QIS_EVENTS_FILE``."""
+        return cls(flag_value or os.environ.get(ENV_VAR) or None, stage)
+
+    def emit(self, type_: str, **data: Any) -> dict[str, Any]:
+        """Write one event and return it."""
+        event = {"t": round(time.time(), 3), "stage": self.stage, "type": type_, **data}
+        if self._fh is not None:
+            self._fh.write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
+        return event
+
+    def warning(self, message: str) -> None:
+        """Report a problem that does not stop the stage (also logged to stderr)."""
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+        self.emit("warning", message=message)
+
+    def artifact(self, kind: str, path: str | Path) -> None:
+        """Announce a file the stage wrote (checkpoint, sample image, cache file, state)."""
+        self.emit("artifact", kind=kind, path=str(path))
+
+    def progress(self, items: Iterable[T], total: int, phase: str, unit: str = "it") -> Iterator[T]:
+        """Iterate with a progress bar on a terminal and throttled ``progress`` events."""
+        tracker = ProgressTracker(self, total, phase, unit)
+        for item in items:
+            yield item
+            tracker.advance()
+        tracker.close()
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class ProgressTracker:
+    """Counts work done; emits a progress event at most every `interval` seconds and at the end."""
+
+    def __init__(self, events: EventWriter, total: int, phase: str, unit: str = "it",
+                 interval: float = 0.5) -> None:
+        self.events, self.total, self.phase, self.unit, self.interval = events, total, phase, unit, interval
+        self.done = 0
+        self.start = time.monotonic()
+        self._last = 0.0
+        self._bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=phase, unit=unit)
+        events.emit("progress", phase=phase, done=0, total=total, rate=0.0, eta=None, unit=unit)
+
+    def advance(self, n: int = 1, **values: Any) -> None:
+        """Record n more units done; extra values (loss, lr) ride along on the event."""
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+            if values:
+                self._bar.set_postfix({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in values.items()})
+        now = time.monotonic()
+        if now - self._last >= self.interval or self.done >= self.total:
+            self._last = now
+            self._emit(now, values)
+
+    def _emit(self, now: float, values: dict[str, Any]) -> None:
+        elapsed = max(now - self.start, 1e-9)
+        rate = self.done / elapsed
+        eta = (self.total - self.done) / rate if rate > 0 else None
+        self.events.emit("progress", phase=self.phase, done=self.done, total=self.total, rate=round(rate, 4),
+                         eta=None if eta is None else round(eta, 1), unit=self.unit, **values)
+
+    def close(self) -> None:
+        """Finish the bar."""
+        if self._bar is not None:
+            self._bar.close()
+
+
+def read_events(path: str | Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Events after byte `offset` and the offset to continue from (a partial last line waits)."""
+    p = Path(path)
+    if not p.exists():
+        return [], offset
+    with open(p, "rb") as fh:
+        fh.seek(offset)
+        data = fh.read()
+    end = data.rfind(b"\n") + 1
+    events = []
+    for line in data[:end].splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events, offset + end

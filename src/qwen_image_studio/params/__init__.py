@@ -1,0 +1,1 @@
+"""The parameter schema: every parameter declared once, everything else derived from it."""
