@@ -28,10 +28,10 @@ DESCRIPTIONS = {
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line naming the problem."""
+    """An ArgumentParser whose errors raise ConfigError (one line naming the problem)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+        raise ConfigError(f"{message} (see {self.prog} --help)")
 
 
 def _help(spec: FieldSpec) -> str:

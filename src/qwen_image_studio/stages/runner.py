@@ -40,16 +40,25 @@ def _is_oom(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
 
 
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    """A flag's value read before parsing, so that even a parse error reaches the events file."""
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def main(stage: Stage, argv: list[str] | None = None) -> int:
     """Entry point of every stage command; returns the process exit code."""
     args_list = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args_list
     setup_logging(debug)
-    events = EventWriter(None, stage.value)
+    events = EventWriter.from_flag(_flag_value(args_list, "--events_file"), stage.value)
     config: StudioConfig | None = None
     try:
         config, ns = parse_args(stage, args_list)
-        events = EventWriter.from_flag(ns.events_file, stage.value)
         check_for_stage(config, stage)
         try:
             module = importlib.import_module(f"qwen_image_studio.stages.{stage.value}")
