@@ -250,3 +250,15 @@ def test_readme_cli_reference_is_generated_from_the_schema() -> None:
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert render(readme) == readme, "run python scripts/update_readme.py"
+
+
+def test_edit_model_version_needs_control_images_in_the_dataset(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    toml = tmp_path / "ds.toml"
+    toml.write_text(f'[general]\nresolution = [64, 64]\n[[datasets]]\nimage_directory = "{images}"\n'
+                    f'cache_directory = "{tmp_path / "cache"}"\n', encoding="utf-8")
+    cfg = validate_config({"dataset_config": str(toml), "vae": str(toml), "model_version": "edit-2509"})
+    with pytest.raises(ConfigProblems, match=r"--model_version edit-2509 needs control images: datasets\[0\]"):
+        check_for_stage(cfg, Stage.CACHE_LATENTS)
+    check_for_stage(cfg.model_copy(update={"model_version": "original"}), Stage.CACHE_LATENTS)

@@ -121,7 +121,26 @@ def stage_problems(config: StudioConfig, stage: Stage) -> list[Problem]:
             msg = _path_problem(spec.flag, spec.meta.path, value)
             if msg:
                 bad_paths.append(Problem(spec.name, msg))
+    if not bad_paths and config.is_edit and config.dataset_config and stage != Stage.GENERATE:
+        bad_paths += _edit_dataset_problems(config)
     return bad_paths + missing
+
+
+def _edit_dataset_problems(config: StudioConfig) -> list[Problem]:
+    """Edit model versions train on (target, control) pairs: every dataset must name its control images."""
+    from ..data.config import load_dataset_config
+    from ..errors import DatasetError
+
+    try:
+        datasets = load_dataset_config(config.dataset_config).datasets  # type: ignore[arg-type]
+    except DatasetError as exc:
+        return [Problem("dataset_config", f"--dataset_config: {exc}")]
+    return [
+        Problem("dataset_config", f"--model_version {config.model_version} needs control images: "
+                f"{ds.label} of {config.dataset_config} has no control_directory")
+        for ds in datasets
+        if ds.image_directory is not None and ds.control_directory is None
+    ]
 
 
 def check_for_stage(config: StudioConfig, stage: Stage) -> StudioConfig:

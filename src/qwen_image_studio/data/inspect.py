@@ -1,0 +1,302 @@
+"""``dataset inspect``: what a dataset configuration will train on, and what is wrong with it.
+
+:func:`inspect_dataset` returns a :class:`DatasetReport` (``model_dump_json()`` for ``--json``),
+:func:`format_report` renders it for people and :func:`run_inspect` is the command itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import Counter
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from qwen_image_studio.data.cache_paths import CacheState, cache_state
+from qwen_image_studio.data.config import load_dataset_config
+from qwen_image_studio.data.items import DatasetItems, discover_items
+from qwen_image_studio.errors import DatasetError
+
+
+class BucketReport(BaseModel):
+    """One bucket: its size, how many images fall in it and what num_repeats and batch_size make of them."""
+
+    width: int
+    height: int
+    control_sizes: list[tuple[int, int]] = []
+    images: int
+    samples: int
+    batches: int
+
+
+class CacheReport(BaseModel):
+    """Cache files of one kind (latents or text-encoder outputs) for the usable images."""
+
+    present: int
+    missing: list[str]
+    outdated: list[str]
+
+
+class ControlReport(BaseModel):
+    """Edit-mode control images: how many targets have them and which files do not pair up."""
+
+    matched: int
+    missing: list[str]
+    unmatched: list[str]
+    unreadable: list[str]
+    per_image: dict[str, int]
+
+
+class UnreadableReport(BaseModel):
+    """An image that cannot be read, and why."""
+
+    path: str
+    reason: str
+
+
+class DatasetSummary(BaseModel):
+    """Everything inspect found about one ``[[datasets]]`` entry."""
+
+    index: int
+    source: str
+    cache_directory: str
+    control_directory: str | None
+    resolution: tuple[int, int]
+    enable_bucket: bool
+    bucket_no_upscale: bool
+    batch_size: int
+    num_repeats: int
+    image_count: int
+    usable: int
+    captions_found: int
+    captions_missing: list[str]
+    captions_empty: list[str]
+    buckets: list[BucketReport]
+    samples_per_epoch: int
+    batches_per_epoch: int
+    controls: ControlReport | None
+    unreadable: list[UnreadableReport]
+    latent_cache: CacheReport
+    text_cache: CacheReport
+    stale_cache_files: list[str]
+    problems: list[str]
+
+
+class DatasetReport(BaseModel):
+    """The inspection of a whole dataset configuration."""
+
+    config_path: str
+    edit: bool
+    arch: str
+    datasets: list[DatasetSummary]
+    images: int
+    usable: int
+    samples_per_epoch: int
+    batches_per_epoch: int
+    problems: list[str]
+
+
+def inspect_dataset(config_path: Path, edit: bool = False, decode: bool = False) -> DatasetReport:
+    """Inspect a dataset TOML: images, captions, buckets, control images and caches; DatasetError if invalid."""
+    config = load_dataset_config(config_path)
+    summaries = [_summarise(discover_items(d, edit=edit, decode=decode)) for d in config.datasets]
+    problems = [f"datasets[{s.index}]: {p}" for s in summaries for p in s.problems]
+    return DatasetReport(
+        config_path=str(config.path),
+        edit=edit,
+        arch="qie" if edit else "qi",
+        datasets=summaries,
+        images=sum(s.image_count for s in summaries),
+        usable=sum(s.usable for s in summaries),
+        samples_per_epoch=sum(s.samples_per_epoch for s in summaries),
+        batches_per_epoch=sum(s.batches_per_epoch for s in summaries),
+        problems=problems,
+    )
+
+
+def _summarise(found: DatasetItems) -> DatasetSummary:
+    """Turn one dataset's discovery and cache state into its report."""
+    d = found.dataset
+    buckets = _bucket_reports(found)
+    state = cache_state([i.cache_entry() for i in found.items], d.cache_directory, found.arch)
+    problems = list(found.problems) + _cache_problems(state, len(found.items))
+    controls = None
+    if found.has_controls or found.edit:
+        per_image = Counter(len(i.control_paths) for i in found.items)
+        controls = ControlReport(
+            matched=sum(1 for i in found.items if i.control_paths),
+            missing=[str(p) for p in found.missing_controls],
+            unmatched=[str(p) for p in found.unmatched_controls],
+            unreadable=[f"{u.path}: {u.reason}" for u in found.unreadable_controls],
+            per_image={str(k): v for k, v in sorted(per_image.items())},
+        )
+    return DatasetSummary(
+        index=d.index,
+        source=str(d.source),
+        cache_directory=str(d.cache_directory),
+        control_directory=str(d.control_directory) if d.control_directory else None,
+        resolution=d.resolution,
+        enable_bucket=d.enable_bucket,
+        bucket_no_upscale=d.bucket_no_upscale,
+        batch_size=d.batch_size,
+        num_repeats=d.num_repeats,
+        image_count=found.image_count,
+        usable=len(found.items),
+        captions_found=found.captions_found,
+        captions_missing=[str(p) for p in found.missing_captions],
+        captions_empty=[str(p) for p in found.empty_captions],
+        buckets=buckets,
+        samples_per_epoch=sum(b.samples for b in buckets),
+        batches_per_epoch=sum(b.batches for b in buckets),
+        controls=controls,
+        unreadable=[UnreadableReport(path=str(u.path), reason=u.reason) for u in found.unreadable],
+        latent_cache=CacheReport(
+            present=len(state.latents_present),
+            missing=[str(p) for p in state.latents_missing],
+            outdated=[str(p) for p in state.latents_outdated],
+        ),
+        text_cache=CacheReport(
+            present=len(state.text_present),
+            missing=[str(p) for p in state.text_missing],
+            outdated=[str(p) for p in state.text_outdated],
+        ),
+        stale_cache_files=[str(p) for p in state.stale],
+        problems=problems,
+    )
+
+
+def _bucket_reports(found: DatasetItems) -> list[BucketReport]:
+    """Images per batch group, with the effect of num_repeats and batch_size."""
+    d = found.dataset
+    groups = Counter(i.batch_key for i in found.items)
+    out = []
+    for key in sorted(groups):
+        samples = groups[key] * d.num_repeats
+        out.append(
+            BucketReport(
+                width=key[0][0],
+                height=key[0][1],
+                control_sizes=list(key[1:]),
+                images=groups[key],
+                samples=samples,
+                batches=math.ceil(samples / d.batch_size),
+            )
+        )
+    return out
+
+
+def _cache_problems(state: CacheState, usable: int) -> list[str]:
+    """Cache states worth acting on: partly cached, outdated or stale files."""
+    out = []
+    for kind, present, outdated, stage in (
+        ("latent", state.latents_present, state.latents_outdated, "cache_latents"),
+        ("text-encoder", state.text_present, state.text_outdated, "cache_text_encoder_outputs"),
+    ):
+        if 0 < len(present) < usable:
+            out.append(f"{kind} cache covers {len(present)} of {usable} images; run {stage} again")
+        if outdated:
+            out.append(
+                f"{len(outdated)} {kind} cache file(s) were made with other settings or captions; "
+                f"run {stage} again (e.g. {Path(outdated[0]).name})"
+            )
+    if state.stale:
+        out.append(
+            f"{len(state.stale)} cache file(s) belong to no current image (e.g. {state.stale[0].name}); "
+            "delete them, or a musubi-style trainer will still train on them"
+        )
+    return out
+
+
+def format_report(report: DatasetReport) -> str:
+    """A plain-text rendering of a report for a terminal."""
+    mode = "edit (Qwen-Image-Edit)" if report.edit else "text-to-image"
+    lines = [f"Dataset config: {report.config_path}", f"Mode: {mode}; cache files end in _{report.arch}"]
+    for s in report.datasets:
+        lines += ["", *_format_dataset(s)]
+    lines += [
+        "",
+        f"Total: {report.usable} of {report.images} images usable; {report.samples_per_epoch} samples and "
+        f"{report.batches_per_epoch} batches (steps) per epoch",
+    ]
+    if report.problems:
+        lines.append(f"{len(report.problems)} problem(s):")
+        lines += [f"  - {p}" for p in report.problems]
+    else:
+        lines.append("No problems found.")
+    return "\n".join(lines)
+
+
+def _format_dataset(s: DatasetSummary) -> list[str]:
+    """The lines for one dataset."""
+    w, h = s.resolution
+    bucket_mode = "off" if not s.enable_bucket else "on" + (", no upscale" if s.bucket_no_upscale else "")
+    lines = [
+        f"datasets[{s.index}]: {s.source}",
+        f"  resolution {w}x{h}, buckets {bucket_mode}, batch size {s.batch_size}, repeats {s.num_repeats}",
+        f"  cache directory: {s.cache_directory}",
+        f"  images: {s.image_count} found, {s.usable} usable, {len(s.unreadable)} unreadable",
+        f"  captions: {s.captions_found} found, {len(s.captions_missing)} missing, {len(s.captions_empty)} empty",
+    ]
+    lines += [f"    missing caption: {p}" for p in s.captions_missing[:10]]
+    lines += [f"    unreadable: {u.path} ({u.reason})" for u in s.unreadable[:10]]
+    lines.append(f"  buckets ({len(s.buckets)}):")
+    for b in s.buckets:
+        ctrl = (
+            " + control " + ", ".join(f"{cw}x{ch}" for cw, ch in b.control_sizes) if b.control_sizes else ""
+        )
+        lines.append(
+            f"    {b.width:>4}x{b.height:<4}{ctrl}: {b.images} image(s) x {s.num_repeats} = {b.samples} sample(s), "
+            f"{b.batches} batch(es)"
+        )
+    lines.append(f"  per epoch: {s.samples_per_epoch} samples, {s.batches_per_epoch} batches")
+    if s.controls is not None:
+        c = s.controls
+        per = ", ".join(f"{n} control(s): {k}" for n, k in c.per_image.items()) or "none"
+        lines.append(
+            f"  control images: {c.matched} matched, {len(c.missing)} missing, {len(c.unmatched)} unmatched ({per})"
+        )
+    for name, cache in (("latent cache", s.latent_cache), ("text cache", s.text_cache)):
+        lines.append(
+            f"  {name}: {cache.present} present, {len(cache.missing)} missing, {len(cache.outdated)} outdated"
+        )
+    lines.append(f"  stale cache files: {len(s.stale_cache_files)}")
+    return lines
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The arguments of ``qwen-image-studio dataset inspect``."""
+    p = argparse.ArgumentParser(
+        prog="qwen-image-studio dataset inspect",
+        description="Check a dataset TOML: images, captions, buckets, control images and caches.",
+    )
+    p.add_argument("config", type=Path, help="the dataset TOML file")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--edit", action="store_true", help="check for Qwen-Image-Edit (control images, _qie caches)"
+    )
+    p.add_argument(
+        "--deep", action="store_true", help="decode every image fully (slower; finds truncated files)"
+    )
+    return p
+
+
+def run_inspect(argv: list[str]) -> int:
+    """Run ``dataset inspect CONFIG [--json] [--edit] [--deep]``; 0 if the config is valid, 2 if not."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
+        return int(exc.code or 0)
+    try:
+        report = inspect_dataset(args.config, edit=args.edit, decode=args.deep)
+    except DatasetError as exc:
+        if args.json:
+            problems = getattr(exc, "problems", [str(exc)])
+            print(json.dumps({"error": str(exc), "problems": problems}, ensure_ascii=False))
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(report.model_dump_json(indent=2) if args.json else format_report(report))
+    return 0

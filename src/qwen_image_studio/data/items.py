@@ -1,0 +1,372 @@
+"""What a dataset holds: its images, captions, control images, buckets and cache files.
+
+Discovery never raises for content problems: unreadable images, missing captions or control images are
+listed (and left out of the usable items) so that one bad file does not stop a run or an inspection.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qwen_image_studio.data.buckets import STEP, Size, control_bucket, select_bucket
+from qwen_image_studio.data.cache_paths import (
+    CacheEntry,
+    cache_arch,
+    item_key,
+    latent_cache_path,
+    text_cache_path,
+)
+from qwen_image_studio.data.config import Dataset, DatasetConfig
+from qwen_image_studio.data.images import ImageReadError, is_image_file, list_images, probe_image
+
+_NUMBERED = re.compile(r"^(?P<stem>.+)_(?P<n>\d+)$")
+
+
+@dataclass(frozen=True)
+class DatasetItem:
+    """One trainable image: its caption, control images, bucket and cache files."""
+
+    key: str
+    image_path: Path
+    caption: str
+    size: Size
+    bucket: Size
+    latent_cache_path: Path
+    text_cache_path: Path
+    caption_path: Path | None = None
+    control_paths: tuple[Path, ...] = ()
+    control_sizes: tuple[Size, ...] = ()
+    control_buckets: tuple[Size, ...] = ()
+
+    @property
+    def batch_key(self) -> tuple[Size, ...]:
+        """Items with equal keys may share a batch: the bucket, then control sizes where they vary."""
+        own = tuple(b for b in self.control_buckets if b != self.bucket)
+        return (self.bucket, *self.control_buckets) if own else (self.bucket,)
+
+    def cache_entry(self) -> CacheEntry:
+        """The cache files this item needs and what they should contain."""
+        return CacheEntry(
+            key=self.key,
+            latent_path=self.latent_cache_path,
+            text_path=self.text_cache_path,
+            bucket=self.bucket,
+            control_buckets=self.control_buckets,
+            caption=self.caption,
+        )
+
+
+@dataclass(frozen=True)
+class UnreadableImage:
+    """An image or control image that could not be read, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass
+class DatasetItems:
+    """The result of discovering one dataset: usable items plus everything that was left out and why."""
+
+    dataset: Dataset
+    edit: bool
+    arch: str
+    image_count: int = 0
+    items: list[DatasetItem] = field(default_factory=list)
+    missing_captions: list[Path] = field(default_factory=list)
+    empty_captions: list[Path] = field(default_factory=list)
+    missing_controls: list[Path] = field(default_factory=list)
+    unmatched_controls: list[Path] = field(default_factory=list)
+    unreadable: list[UnreadableImage] = field(default_factory=list)
+    unreadable_controls: list[UnreadableImage] = field(default_factory=list)
+    too_small: list[Path] = field(default_factory=list)
+    captions_found: int = 0
+    has_controls: bool = False
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Candidate:
+    """A target image before it is checked."""
+
+    image_path: Path
+    caption: str | None
+    caption_path: Path | None
+    control_paths: tuple[Path, ...] = ()
+
+
+def discover_items(dataset: Dataset, edit: bool = False, decode: bool = False) -> DatasetItems:
+    """Find the images, captions and control images of one dataset and work out buckets and cache paths."""
+    result = DatasetItems(dataset=dataset, edit=edit, arch=cache_arch(edit))
+    if dataset.image_directory is not None:
+        candidates = _from_directory(dataset, result)
+    else:
+        candidates = _from_jsonl(dataset, result)
+    result.image_count = len(candidates)
+    result.captions_found = sum(c.caption is not None for c in candidates)
+    control_size_cache: dict[Path, Size | None] = {}
+    for cand in candidates:
+        item = _check_candidate(cand, dataset, result, decode, control_size_cache)
+        if item is not None:
+            result.items.append(item)
+    _check_duplicates(result)
+    _summarise_problems(result)
+    return result
+
+
+def discover_all(config: DatasetConfig, edit: bool = False, decode: bool = False) -> list[DatasetItems]:
+    """Discover every dataset of a configuration."""
+    return [discover_items(d, edit=edit, decode=decode) for d in config.datasets]
+
+
+def read_caption(path: Path) -> str:
+    """A caption file's text, stripped; UnicodeDecodeError if it is not UTF-8."""
+    return path.read_text(encoding="utf-8").strip()
+
+
+def _from_directory(dataset: Dataset, result: DatasetItems) -> list[_Candidate]:
+    """Images in image_directory with captions beside them and controls from control_directory."""
+    assert dataset.image_directory is not None
+    images = list_images(dataset.image_directory)
+    controls: dict[Path, tuple[Path, ...]] = {}
+    if dataset.control_directory is not None:
+        result.has_controls = True
+        controls, result.unmatched_controls = match_controls(images, list_images(dataset.control_directory))
+    out = []
+    for image in images:
+        caption_path = image.with_suffix(dataset.caption_extension)
+        caption = None
+        if caption_path.is_file():
+            try:
+                caption = read_caption(caption_path)
+            except (OSError, UnicodeDecodeError) as exc:
+                result.problems.append(f"caption {caption_path} cannot be read as UTF-8 text: {exc}")
+        out.append(_Candidate(image, caption, caption_path, controls.get(image, ())))
+    return out
+
+
+def match_controls(
+    images: list[Path], controls: list[Path]
+) -> tuple[dict[Path, tuple[Path, ...]], list[Path]]:
+    """Control images per target image and the control files that match none.
+
+    A control matches an image with the same basename (any image extension) or ``basename_N`` for several;
+    the plain name comes first, then by N. A file that exactly names another image is that image's only.
+    """
+    by_stem: dict[str, list[Path]] = {}
+    for c in controls:
+        by_stem.setdefault(c.stem, []).append(c)
+    image_stems = {i.stem for i in images}
+    numbered: dict[str, list[tuple[int, Path]]] = {}
+    for c in controls:
+        m = _NUMBERED.match(c.stem)
+        if m and c.stem not in image_stems:
+            numbered.setdefault(m["stem"], []).append((int(m["n"]), c))
+    matched: dict[Path, tuple[Path, ...]] = {}
+    used: set[Path] = set()
+    for image in images:
+        found = sorted(by_stem.get(image.stem, []))
+        found += [c for _, c in sorted(numbered.get(image.stem, []))]
+        if found:
+            matched[image] = tuple(found)
+            used.update(found)
+    return matched, [c for c in controls if c not in used]
+
+
+def _from_jsonl(dataset: Dataset, result: DatasetItems) -> list[_Candidate]:
+    """Entries of image_jsonl_file; relative paths in it are taken from the file's folder."""
+    path = dataset.image_jsonl_file
+    assert path is not None
+    base = path.parent
+    out = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        result.problems.append(f"{path} cannot be read: {exc}")
+        return out
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            result.problems.append(f"{path} line {number}: not valid JSON ({exc.msg}); line skipped")
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("image_path"), str):
+            result.problems.append(f'{path} line {number}: needs "image_path" (a string); line skipped')
+            continue
+        controls = _jsonl_controls(entry)
+        if controls is None:
+            result.problems.append(
+                f'{path} line {number}: "control_path" must be a string or a list of strings'
+            )
+            controls = []
+        if controls:
+            result.has_controls = True
+        caption = entry.get("caption")
+        out.append(
+            _Candidate(
+                image_path=_resolve(entry["image_path"], base),
+                caption=caption.strip() if isinstance(caption, str) else None,
+                caption_path=None,
+                control_paths=tuple(_resolve(c, base) for c in controls),
+            )
+        )
+    return out
+
+
+def _jsonl_controls(entry: dict) -> list[str] | None:
+    """``control_path`` (a string or a list) and ``control_path_N`` keys in order; None if malformed."""
+    value = entry.get("control_path")
+    if value is None:
+        found = []
+    elif isinstance(value, str):
+        found = [value]
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        found = list(value)
+    else:
+        return None
+    numbered = sorted(
+        (int(k.rsplit("_", 1)[1]), v) for k, v in entry.items() if re.fullmatch(r"control_path_\d+", k)
+    )
+    if not all(isinstance(v, str) for _, v in numbered):
+        return None
+    return found + [v for _, v in numbered]
+
+
+def _resolve(value: str, base: Path) -> Path:
+    """A path from a JSON-lines entry, made absolute."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def _probe(path: Path, decode: bool, bad: list[UnreadableImage]) -> Size | None:
+    """An image's size, or None after listing it in ``bad``."""
+    if not path.is_file():
+        bad.append(UnreadableImage(path, "file not found"))
+        return None
+    if not is_image_file(path):
+        bad.append(UnreadableImage(path, f"unsupported extension {path.suffix!r}"))
+        return None
+    try:
+        return probe_image(path, decode=decode)
+    except ImageReadError as exc:
+        bad.append(UnreadableImage(path, str(exc)))
+        return None
+
+
+def _check_candidate(
+    cand: _Candidate,
+    dataset: Dataset,
+    result: DatasetItems,
+    decode: bool,
+    control_sizes: dict[Path, Size | None],
+) -> DatasetItem | None:
+    """Turn a candidate into an item, or record every reason it is left out."""
+    size = _probe(cand.image_path, decode, result.unreadable)
+    usable = size is not None
+    if cand.caption is None:
+        result.missing_captions.append(cand.image_path)
+        usable = False
+    elif not cand.caption:
+        result.empty_captions.append(cand.image_path)
+    if result.edit and not cand.control_paths:
+        result.missing_controls.append(cand.image_path)
+        usable = False
+    sizes = []
+    for c in cand.control_paths:
+        if c not in control_sizes:
+            control_sizes[c] = _probe(c, decode, result.unreadable_controls)
+        sizes.append(control_sizes[c])
+    if result.edit and any(s is None for s in sizes):
+        usable = False
+    if not usable or size is None:
+        return None
+    bucket = select_bucket(size, dataset.resolution, dataset.enable_bucket, dataset.bucket_no_upscale)
+    buckets: tuple[Size, ...] = ()
+    if result.edit:
+        res, keep = dataset.control_resolution, dataset.no_resize_control
+        buckets = tuple(control_bucket(s, bucket, res, keep) for s in sizes if s is not None)
+    if min(bucket) < STEP or any(min(b) < STEP for b in buckets):
+        result.too_small.append(cand.image_path)
+        return None
+    key = item_key(cand.image_path)
+    return DatasetItem(
+        key=key,
+        image_path=cand.image_path,
+        caption=cand.caption or "",
+        size=size,
+        bucket=bucket,
+        latent_cache_path=latent_cache_path(dataset.cache_directory, key, size, result.arch),
+        text_cache_path=text_cache_path(dataset.cache_directory, key, result.arch),
+        caption_path=cand.caption_path,
+        control_paths=cand.control_paths,
+        control_sizes=tuple(s for s in sizes if s is not None),
+        control_buckets=buckets,
+    )
+
+
+def _check_duplicates(result: DatasetItems) -> None:
+    """Two images with one basename would write the same cache files: keep the first, report the rest."""
+    counts = Counter(i.key for i in result.items)
+    seen: set[str] = set()
+    kept = []
+    for item in result.items:
+        if counts[item.key] > 1:
+            if item.key in seen:
+                result.problems.append(
+                    f"{item.image_path} has the same basename {item.key!r} as another image and would share its "
+                    "cache files; rename one (left out)"
+                )
+                continue
+            seen.add(item.key)
+        kept.append(item)
+    result.items = kept
+
+
+def _names(paths: list[Path], limit: int = 5) -> str:
+    """A short list of file names for a message."""
+    shown = ", ".join(p.name for p in paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def _summarise_problems(r: DatasetItems) -> None:
+    """One line per kind of problem, naming the files involved."""
+    d = r.dataset
+    if r.image_count == 0:
+        r.problems.append(f"no images found in {d.source} (extensions: png, jpg, jpeg, webp, bmp)")
+    if r.missing_captions:
+        where = f"caption files ({d.caption_extension}) beside them" if d.image_directory else '"caption"'
+        r.problems.append(
+            f"{len(r.missing_captions)} image(s) lack {where}: {_names(r.missing_captions)} (left out)"
+        )
+    if r.empty_captions:
+        r.problems.append(f"{len(r.empty_captions)} caption(s) are empty: {_names(r.empty_captions)}")
+    if r.unreadable:
+        reasons = "; ".join(f"{u.path.name}: {u.reason}" for u in r.unreadable[:5])
+        r.problems.append(f"{len(r.unreadable)} image(s) cannot be read and are left out: {reasons}")
+    if r.unreadable_controls:
+        reasons = "; ".join(f"{u.path.name}: {u.reason}" for u in r.unreadable_controls[:5])
+        left = " and their targets are left out" if r.edit else ""
+        r.problems.append(f"{len(r.unreadable_controls)} control image(s) cannot be read{left}: {reasons}")
+    if r.too_small:
+        r.problems.append(
+            f"{len(r.too_small)} image(s) are smaller than {STEP} px on a side: {_names(r.too_small)}"
+        )
+    if r.edit and not r.has_controls:
+        fix = "set control_directory" if d.image_directory else 'give each line a "control_path"'
+        r.problems.append(f"edit mode needs control images: {fix} in {d.label}")
+    elif r.edit and r.missing_controls:
+        r.problems.append(
+            f"{len(r.missing_controls)} image(s) have no control image: {_names(r.missing_controls)} (left out)"
+        )
+    if r.unmatched_controls:
+        r.problems.append(
+            f"{len(r.unmatched_controls)} control image(s) match no target image: {_names(r.unmatched_controls)}"
+        )
+    if d.no_resize_control and d.control_resolution is not None:
+        r.problems.append("no_resize_control is set, so control_resolution is ignored")
