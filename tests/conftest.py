@@ -13,3 +13,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A demo workspace (tiny models, dataset, configs) built once per test session; treat it as read-only."""
+    from qwen_image_studio.demo.workspace import create_demo
+
+    root = tmp_path_factory.mktemp("demo")
+    create_demo(root, seed=0)
+    return root

@@ -226,6 +226,16 @@ def _text_outdated(entry: CacheEntry) -> bool:
     return cached is not None and cached != entry.caption
 
 
+def latent_cache_current(entry: CacheEntry) -> bool:
+    """Whether the entry's latent file exists and was made for its current bucket and control sizes."""
+    return entry.latent_path.is_file() and not _latent_outdated(entry)
+
+
+def text_cache_current(entry: CacheEntry) -> bool:
+    """Whether the entry's text file exists and was made from its current caption."""
+    return entry.text_path.is_file() and not _text_outdated(entry)
+
+
 def cache_state(
     entries: list[CacheEntry], cache_dir: Path, arch: str, check_contents: bool = True
 ) -> CacheState:

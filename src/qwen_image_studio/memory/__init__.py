@@ -1,0 +1,1 @@
+"""Memory options: fp8 weight storage, block swapping, activation offload."""

@@ -1,0 +1,136 @@
+"""Stage 2: encode captions (with control images in edit mode) with Qwen2.5-VL, one trimmed embedding per item.
+
+The prompt templates, the dropped prefix and the control-image preparation are diffusers' own:
+`QwenImagePipeline.encode_prompt` (text-to-image), `QwenImageEditPipeline.encode_prompt` (edit) and
+`QwenImageEditPlusPipeline.encode_prompt` (2509/2511, "Picture N:" per control image), called on
+pipelines that hold only the text encoder, tokenizer and processor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from ..data.cache_paths import text_cache_current, text_cache_metadata, text_tensor_key
+from ..data.images import load_image
+from ..data.items import DatasetItem
+from ..events import EventWriter, ProgressTracker
+from ..models.loading import load_text_encoder
+from ..params.schema import StudioConfig
+from .common import batches, discover, model_dtype, remove_stale, resolve_device, save_cache_file
+
+log = logging.getLogger(__name__)
+
+
+def _model_root(path: str | None) -> Path | None:
+    """The diffusers root a --text_encoder folder belongs to (its tokenizer/ and processor/ live there)."""
+    if not path:
+        return None
+    p = Path(path).expanduser()
+    for candidate in (p, p.parent):
+        if candidate.is_dir() and (candidate / "tokenizer").is_dir():
+            return candidate
+    return None
+
+
+def build_encoding_pipeline(text_encoder: torch.nn.Module, model_version: str, tokenizer_path: str | None,
+                            text_encoder_path: str | None) -> Any:
+    """The diffusers pipeline whose `encode_prompt` matches `model_version`, holding only what encoding needs."""
+    from diffusers import QwenImageEditPipeline, QwenImageEditPlusPipeline, QwenImagePipeline
+
+    from ..models.processor import build_processor, load_processor
+    from ..models.tokenizer import resolve_tokenizer
+
+    root = _model_root(text_encoder_path)
+    tokenizer = resolve_tokenizer(tokenizer_path or (root / "tokenizer" if root else None))
+    common = {"scheduler": None, "vae": None, "transformer": None, "text_encoder": text_encoder,
+              "tokenizer": tokenizer}
+    if model_version == "original":
+        return QwenImagePipeline(**common)
+    has_processor = root is not None and (root / "processor").is_dir()
+    processor = load_processor(root) if has_processor else build_processor(tokenizer)
+    cls = QwenImageEditPipeline if model_version == "edit" else QwenImageEditPlusPipeline
+    return cls(**common, processor=processor)
+
+
+def prompt_images(model_version: str, controls: list[Image.Image]) -> list[Image.Image]:
+    """Control images resized as the diffusers pipeline does before `encode_prompt` for this version."""
+    from diffusers.image_processor import VaeImageProcessor
+    from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit as edit
+    from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as plus
+
+    resize = VaeImageProcessor(vae_scale_factor=16).resize
+    out = []
+    for image in controls:
+        ratio = image.size[0] / image.size[1]
+        if model_version == "edit":
+            width, height, _ = edit.calculate_dimensions(1024 * 1024, ratio)
+        else:
+            width, height = plus.calculate_dimensions(plus.CONDITION_IMAGE_SIZE, ratio)
+        out.append(resize(image, height, width))
+    return out
+
+
+@torch.no_grad()
+def encode(pipe: Any, model_version: str, captions: list[str], controls: list[list[Image.Image]] | None,
+           device: torch.device) -> list[torch.Tensor]:
+    """Per caption, the text-encoder output with padding and the template prefix removed: (T_i, D)."""
+    if model_version == "original":
+        embeds, mask = pipe.encode_prompt(prompt=captions, device=device)
+        lengths = [embeds.shape[1]] * len(captions) if mask is None else mask.sum(dim=1).tolist()
+        return [embeds[i, : int(n)] for i, n in enumerate(lengths)]
+    assert controls is not None
+    out = []
+    for caption, images in zip(captions, controls, strict=True):
+        prepared = prompt_images(model_version, images)
+        image_arg: Any = prepared[0] if model_version == "edit" else prepared
+        embeds, _ = pipe.encode_prompt(prompt=[caption], image=image_arg, device=device)
+        out.append(embeds[0])
+    return out
+
+
+def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> None:
+    """Cache the text-encoder outputs of every usable item of every dataset."""
+    found = discover(config, events)
+    todo = [(r, item) for r in found for item in r.items]
+    if config.skip_existing:
+        todo = [(r, i) for r, i in todo if not text_cache_current(i.cache_entry())]
+        log.info("--skip_existing: %d item(s) left to encode", len(todo))
+    device = resolve_device(config.device)
+    dtype = model_dtype(device)
+    written = 0
+    if todo:
+        te = load_text_encoder(config.text_encoder, dtype=dtype, device=device)  # type: ignore[arg-type]
+        if config.fp8_vl:
+            from ..memory.fp8_linear import quantize_linears
+
+            n = quantize_linears(te.model.language_model, compute_dtype=dtype)
+            log.info("--fp8_vl: %d linear layers of the language model stored in float8_e4m3fn", n)
+        pipe = build_encoding_pipeline(te, config.model_version, config.tokenizer, config.text_encoder)
+        tracker = ProgressTracker(events, total=len(todo), phase="cache text encoder", unit="caption")
+        for result in found:
+            items = [i for r, i in todo if r is result]
+            size = config.cache_batch_size or result.dataset.batch_size
+            for batch in batches(items, size):
+                _encode_batch(pipe, config.model_version, batch, device)
+                written += len(batch)
+                tracker.advance(len(batch))
+        tracker.close()
+    removed = sum(remove_stale(r, "text", config.keep_cache, events) for r in found)
+    log.info("text-encoder caches: %d written, %d stale removed", written, removed)
+    events.emit("metric", step=written, written=written, removed=removed)
+
+
+def _encode_batch(pipe: Any, model_version: str, batch: list[DatasetItem], device: torch.device) -> None:
+    captions = [i.caption for i in batch]
+    controls = None
+    if model_version != "original":
+        controls = [[load_image(p) for p in i.control_paths] for i in batch]
+    for item, embed in zip(batch, encode(pipe, model_version, captions, controls, device), strict=True):
+        save_cache_file({text_tensor_key(embed.dtype): embed}, item.text_cache_path,
+                        text_cache_metadata(item.caption))

@@ -1,0 +1,95 @@
+"""What the stage commands share: device and dtype choice, dataset discovery, batching, atomic cache writes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import torch
+
+from ..data.config import load_dataset_config
+from ..data.items import DatasetItem, DatasetItems, discover_items
+from ..events import EventWriter
+from ..params.schema import StudioConfig
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """The device a stage runs on: the one asked for, else CUDA when available, else the CPU."""
+    if name:
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            from ..errors import ConfigError
+
+            raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def model_dtype(device: torch.device, precision: str = "bf16") -> torch.dtype:
+    """bf16 (or fp16) on a GPU; fp32 on the CPU, where bf16 matmuls are unusably slow."""
+    if device.type == "cpu":
+        return torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+
+
+def discover(config: StudioConfig, events: EventWriter) -> list[DatasetItems]:
+    """Every dataset of ``--dataset_config`` with its usable items; content problems become warnings."""
+    ds_config = load_dataset_config(config.dataset_config)  # type: ignore[arg-type]
+    found = [discover_items(ds, edit=config.is_edit) for ds in ds_config.datasets]
+    for result in found:
+        for problem in result.problems:
+            events.warning(f"{result.dataset.label}: {problem}")
+    if not any(r.items for r in found):
+        from ..errors import DatasetError
+
+        raise DatasetError(f"--dataset_config {config.dataset_config}: no usable images (see the warnings above)")
+    return found
+
+
+def batches(items: list[DatasetItem], size: int) -> Iterator[list[DatasetItem]]:
+    """Items grouped by bucket (and control sizes), then cut into batches of at most `size`."""
+    groups: dict[tuple, list[DatasetItem]] = {}
+    for item in items:
+        groups.setdefault((item.batch_key, len(item.control_paths)), []).append(item)
+    for key in sorted(groups):
+        group = groups[key]
+        for start in range(0, len(group), size):
+            yield group[start : start + size]
+
+
+def save_cache_file(tensors: Mapping[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """Write a safetensors cache file atomically: an interrupted run never leaves a half-written file."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def remove_stale(found: DatasetItems, kind: str, keep: bool, events: EventWriter) -> int:
+    """Delete `kind` ("latent" or "text") cache files of this mode that belong to no item, unless kept."""
+    from ..data.cache_paths import parse_latent_cache_name, stale_cache_files
+
+    entries = [item.cache_entry() for item in found.items]
+    stale = [p for p in stale_cache_files(found.dataset.cache_directory, entries, found.arch)
+             if (parse_latent_cache_name(p.name) is not None) == (kind == "latent")]
+    if keep:
+        if stale:
+            events.warning(f"{found.dataset.label}: keeping {len(stale)} cache file(s) of images no longer in "
+                           "the dataset (--keep_cache)")
+        return 0
+    for path in stale:
+        path.unlink(missing_ok=True)
+        log.info("removed stale cache file %s", path)
+    return len(stale)

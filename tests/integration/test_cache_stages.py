@@ -1,0 +1,209 @@
+"""The two caching stages on the demo models: what they write equals what diffusers computes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from qwen_image_studio.data.config import load_dataset_config
+from qwen_image_studio.data.images import load_image, load_image_for_bucket
+from qwen_image_studio.data.items import discover_items
+from qwen_image_studio.events import read_events
+from qwen_image_studio.params.spec import Stage
+from qwen_image_studio.stages.runner import main as run_stage
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _dataset_copy(demo: Path, tmp: Path, edit: bool) -> Path:
+    """A dataset TOML over the demo images with its own cache folder."""
+    data = demo / "dataset"
+    control = f'control_directory = "{data / "controls"}"\n' if edit else ""
+    toml = tmp / ("edit.toml" if edit else "t2i.toml")
+    toml.write_text(
+        "[general]\nresolution = [64, 64]\nenable_bucket = true\nbatch_size = 2\n\n[[datasets]]\n"
+        f'image_directory = "{data / "images"}"\ncache_directory = "{tmp / "cache"}"\n{control}',
+        encoding="utf-8",
+    )
+    return toml
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    with safe_open(str(path), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()  # noqa: SIM118
+
+
+def _models(demo: Path) -> dict[str, Path]:
+    comfy = demo / "models" / "comfyui"
+    return {"vae": comfy / "qwen_image_vae.safetensors", "te": comfy / "qwen_2.5_vl_7b.safetensors",
+            "t2i_root": demo / "models" / "diffusers" / "Qwen-Image",
+            "edit_root": demo / "models" / "diffusers" / "Qwen-Image-Edit-2509"}
+
+
+@pytest.fixture(scope="module")
+def edit_caches(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Latent and text caches of the demo dataset in edit-2509 mode, written by the two stages."""
+    tmp = tmp_path_factory.mktemp("edit_cache")
+    toml = _dataset_copy(demo, tmp, edit=True)
+    m = _models(demo)
+    common = ["--dataset_config", str(toml), "--model_version", "edit-2509", "--device", "cpu",
+              "--events_file", str(tmp / "events.jsonl")]
+    assert run_stage(Stage.CACHE_LATENTS, [*common, "--vae", str(m["vae"])]) == 0
+    assert run_stage(Stage.CACHE_TEXT, [*common, "--text_encoder", str(m["te"])]) == 0
+    return toml
+
+
+def test_latents_equal_diffusers_vae_encode_and_normalisation(demo: Path, edit_caches: Path) -> None:
+    from diffusers import AutoencoderKLQwenImage, QwenImageEditPlusPipeline
+
+    m = _models(demo)
+    vae = AutoencoderKLQwenImage.from_pretrained(m["edit_root"], subfolder="vae", torch_dtype=torch.float32)
+    pipe = QwenImageEditPlusPipeline(scheduler=None, vae=vae, text_encoder=None, tokenizer=None,
+                                     processor=None, transformer=None)
+    items = discover_items(load_dataset_config(edit_caches).datasets[0], edit=True).items
+    assert len(items) == 6
+    for item in items:
+        tensors, meta = _read(item.latent_cache_path)
+        assert meta["width"] == str(item.size[0]) and meta["architecture"] == "qwen_image"
+        w, h = item.bucket
+        target = next(v for k, v in tensors.items() if k.startswith("latents_1x"))
+        image = pipe.image_processor.preprocess(load_image_for_bucket(item.image_path, item.bucket), h, w)
+        expected = pipe._encode_vae_image(image.unsqueeze(2), generator=None)[0]
+        assert target.shape == (16, 1, h // 8, w // 8)
+        torch.testing.assert_close(target, expected, rtol=1e-4, atol=1e-4)
+        control = next(v for k, v in tensors.items() if k.startswith("latents_control_0_"))
+        cw, ch = item.control_buckets[0]
+        cimage = pipe.image_processor.preprocess(load_image_for_bucket(item.control_paths[0], (cw, ch)), ch, cw)
+        torch.testing.assert_close(control, pipe._encode_vae_image(cimage.unsqueeze(2), generator=None)[0],
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_edit_plus_embeddings_equal_diffusers_encode_prompt(demo: Path, edit_caches: Path) -> None:
+    from diffusers import QwenImageEditPlusPipeline
+    from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus import (
+        CONDITION_IMAGE_SIZE,
+        calculate_dimensions,
+    )
+
+    from qwen_image_studio.models.processor import load_processor
+
+    m = _models(demo)
+    pipe = QwenImageEditPlusPipeline.from_pretrained(m["edit_root"], processor=load_processor(m["edit_root"]),
+                                                     torch_dtype=torch.float32)
+    items = discover_items(load_dataset_config(edit_caches).datasets[0], edit=True).items
+    for item in items[:3]:
+        tensors, meta = _read(item.text_cache_path)
+        assert meta["caption1"] == item.caption
+        (embed,) = tensors.values()
+        control = load_image(item.control_paths[0])
+        w, h = calculate_dimensions(CONDITION_IMAGE_SIZE, control.size[0] / control.size[1])
+        expected, mask = pipe.encode_prompt(prompt=item.caption, image=[pipe.image_processor.resize(control, h, w)],
+                                            device="cpu")
+        assert mask is None or bool(mask.all())
+        torch.testing.assert_close(embed, expected[0], rtol=1e-4, atol=1e-4)
+
+
+def test_text_to_image_embeddings_equal_diffusers_and_padding_is_trimmed(demo: Path, tmp_path: Path) -> None:
+    from diffusers import QwenImagePipeline
+
+    captions = ["a red square", "a small blue circle on a bright yellow background, centred", "dot",
+                "一只红色的正方形", "a green triangle 🙂", "shapes"]
+    lines = [json.dumps({"image_path": str(p), "caption": c})
+             for p, c in zip(sorted((demo / "dataset" / "images").glob("*.png")), captions, strict=True)]
+    (tmp_path / "list.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    toml = tmp_path / "jsonl.toml"
+    toml.write_text(f'[general]\nresolution = [64, 64]\nenable_bucket = true\n[[datasets]]\n'
+                    f'image_jsonl_file = "{tmp_path / "list.jsonl"}"\ncache_directory = "{tmp_path / "c"}"\n',
+                    encoding="utf-8")
+    m = _models(demo)
+    argv = ["--dataset_config", str(toml), "--text_encoder", str(m["te"]), "--batch_size", "3", "--device", "cpu"]
+    assert run_stage(Stage.CACHE_TEXT, argv) == 0
+    pipe = QwenImagePipeline.from_pretrained(m["t2i_root"], torch_dtype=torch.float32)
+    items = discover_items(load_dataset_config(toml).datasets[0]).items
+    lengths = set()
+    for item in items:
+        (embed,) = _read(item.text_cache_path)[0].values()
+        expected, _ = pipe.encode_prompt(prompt=[item.caption], device="cpu")
+        torch.testing.assert_close(embed, expected[0], rtol=1e-4, atol=1e-4)
+        lengths.add(embed.shape[0])
+    assert len(lengths) >= 4, "captions of different lengths keep their own lengths (no padding)"
+
+
+def test_skip_existing_encodes_nothing_and_stale_files_go(demo: Path, edit_caches: Path, tmp_path: Path) -> None:
+    m = _models(demo)
+    cache = edit_caches.parent / "cache"
+    before = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    stale = cache / "gone_0064x0064_qie.safetensors"
+    stale.write_bytes(b"x")
+    events = tmp_path / "ev.jsonl"
+    argv = ["--dataset_config", str(edit_caches), "--model_version", "edit-2509", "--device", "cpu",
+            "--skip_existing", "--events_file", str(events)]
+    assert run_stage(Stage.CACHE_LATENTS, [*argv, "--vae", str(m["vae"]), "--keep_cache"]) == 0
+    assert stale.exists()
+    assert run_stage(Stage.CACHE_TEXT, [*argv, "--text_encoder", str(m["te"])]) == 0
+    assert run_stage(Stage.CACHE_LATENTS, [*argv, "--vae", str(m["vae"])]) == 0
+    assert not stale.exists()
+    after = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    assert after == before
+    metrics = [e for e in read_events(events)[0] if e["type"] == "metric"]
+    assert [e["written"] for e in metrics] == [0, 0, 0]
+
+
+def _cli(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+@pytest.mark.parametrize(("flag", "value", "expected"), [
+    ("--vae", "text_encoder", "--vae: "),
+    ("--vae", "missing", "--vae: not found: "),
+])
+def test_bad_model_file_fails_clearly_and_keeps_caches(demo: Path, tmp_path: Path, flag: str, value: str,
+                                                       expected: str) -> None:
+    toml = _dataset_copy(demo, tmp_path, edit=False)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    keep = cache / "demo_00_0096x0096_qi.safetensors"
+    keep.write_bytes(b"old cache")
+    path = _models(demo)["te"] if value == "text_encoder" else tmp_path / "nope.safetensors"
+    out = _cli("qwen_image_cache_latents.py", "--dataset_config", str(toml), flag, str(path), "--device", "cpu")
+    assert out.returncode == 2, out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and expected in lines[0] and str(path) in lines[0], out.stderr
+    assert keep.read_bytes() == b"old cache"
+
+
+def test_missing_image_folder_and_shared_cache_are_reported(demo: Path, tmp_path: Path) -> None:
+    toml = tmp_path / "bad.toml"
+    toml.write_text(f'[[datasets]]\nimage_directory = "{tmp_path / "nowhere"}"\n', encoding="utf-8")
+    out = _cli("qwen_image_cache_text_encoder_outputs.py", "--dataset_config", str(toml), "--text_encoder",
+               str(_models(demo)["te"]))
+    assert out.returncode == 2
+    assert "image_directory" in out.stderr and str(tmp_path / "nowhere") in out.stderr
+    images = demo / "dataset" / "images"
+    toml.write_text(f'[[datasets]]\nimage_directory = "{images}"\ncache_directory = "{tmp_path}"\n'
+                    f'[[datasets]]\nimage_directory = "{images}"\ncache_directory = "{tmp_path}"\n',
+                    encoding="utf-8")
+    out = _cli("qwen_image_cache_latents.py", "--dataset_config", str(toml), "--vae", str(_models(demo)["vae"]))
+    assert out.returncode == 2 and "cache_directory" in out.stderr
+
+
+def test_fp8_vl_caches_close_to_full_precision(demo: Path, tmp_path: Path) -> None:
+    toml = _dataset_copy(demo, tmp_path, edit=False)
+    m = _models(demo)
+    argv = ["--dataset_config", str(toml), "--text_encoder", str(m["te"]), "--device", "cpu"]
+    assert run_stage(Stage.CACHE_TEXT, argv) == 0
+    item = discover_items(load_dataset_config(toml).datasets[0]).items[0]
+    (full,) = _read(item.text_cache_path)[0].values()
+    assert run_stage(Stage.CACHE_TEXT, [*argv, "--fp8_vl"]) == 0
+    (fp8,) = _read(item.text_cache_path)[0].values()
+    rel = (fp8 - full).norm() / full.norm()
+    assert 0 < rel < 0.1, rel
