@@ -207,3 +207,25 @@ def test_fp8_vl_caches_close_to_full_precision(demo: Path, tmp_path: Path) -> No
     (fp8,) = _read(item.text_cache_path)[0].values()
     rel = (fp8 - full).norm() / full.norm()
     assert 0 < rel < 0.1, rel
+
+
+def test_original_edit_embeddings_equal_diffusers_edit_pipeline(demo: Path, tmp_path: Path) -> None:
+    from diffusers import QwenImageEditPipeline
+    from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit import calculate_dimensions
+
+    from qwen_image_studio.models.processor import load_processor
+
+    toml = _dataset_copy(demo, tmp_path, edit=True)
+    m = _models(demo)
+    argv = ["--dataset_config", str(toml), "--text_encoder", str(m["te"]), "--model_version", "edit",
+            "--device", "cpu"]
+    assert run_stage(Stage.CACHE_TEXT, argv) == 0
+    pipe = QwenImageEditPipeline.from_pretrained(m["edit_root"], processor=load_processor(m["edit_root"]),
+                                                 torch_dtype=torch.float32)
+    item = discover_items(load_dataset_config(toml).datasets[0], edit=True).items[1]
+    (embed,) = _read(item.text_cache_path)[0].values()
+    control = load_image(item.control_paths[0])
+    w, h, _ = calculate_dimensions(1024 * 1024, control.size[0] / control.size[1])
+    expected, _ = pipe.encode_prompt(prompt=item.caption, image=pipe.image_processor.resize(control, h, w),
+                                     device="cpu")
+    torch.testing.assert_close(embed, expected[0], rtol=1e-4, atol=1e-4)
