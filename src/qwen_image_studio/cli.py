@@ -63,12 +63,6 @@ def _dataset(args: argparse.Namespace) -> int:
     return run_inspect(args.rest)
 
 
-def _webui(args: argparse.Namespace) -> int:
-    from .webui.main import main as webui_main
-
-    return webui_main(args.rest)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser; stage subcommands forward their arguments untouched."""
     parser = argparse.ArgumentParser(prog="qwen-image-studio", description="Qwen-Image LoRA training studio.")
@@ -98,7 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
     ds.set_defaults(func=_dataset)
     web = sub.add_parser("webui", help="start the web UI (same as python qwen_webui.py)", add_help=False)
     web.add_argument("rest", nargs=argparse.REMAINDER)
-    web.set_defaults(func=_webui)
     return parser
 
 
@@ -109,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         from .stages.runner import main as run_stage
 
         return run_stage(STAGE_COMMANDS[argv[0]], argv[1:])
+    if argv and argv[0] == "webui":
+        from .webui.main import main as webui_main
+
+        return webui_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "config" and args.action == "from-cli":

@@ -42,9 +42,12 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 def _models(demo: Path) -> dict[str, Path]:
     comfy = demo / "models" / "comfyui"
-    return {"vae": comfy / "qwen_image_vae.safetensors", "te": comfy / "qwen_2.5_vl_7b.safetensors",
-            "t2i_root": demo / "models" / "diffusers" / "Qwen-Image",
-            "edit_root": demo / "models" / "diffusers" / "Qwen-Image-Edit-2509"}
+    return {
+        "vae": comfy / "qwen_image_vae.safetensors",
+        "te": comfy / "qwen_2.5_vl_7b.safetensors",
+        "t2i_root": demo / "models" / "diffusers" / "Qwen-Image",
+        "edit_root": demo / "models" / "diffusers" / "Qwen-Image-Edit-2509",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +56,16 @@ def edit_caches(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("edit_cache")
     toml = _dataset_copy(demo, tmp, edit=True)
     m = _models(demo)
-    common = ["--dataset_config", str(toml), "--model_version", "edit-2509", "--device", "cpu",
-              "--events_file", str(tmp / "events.jsonl")]
+    common = [
+        "--dataset_config",
+        str(toml),
+        "--model_version",
+        "edit-2509",
+        "--device",
+        "cpu",
+        "--events_file",
+        str(tmp / "events.jsonl"),
+    ]
     assert run_stage(Stage.CACHE_LATENTS, [*common, "--vae", str(m["vae"])]) == 0
     assert run_stage(Stage.CACHE_TEXT, [*common, "--text_encoder", str(m["te"])]) == 0
     return toml
@@ -65,8 +76,9 @@ def test_latents_equal_diffusers_vae_encode_and_normalisation(demo: Path, edit_c
 
     m = _models(demo)
     vae = AutoencoderKLQwenImage.from_pretrained(m["edit_root"], subfolder="vae", torch_dtype=torch.float32)
-    pipe = QwenImageEditPlusPipeline(scheduler=None, vae=vae, text_encoder=None, tokenizer=None,
-                                     processor=None, transformer=None)
+    pipe = QwenImageEditPlusPipeline(
+        scheduler=None, vae=vae, text_encoder=None, tokenizer=None, processor=None, transformer=None
+    )
     items = discover_items(load_dataset_config(edit_caches).datasets[0], edit=True).items
     assert len(items) == 6
     for item in items:
@@ -80,9 +92,12 @@ def test_latents_equal_diffusers_vae_encode_and_normalisation(demo: Path, edit_c
         torch.testing.assert_close(target, expected, rtol=1e-4, atol=1e-4)
         control = next(v for k, v in tensors.items() if k.startswith("latents_control_0_"))
         cw, ch = item.control_buckets[0]
-        cimage = pipe.image_processor.preprocess(load_image_for_bucket(item.control_paths[0], (cw, ch)), ch, cw)
-        torch.testing.assert_close(control, pipe._encode_vae_image(cimage.unsqueeze(2), generator=None)[0],
-                                   rtol=1e-4, atol=1e-4)
+        cimage = pipe.image_processor.preprocess(
+            load_image_for_bucket(item.control_paths[0], (cw, ch)), ch, cw
+        )
+        torch.testing.assert_close(
+            control, pipe._encode_vae_image(cimage.unsqueeze(2), generator=None)[0], rtol=1e-4, atol=1e-4
+        )
 
 
 def test_edit_plus_embeddings_equal_diffusers_encode_prompt(demo: Path, edit_caches: Path) -> None:
@@ -95,8 +110,9 @@ def test_edit_plus_embeddings_equal_diffusers_encode_prompt(demo: Path, edit_cac
     from qwen_image_studio.models.processor import load_processor
 
     m = _models(demo)
-    pipe = QwenImageEditPlusPipeline.from_pretrained(m["edit_root"], processor=load_processor(m["edit_root"]),
-                                                     torch_dtype=torch.float32)
+    pipe = QwenImageEditPlusPipeline.from_pretrained(
+        m["edit_root"], processor=load_processor(m["edit_root"]), torch_dtype=torch.float32
+    )
     items = discover_items(load_dataset_config(edit_caches).datasets[0], edit=True).items
     for item in items[:3]:
         tensors, meta = _read(item.text_cache_path)
@@ -104,8 +120,9 @@ def test_edit_plus_embeddings_equal_diffusers_encode_prompt(demo: Path, edit_cac
         (embed,) = tensors.values()
         control = load_image(item.control_paths[0])
         w, h = calculate_dimensions(CONDITION_IMAGE_SIZE, control.size[0] / control.size[1])
-        expected, mask = pipe.encode_prompt(prompt=item.caption, image=[pipe.image_processor.resize(control, h, w)],
-                                            device="cpu")
+        expected, mask = pipe.encode_prompt(
+            prompt=item.caption, image=[pipe.image_processor.resize(control, h, w)], device="cpu"
+        )
         assert mask is None or bool(mask.all())
         torch.testing.assert_close(embed, expected[0], rtol=1e-4, atol=1e-4)
 
@@ -113,17 +130,36 @@ def test_edit_plus_embeddings_equal_diffusers_encode_prompt(demo: Path, edit_cac
 def test_text_to_image_embeddings_equal_diffusers_and_padding_is_trimmed(demo: Path, tmp_path: Path) -> None:
     from diffusers import QwenImagePipeline
 
-    captions = ["a red square", "a small blue circle on a bright yellow background, centred", "dot",
-                "一只红色的正方形", "a green triangle 🙂", "shapes"]
-    lines = [json.dumps({"image_path": str(p), "caption": c})
-             for p, c in zip(sorted((demo / "dataset" / "images").glob("*.png")), captions, strict=True)]
+    captions = [
+        "a red square",
+        "a small blue circle on a bright yellow background, centred",
+        "dot",
+        "一只红色的正方形",
+        "a green triangle 🙂",
+        "shapes",
+    ]
+    lines = [
+        json.dumps({"image_path": str(p), "caption": c})
+        for p, c in zip(sorted((demo / "dataset" / "images").glob("*.png")), captions, strict=True)
+    ]
     (tmp_path / "list.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     toml = tmp_path / "jsonl.toml"
-    toml.write_text(f'[general]\nresolution = [64, 64]\nenable_bucket = true\n[[datasets]]\n'
-                    f'image_jsonl_file = "{tmp_path / "list.jsonl"}"\ncache_directory = "{tmp_path / "c"}"\n',
-                    encoding="utf-8")
+    toml.write_text(
+        f"[general]\nresolution = [64, 64]\nenable_bucket = true\n[[datasets]]\n"
+        f'image_jsonl_file = "{tmp_path / "list.jsonl"}"\ncache_directory = "{tmp_path / "c"}"\n',
+        encoding="utf-8",
+    )
     m = _models(demo)
-    argv = ["--dataset_config", str(toml), "--text_encoder", str(m["te"]), "--batch_size", "3", "--device", "cpu"]
+    argv = [
+        "--dataset_config",
+        str(toml),
+        "--text_encoder",
+        str(m["te"]),
+        "--batch_size",
+        "3",
+        "--device",
+        "cpu",
+    ]
     assert run_stage(Stage.CACHE_TEXT, argv) == 0
     pipe = QwenImagePipeline.from_pretrained(m["t2i_root"], torch_dtype=torch.float32)
     items = discover_items(load_dataset_config(toml).datasets[0]).items
@@ -136,15 +172,26 @@ def test_text_to_image_embeddings_equal_diffusers_and_padding_is_trimmed(demo: P
     assert len(lengths) >= 4, "captions of different lengths keep their own lengths (no padding)"
 
 
-def test_skip_existing_encodes_nothing_and_stale_files_go(demo: Path, edit_caches: Path, tmp_path: Path) -> None:
+def test_skip_existing_encodes_nothing_and_stale_files_go(
+    demo: Path, edit_caches: Path, tmp_path: Path
+) -> None:
     m = _models(demo)
     cache = edit_caches.parent / "cache"
     before = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
     stale = cache / "gone_0064x0064_qie.safetensors"
     stale.write_bytes(b"x")
     events = tmp_path / "ev.jsonl"
-    argv = ["--dataset_config", str(edit_caches), "--model_version", "edit-2509", "--device", "cpu",
-            "--skip_existing", "--events_file", str(events)]
+    argv = [
+        "--dataset_config",
+        str(edit_caches),
+        "--model_version",
+        "edit-2509",
+        "--device",
+        "cpu",
+        "--skip_existing",
+        "--events_file",
+        str(events),
+    ]
     assert run_stage(Stage.CACHE_LATENTS, [*argv, "--vae", str(m["vae"]), "--keep_cache"]) == 0
     assert stale.exists()
     assert run_stage(Stage.CACHE_TEXT, [*argv, "--text_encoder", str(m["te"])]) == 0
@@ -158,23 +205,30 @@ def test_skip_existing_encodes_nothing_and_stale_files_go(demo: Path, edit_cache
 
 def _cli(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True,
-                          timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args], capture_output=True, text=True, timeout=300, env=env
+    )
 
 
-@pytest.mark.parametrize(("flag", "value", "expected"), [
-    ("--vae", "text_encoder", "--vae: "),
-    ("--vae", "missing", "--vae: not found: "),
-])
-def test_bad_model_file_fails_clearly_and_keeps_caches(demo: Path, tmp_path: Path, flag: str, value: str,
-                                                       expected: str) -> None:
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--vae", "text_encoder", "--vae: "),
+        ("--vae", "missing", "--vae: not found: "),
+    ],
+)
+def test_bad_model_file_fails_clearly_and_keeps_caches(
+    demo: Path, tmp_path: Path, flag: str, value: str, expected: str
+) -> None:
     toml = _dataset_copy(demo, tmp_path, edit=False)
     cache = tmp_path / "cache"
     cache.mkdir()
     keep = cache / "demo_00_0096x0096_qi.safetensors"
     keep.write_bytes(b"old cache")
     path = _models(demo)["te"] if value == "text_encoder" else tmp_path / "nope.safetensors"
-    out = _cli("qwen_image_cache_latents.py", "--dataset_config", str(toml), flag, str(path), "--device", "cpu")
+    out = _cli(
+        "qwen_image_cache_latents.py", "--dataset_config", str(toml), flag, str(path), "--device", "cpu"
+    )
     assert out.returncode == 2, out.stderr
     lines = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and expected in lines[0] and str(path) in lines[0], out.stderr
@@ -184,15 +238,24 @@ def test_bad_model_file_fails_clearly_and_keeps_caches(demo: Path, tmp_path: Pat
 def test_missing_image_folder_and_shared_cache_are_reported(demo: Path, tmp_path: Path) -> None:
     toml = tmp_path / "bad.toml"
     toml.write_text(f'[[datasets]]\nimage_directory = "{tmp_path / "nowhere"}"\n', encoding="utf-8")
-    out = _cli("qwen_image_cache_text_encoder_outputs.py", "--dataset_config", str(toml), "--text_encoder",
-               str(_models(demo)["te"]))
+    out = _cli(
+        "qwen_image_cache_text_encoder_outputs.py",
+        "--dataset_config",
+        str(toml),
+        "--text_encoder",
+        str(_models(demo)["te"]),
+    )
     assert out.returncode == 2
     assert "image_directory" in out.stderr and str(tmp_path / "nowhere") in out.stderr
     images = demo / "dataset" / "images"
-    toml.write_text(f'[[datasets]]\nimage_directory = "{images}"\ncache_directory = "{tmp_path}"\n'
-                    f'[[datasets]]\nimage_directory = "{images}"\ncache_directory = "{tmp_path}"\n',
-                    encoding="utf-8")
-    out = _cli("qwen_image_cache_latents.py", "--dataset_config", str(toml), "--vae", str(_models(demo)["vae"]))
+    toml.write_text(
+        f'[[datasets]]\nimage_directory = "{images}"\ncache_directory = "{tmp_path}"\n'
+        f'[[datasets]]\nimage_directory = "{images}"\ncache_directory = "{tmp_path}"\n',
+        encoding="utf-8",
+    )
+    out = _cli(
+        "qwen_image_cache_latents.py", "--dataset_config", str(toml), "--vae", str(_models(demo)["vae"])
+    )
     assert out.returncode == 2 and "cache_directory" in out.stderr
 
 
@@ -217,15 +280,25 @@ def test_original_edit_embeddings_equal_diffusers_edit_pipeline(demo: Path, tmp_
 
     toml = _dataset_copy(demo, tmp_path, edit=True)
     m = _models(demo)
-    argv = ["--dataset_config", str(toml), "--text_encoder", str(m["te"]), "--model_version", "edit",
-            "--device", "cpu"]
+    argv = [
+        "--dataset_config",
+        str(toml),
+        "--text_encoder",
+        str(m["te"]),
+        "--model_version",
+        "edit",
+        "--device",
+        "cpu",
+    ]
     assert run_stage(Stage.CACHE_TEXT, argv) == 0
-    pipe = QwenImageEditPipeline.from_pretrained(m["edit_root"], processor=load_processor(m["edit_root"]),
-                                                 torch_dtype=torch.float32)
+    pipe = QwenImageEditPipeline.from_pretrained(
+        m["edit_root"], processor=load_processor(m["edit_root"]), torch_dtype=torch.float32
+    )
     item = discover_items(load_dataset_config(toml).datasets[0], edit=True).items[1]
     (embed,) = _read(item.text_cache_path)[0].values()
     control = load_image(item.control_paths[0])
     w, h, _ = calculate_dimensions(1024 * 1024, control.size[0] / control.size[1])
-    expected, _ = pipe.encode_prompt(prompt=item.caption, image=pipe.image_processor.resize(control, h, w),
-                                     device="cpu")
+    expected, _ = pipe.encode_prompt(
+        prompt=item.caption, image=pipe.image_processor.resize(control, h, w), device="cpu"
+    )
     torch.testing.assert_close(embed, expected[0], rtol=1e-4, atol=1e-4)

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..data.cache_paths import (
-    control_tensor_key,
-    latent_cache_current,
-    latent_cache_metadata,
-    latent_tensor_key,
-)
+from ..data.cache_paths import control_tensor_key, latent_cache_metadata, latent_tensor_key
 from ..data.images import load_image_for_bucket
 from ..data.items import DatasetItem
-from ..events import EventWriter, ProgressTracker
+from ..events import EventWriter
 from ..models.loading import load_vae
 from ..params.schema import StudioConfig
-from .common import batches, discover, model_dtype, remove_stale, resolve_device, save_cache_file
+from .common import run_cache_stage, save_cache_file
 
 log = logging.getLogger(__name__)
 
@@ -42,37 +38,22 @@ def encode_latents(vae: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> None:
     """Cache the latents of every usable item of every dataset."""
-    found = discover(config, events)
-    todo = [(r, item) for r in found for item in r.items]
-    if config.skip_existing:
-        skipped = [i for _, i in todo if latent_cache_current(i.cache_entry())]
-        todo = [(r, i) for r, i in todo if not latent_cache_current(i.cache_entry())]
-        log.info("--skip_existing: %d item(s) already cached", len(skipped))
-    device = resolve_device(config.device)
-    dtype = model_dtype(device)
-    written = 0
-    if todo:
+
+    def load(device: torch.device, dtype: torch.dtype) -> Callable[[list[DatasetItem]], None]:
         vae = load_vae(config.vae, dtype=dtype, device=device)  # type: ignore[arg-type]
-        tracker = ProgressTracker(events, total=len(todo), phase="cache latents", unit="image")
-        for result in found:
-            items = [i for r, i in todo if r is result]
-            size = config.cache_batch_size or result.dataset.batch_size
-            for batch in batches(items, size):
-                _encode_batch(vae, batch, dtype)
-                written += len(batch)
-                tracker.advance(len(batch))
-        tracker.close()
-    removed = sum(remove_stale(r, "latent", config.keep_cache, events) for r in found)
-    log.info("latent caches: %d written, %d stale removed", written, removed)
-    events.emit("metric", step=written, written=written, removed=removed)
+        return lambda batch: _encode_batch(vae, batch)
+
+    run_cache_stage(config, events, "latent", load)
 
 
-def _encode_batch(vae: torch.nn.Module, batch: list[DatasetItem], dtype: torch.dtype) -> None:
+def _encode_batch(vae: torch.nn.Module, batch: list[DatasetItem]) -> None:
     """Encode one batch (same bucket, same control sizes) and write one cache file per item."""
     targets = encode_latents(vae, pixels([load_image_for_bucket(i.image_path, i.bucket) for i in batch]))
     n_controls = len(batch[0].control_paths)
     controls = [
-        encode_latents(vae, pixels([load_image_for_bucket(i.control_paths[c], i.control_buckets[c]) for i in batch]))
+        encode_latents(
+            vae, pixels([load_image_for_bucket(i.control_paths[c], i.control_buckets[c]) for i in batch])
+        )
         for c in range(n_controls)
     ]
     for b, item in enumerate(batch):

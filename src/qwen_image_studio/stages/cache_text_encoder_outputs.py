@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
-from ..data.cache_paths import text_cache_current, text_cache_metadata, text_tensor_key
+from ..data.cache_paths import text_cache_metadata, text_tensor_key
 from ..data.images import load_image
 from ..data.items import DatasetItem
-from ..events import EventWriter, ProgressTracker
+from ..events import EventWriter
 from ..models.loading import load_text_encoder
 from ..params.schema import StudioConfig
-from .common import batches, discover, model_dtype, remove_stale, resolve_device, save_cache_file
+from .common import run_cache_stage, save_cache_file
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,12 @@ def _model_root(path: str | None) -> Path | None:
     return None
 
 
-def build_encoding_pipeline(text_encoder: torch.nn.Module, model_version: str, tokenizer_path: str | None,
-                            text_encoder_path: str | None) -> Any:
+def build_encoding_pipeline(
+    text_encoder: torch.nn.Module,
+    model_version: str,
+    tokenizer_path: str | None,
+    text_encoder_path: str | None,
+) -> Any:
     """The diffusers pipeline whose `encode_prompt` matches `model_version`, holding only what encoding needs."""
     from diffusers import QwenImageEditPipeline, QwenImageEditPlusPipeline, QwenImagePipeline
 
@@ -48,8 +53,13 @@ def build_encoding_pipeline(text_encoder: torch.nn.Module, model_version: str, t
 
     root = _model_root(text_encoder_path)
     tokenizer = resolve_tokenizer(tokenizer_path or (root / "tokenizer" if root else None))
-    common = {"scheduler": None, "vae": None, "transformer": None, "text_encoder": text_encoder,
-              "tokenizer": tokenizer}
+    common = {
+        "scheduler": None,
+        "vae": None,
+        "transformer": None,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+    }
     if model_version == "original":
         return QwenImagePipeline(**common)
     has_processor = root is not None and (root / "processor").is_dir()
@@ -77,8 +87,13 @@ def prompt_images(model_version: str, controls: list[Image.Image]) -> list[Image
 
 
 @torch.no_grad()
-def encode(pipe: Any, model_version: str, captions: list[str], controls: list[list[Image.Image]] | None,
-           device: torch.device) -> list[torch.Tensor]:
+def encode(
+    pipe: Any,
+    model_version: str,
+    captions: list[str],
+    controls: list[list[Image.Image]] | None,
+    device: torch.device,
+) -> list[torch.Tensor]:
     """Per caption, the text-encoder output with padding and the template prefix removed: (T_i, D)."""
     if model_version == "original":
         embeds, mask = pipe.encode_prompt(prompt=captions, device=device)
@@ -96,15 +111,8 @@ def encode(pipe: Any, model_version: str, captions: list[str], controls: list[li
 
 def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> None:
     """Cache the text-encoder outputs of every usable item of every dataset."""
-    found = discover(config, events)
-    todo = [(r, item) for r in found for item in r.items]
-    if config.skip_existing:
-        todo = [(r, i) for r, i in todo if not text_cache_current(i.cache_entry())]
-        log.info("--skip_existing: %d item(s) left to encode", len(todo))
-    device = resolve_device(config.device)
-    dtype = model_dtype(device)
-    written = 0
-    if todo:
+
+    def load(device: torch.device, dtype: torch.dtype) -> Callable[[list[DatasetItem]], None]:
         te = load_text_encoder(config.text_encoder, dtype=dtype, device=device)  # type: ignore[arg-type]
         if config.fp8_vl:
             from ..memory.fp8_linear import quantize_linears
@@ -112,18 +120,9 @@ def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> 
             n = quantize_linears(te.model.language_model, compute_dtype=dtype)
             log.info("--fp8_vl: %d linear layers of the language model stored in float8_e4m3fn", n)
         pipe = build_encoding_pipeline(te, config.model_version, config.tokenizer, config.text_encoder)
-        tracker = ProgressTracker(events, total=len(todo), phase="cache text encoder", unit="caption")
-        for result in found:
-            items = [i for r, i in todo if r is result]
-            size = config.cache_batch_size or result.dataset.batch_size
-            for batch in batches(items, size):
-                _encode_batch(pipe, config.model_version, batch, device)
-                written += len(batch)
-                tracker.advance(len(batch))
-        tracker.close()
-    removed = sum(remove_stale(r, "text", config.keep_cache, events) for r in found)
-    log.info("text-encoder caches: %d written, %d stale removed", written, removed)
-    events.emit("metric", step=written, written=written, removed=removed)
+        return lambda batch: _encode_batch(pipe, config.model_version, batch, device)
+
+    run_cache_stage(config, events, "text", load)
 
 
 def _encode_batch(pipe: Any, model_version: str, batch: list[DatasetItem], device: torch.device) -> None:
@@ -132,5 +131,6 @@ def _encode_batch(pipe: Any, model_version: str, batch: list[DatasetItem], devic
     if model_version != "original":
         controls = [[load_image(p) for p in i.control_paths] for i in batch]
     for item, embed in zip(batch, encode(pipe, model_version, captions, controls, device), strict=True):
-        save_cache_file({text_tensor_key(embed.dtype): embed}, item.text_cache_path,
-                        text_cache_metadata(item.caption))
+        save_cache_file(
+            {text_tensor_key(embed.dtype): embed}, item.text_cache_path, text_cache_metadata(item.caption)
+        )

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import torch
 
 from ..data.config import load_dataset_config
 from ..data.items import DatasetItem, DatasetItems, discover_items
-from ..events import EventWriter
+from ..events import EventWriter, ProgressTracker
 from ..params.schema import StudioConfig
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,9 @@ def discover(config: StudioConfig, events: EventWriter) -> list[DatasetItems]:
     if not any(r.items for r in found):
         from ..errors import DatasetError
 
-        raise DatasetError(f"--dataset_config {config.dataset_config}: no usable images (see the warnings above)")
+        raise DatasetError(
+            f"--dataset_config {config.dataset_config}: no usable images (see the warnings above)"
+        )
     return found
 
 
@@ -82,14 +84,55 @@ def remove_stale(found: DatasetItems, kind: str, keep: bool, events: EventWriter
     from ..data.cache_paths import parse_latent_cache_name, stale_cache_files
 
     entries = [item.cache_entry() for item in found.items]
-    stale = [p for p in stale_cache_files(found.dataset.cache_directory, entries, found.arch)
-             if (parse_latent_cache_name(p.name) is not None) == (kind == "latent")]
+    stale = [
+        p
+        for p in stale_cache_files(found.dataset.cache_directory, entries, found.arch)
+        if (parse_latent_cache_name(p.name) is not None) == (kind == "latent")
+    ]
     if keep:
         if stale:
-            events.warning(f"{found.dataset.label}: keeping {len(stale)} cache file(s) of images no longer in "
-                           "the dataset (--keep_cache)")
+            events.warning(
+                f"{found.dataset.label}: keeping {len(stale)} cache file(s) of images no longer in "
+                "the dataset (--keep_cache)"
+            )
         return 0
     for path in stale:
         path.unlink(missing_ok=True)
         log.info("removed stale cache file %s", path)
     return len(stale)
+
+
+def run_cache_stage(
+    config: StudioConfig,
+    events: EventWriter,
+    kind: str,
+    load: Callable[[torch.device, torch.dtype], Callable[[list[DatasetItem]], None]],
+) -> None:
+    """The loop both caching stages share: discover, skip what is current, encode in batches, drop stale files.
+
+    `kind` is "latent" or "text"; `load(device, dtype)` loads the model once and returns the batch encoder.
+    """
+    from ..data.cache_paths import latent_cache_current, text_cache_current
+
+    current = latent_cache_current if kind == "latent" else text_cache_current
+    found = discover(config, events)
+    todo = [(r, item) for r in found for item in r.items]
+    if config.skip_existing:
+        todo = [(r, i) for r, i in todo if not current(i.cache_entry())]
+        log.info("--skip_existing: %d item(s) left to encode", len(todo))
+    written = 0
+    if todo:
+        device = resolve_device(config.device)
+        encode_batch = load(device, model_dtype(device))
+        unit = "image" if kind == "latent" else "caption"
+        tracker = ProgressTracker(events, total=len(todo), phase=f"cache {kind}s", unit=unit)
+        for result in found:
+            items = [i for r, i in todo if r is result]
+            for batch in batches(items, config.cache_batch_size or result.dataset.batch_size):
+                encode_batch(batch)
+                written += len(batch)
+                tracker.advance(len(batch))
+        tracker.close()
+    removed = sum(remove_stale(r, kind, config.keep_cache, events) for r in found)
+    log.info("%s caches: %d written, %d stale removed", kind, written, removed)
+    events.emit("metric", step=written, written=written, removed=removed)

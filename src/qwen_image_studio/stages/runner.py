@@ -88,7 +88,9 @@ def main(stage: Stage, argv: list[str] | None = None) -> int:
             reason = oom_advice(config)
             code = EXIT_OOM
         else:
-            reason = f"unexpected {type(exc).__name__}: {exc}" + ("" if debug else " (run with --debug for details)")
+            reason = f"unexpected {type(exc).__name__}: {exc}" + (
+                "" if debug else " (run with --debug for details)"
+            )
             code = 1
         print(f"error: {reason}", file=sys.stderr)
         events.emit("failed", reason=reason, exit_code=code)

@@ -1,0 +1,30 @@
+"""The app's own state for the page: version, workspace, demo status and startup notices."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from .. import __version__
+from .app import studio
+from .i18n import TABLE
+
+bp = Blueprint("api_app", __name__, url_prefix="/api")
+
+
+@bp.get("/status")
+def status() -> Response:
+    """What the page shows in its header and notices."""
+    state = studio()
+    return jsonify(
+        version=__version__,
+        workspace=str(state.workspace),
+        demo=state.demo.status.as_json(),
+        notices=list(state.notices),
+        token_required=state.token is not None,
+    )
+
+
+@bp.get("/i18n")
+def translations() -> Response:
+    """The translation table (zh-CN and en)."""
+    return jsonify(TABLE)

@@ -1,0 +1,74 @@
+"""The parameter schema for the form, and server-side validation of the form's values."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from flask import Blueprint, Response, abort, jsonify
+
+from ..params.fields import all_fields
+from ..params.json_schema import form_schema
+from ..params.schema import EDIT_VERSIONS, StudioConfig
+from ..params.spec import Stage
+from ..params.validate import Problem, problems_of, stage_problems
+from .views_util import json_body, params_from, problem_list
+
+bp = Blueprint("api_schema", __name__, url_prefix="/api")
+
+MODE_FIELD = "model_version"  # the parameter the form's edit-mode switch sets
+
+
+@cache
+def ui_schema() -> dict[str, Any]:
+    """The form schema plus what the edit-mode switch needs (its field and which values mean edit)."""
+    schema = dict(form_schema())
+    schema["x-edit-switch"] = {
+        "field": MODE_FIELD,
+        "edit-values": list(EDIT_VERSIONS),
+        "off-value": StudioConfig.model_fields[MODE_FIELD].default,
+    }
+    return schema
+
+
+def stages_of(value: Any) -> list[Stage]:
+    """Stages named by a request (a name, a list of names, or nothing); 400 on an unknown name."""
+    names = [] if value in (None, "") else [value] if isinstance(value, str) else value
+    if not isinstance(names, list):
+        abort(400, description="'stage' must be a stage name or a list of them")
+    try:
+        return [Stage(name) for name in names]
+    except ValueError:
+        abort(400, description=f"unknown stage in {names!r}; stages: {', '.join(s.value for s in Stage)}")
+
+
+def check_stages(params: dict[str, Any], value_problems: list[Problem], stages: list[Stage]) -> list[Problem]:
+    """What the stages need that the values lack, judged on the fields that are valid on their own."""
+    bad = {p.field for p in value_problems}
+    known = all_fields()
+    values = {k: v for k, v in params.items() if k in known and k not in bad}
+    config = StudioConfig.model_construct(**values)
+    seen: dict[tuple[str, str], Problem] = {}
+    for stage in stages:
+        for problem in stage_problems(config, stage):
+            seen.setdefault((problem.field, problem.message), problem)
+    return list(seen.values())
+
+
+@bp.get("/schema")
+def schema() -> Response:
+    """The JSON Schema the form is built from."""
+    return jsonify(ui_schema())
+
+
+@bp.post("/validate")
+def validate() -> Response:
+    """Problems of the form's values, and with `stage` also what those stages still need."""
+    body = json_body()
+    params = params_from(body)
+    stages = stages_of(body.get("stage"))
+    problems = problems_of(params)
+    needs = check_stages(params, problems, stages) if stages else []
+    return jsonify(
+        ok=not problems and not needs, problems=problem_list(problems), stage_problems=problem_list(needs)
+    )

@@ -1,0 +1,93 @@
+"""`python qwen_webui.py` / `qwen-image-studio webui`: start the web UI on a workspace."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from ..logging_setup import setup_logging
+from .app import create_app, studio_of
+from .security import is_loopback
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The web UI's command-line options."""
+    parser = argparse.ArgumentParser(prog="qwen_webui.py", description="Qwen-Image Studio web UI.")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; any other needs the access token)",
+    )
+    parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    parser.add_argument(
+        "--workspace",
+        default="./workspace",
+        help="folder for the UI's state, the demo and everything it writes (default ./workspace)",
+    )
+    parser.add_argument("--token", help="access token (default: generated when --host is not loopback)")
+    parser.add_argument("--no-demo", action="store_true", help="do not create the demo workspace")
+    parser.add_argument("--debug", action="store_true", help="debug logging")
+    return parser
+
+
+def url_of(host: str, port: int, token: str | None) -> str:
+    """The address to open in a browser (with the token when one is needed)."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    """Stop like Ctrl+C does, so the demo child is ended too."""
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the server; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.debug)
+    token = args.token or (None if is_loopback(args.host) else secrets.token_urlsafe(24))
+    app = create_app(Path(args.workspace), token=token)
+    state = studio_of(app)
+
+    from werkzeug.serving import make_server
+
+    try:
+        server = make_server(args.host, args.port, app, threaded=True)
+    except (OSError, SystemExit) as exc:  # werkzeug exits on a busy port after printing why
+        reason = exc.strerror if isinstance(exc, OSError) else "the address is in use or not available"
+        print(
+            f"error: cannot listen on {args.host}:{args.port}: {reason} (is another server using the port? try --port)",
+            file=sys.stderr,
+        )
+        return 1
+    if not args.no_demo:
+        state.demo.start()
+    print(f"Qwen-Image Studio: {url_of(args.host, args.port, token)}", flush=True)
+    print(f"workspace: {state.workspace}", flush=True)
+    if token and not is_loopback(args.host):
+        print(
+            "listening beyond this machine: the address above carries the access token; keep it private"
+            + (
+                "; from other machines use this machine's address instead of 127.0.0.1"
+                if args.host in ("0.0.0.0", "::", "")
+                else ""
+            ),
+            flush=True,
+        )
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        state.demo.stop()
+    return 0

@@ -1,0 +1,439 @@
+// The studio page: builds the form from /api/schema and wires the configuration toolbar to the JSON API.
+import { api, configUrl, upload } from "./api.js";
+import { applyTranslations, currentLanguage, hasKey, setLanguage, t } from "./i18n.js";
+import { buildFormModel, checkValue, missingFor } from "./form-model.js";
+import { FormView } from "./form-view.js";
+
+const $ = (id) => document.getElementById(id);
+const PIPELINE_STAGES = ["cache_latents", "cache_text_encoder_outputs", "train_network"];
+const VALIDATE_DELAY_MS = 300;
+const STATUS_POLL_MS = 2000;
+
+const state = {
+  model: null, view: null, current: null, dirty: false, configs: [],
+  server: { problems: [], needs: [] }, staleFields: new Set(), commands: null,
+  seq: 0, timer: null, status: null, statusTimer: null, message: null,
+};
+
+// ---- messages ---------------------------------------------------------------------------------
+
+/** A readable error for a failed API answer: the translated headline, then the server's detail. */
+function errorText(res) {
+  const code = res.data.code || "other";
+  const lines = [hasKey(`err.${code}`) ? t(`err.${code}`) : t("err.other")];
+  if (res.data.error && res.data.code !== "invalid") lines.push(res.data.error);
+  for (const p of res.data.problems || []) lines.push(p.message);
+  return lines.join("\n");
+}
+
+function say(text, level = "ok") {
+  const box = $("status");
+  box.textContent = text;
+  box.className = `status ${level}`;
+  box.hidden = false;
+  clearTimeout(state.statusTimer);
+  if (level === "ok") state.statusTimer = setTimeout(() => { box.hidden = true; }, 6000);
+}
+
+function markDirty(dirty = true) {
+  state.dirty = dirty;
+  $("dirty-flag").hidden = !dirty;
+}
+
+// ---- validation -------------------------------------------------------------------------------
+
+function checkedStages() {
+  const choice = $("check-stages").value;
+  return choice === "pipeline" ? PIPELINE_STAGES : choice ? [choice] : [];
+}
+
+/** Client checks (instant, translated) merged with the server's answer (authoritative, per field). */
+function showProblems() {
+  if (!state.view) return;
+  const values = state.view.read();
+  const byField = {};
+  const add = (name, item) => { (byField[name] = byField[name] || []).push(item); };
+  const clientErrors = new Set();
+  for (const field of state.model.fields) {
+    const problem = checkValue(field, values[field.name]);
+    if (problem) { clientErrors.add(field.name); add(field.name, { text: t(problem.key, problem.vars), level: "error" }); }
+  }
+  const top = [];
+  for (const p of state.server.problems) {
+    if (!p.field) top.push(p.message);
+    else if (!clientErrors.has(p.field) && !state.staleFields.has(p.field)) add(p.field, { text: p.message, level: "error" });
+  }
+  const clientNeeds = missingFor(state.model, values, checkedStages(), state.view.edit);
+  const needFields = new Set(clientNeeds.map((n) => n.field));
+  for (const n of clientNeeds) add(n.field, { text: t(n.key, n.vars), level: "need" });
+  for (const p of state.server.needs) {
+    if (!needFields.has(p.field) && !state.staleFields.has(p.field) && state.model.byName[p.field]) {
+      add(p.field, { text: p.message, level: "need" });
+    }
+  }
+  state.view.showProblems(byField);
+  renderSummary(top, byField);
+}
+
+function renderSummary(top, byField) {
+  const box = $("form-summary");
+  box.replaceChildren();
+  const errors = [...top.map((text) => ({ text }))];
+  const needs = [];
+  for (const field of state.model.fields) {
+    for (const p of byField[field.name] || []) (p.level === "error" ? errors : needs).push({ text: p.text, field: field.name });
+  }
+  const block = (title, items, cls) => {
+    const section = document.createElement("div");
+    section.className = cls;
+    const h = document.createElement("p");
+    h.textContent = title;
+    const ul = document.createElement("ul");
+    for (const item of items) {
+      const li = document.createElement("li");
+      li.textContent = item.text;
+      if (item.field) {
+        li.tabIndex = 0;
+        li.className = "goto";
+        li.addEventListener("click", () => focusField(item.field));
+        li.addEventListener("keydown", (e) => { if (e.key === "Enter") focusField(item.field); });
+      }
+      ul.append(li);
+    }
+    section.append(h, ul);
+    box.append(section);
+  };
+  if (errors.length) block(t("form.problems"), errors, "summary-errors");
+  if (needs.length) block(t("form.needs"), needs, "summary-needs");
+  if (!errors.length && !needs.length) {
+    const ok = document.createElement("p");
+    ok.className = "summary-ok";
+    ok.textContent = t("form.valid");
+    box.append(ok);
+  }
+}
+
+function focusField(name) {
+  const input = state.view.inputs[name];
+  if (!input) return;
+  const details = input.closest("details");
+  if (details) details.open = true;
+  input.focus();
+  input.scrollIntoView({ block: "center", behavior: "smooth" });
+}
+
+function scheduleValidate() {
+  clearTimeout(state.timer);
+  state.timer = setTimeout(validateNow, VALIDATE_DELAY_MS);
+}
+
+/** Ask the server (validation, then the command lines when the values are valid). */
+async function validateNow() {
+  clearTimeout(state.timer);
+  const seq = ++state.seq;
+  const params = state.view.read();
+  const res = await api("POST", "/api/validate", { params, stage: checkedStages() });
+  if (seq !== state.seq) return;
+  if (!res.ok) { say(errorText(res), "error"); return; }
+  state.server = { problems: res.data.problems, needs: res.data.stage_problems };
+  state.staleFields.clear();
+  showProblems();
+  if (res.data.problems.length) {
+    state.commands = null;
+  } else {
+    const argv = await api("POST", "/api/config/argv", { params });
+    if (seq !== state.seq) return;
+    state.commands = argv.ok ? argv.data.commands : null;
+  }
+  renderCommands();
+}
+
+function onFieldInput(name) {
+  markDirty();
+  state.staleFields.add(name);
+  if (state.model.editSwitch && name === state.model.editSwitch.field) state.view.syncMode();
+  syncModeControls();
+  showProblems();
+  scheduleValidate();
+}
+
+// ---- command lines ----------------------------------------------------------------------------
+
+function renderCommands() {
+  const box = $("commands");
+  box.replaceChildren();
+  if (!state.commands) {
+    const p = document.createElement("p");
+    p.className = "hint";
+    p.textContent = t("cmd.invalid");
+    box.append(p);
+    return;
+  }
+  for (const cmd of state.commands) {
+    const wrap = document.createElement("div");
+    wrap.className = "command";
+    const head = document.createElement("div");
+    head.className = "command-head";
+    const title = document.createElement("h3");
+    title.textContent = t(`stage.${cmd.stage}`);
+    const copy = document.createElement("button");
+    copy.type = "button";
+    copy.className = "small";
+    copy.textContent = t("cmd.copy");
+    copy.addEventListener("click", async () => {
+      try { await navigator.clipboard.writeText(cmd.command); copy.textContent = t("cmd.copied"); } catch (e) { /* no clipboard */ }
+      setTimeout(() => { copy.textContent = t("cmd.copy"); }, 1500);
+    });
+    head.append(title, copy);
+    const pre = document.createElement("pre");
+    pre.textContent = cmd.command;
+    wrap.append(head, pre);
+    box.append(wrap);
+  }
+}
+
+// ---- mode -------------------------------------------------------------------------------------
+
+function syncModeControls() {
+  const sw = $("edit-switch");
+  sw.disabled = !state.model || !state.model.editSwitch;
+  sw.checked = Boolean(state.view && state.view.edit);
+  $("mode-hint").textContent = sw.checked ? t("mode.hint_edit") : t("mode.hint_t2i");
+}
+
+// ---- saved configurations ---------------------------------------------------------------------
+
+async function refreshList() {
+  const res = await api("GET", "/api/configs");
+  if (!res.ok) { say(errorText(res), "error"); return; }
+  state.configs = res.data.configs;
+  renderList();
+}
+
+function renderList() {
+  const select = $("config-list");
+  select.replaceChildren();
+  const none = document.createElement("option");
+  none.value = "";
+  none.textContent = t("toolbar.none");
+  select.append(none);
+  for (const c of state.configs) {
+    const option = document.createElement("option");
+    option.value = c.name;
+    option.textContent = c.name;
+    select.append(option);
+  }
+  select.value = state.current && state.configs.some((c) => c.name === state.current) ? state.current : "";
+  const exportLink = $("btn-export");
+  if (state.current) {
+    exportLink.href = configUrl(state.current, "/export");
+    exportLink.setAttribute("download", `${state.current}.json`);
+    exportLink.setAttribute("aria-disabled", "false");
+  } else {
+    exportLink.removeAttribute("href");
+    exportLink.removeAttribute("download");
+    exportLink.setAttribute("aria-disabled", "true");
+  }
+}
+
+async function writeValues(params) {
+  const defaults = await api("GET", "/api/config/defaults");
+  if (defaults.ok) state.view.write(defaults.data.params);
+  state.view.write(params);
+  syncModeControls();
+}
+
+async function loadConfig(name) {
+  if (state.dirty && !window.confirm(t("confirm.discard"))) { renderList(); return; }
+  const res = await api("GET", configUrl(name));
+  if (!res.ok) { say(errorText(res), "error"); await refreshList(); return; }
+  await writeValues(res.data.params);
+  state.current = name;
+  $("config-name").value = name;
+  markDirty(false);
+  renderList();
+  say(res.data.problems.length ? t("msg.load_problems", { name }) : t("msg.loaded", { name }),
+    res.data.problems.length ? "error" : "ok");
+  await validateNow();
+}
+
+async function saveConfig() {
+  const name = $("config-name").value.trim();
+  if (!name) { say(t("err.no_name"), "error"); $("config-name").focus(); return; }
+  const params = state.view.read();
+  let res = await api("POST", "/api/configs", { name, params });
+  if (res.status === 409 && window.confirm(t("confirm.overwrite", { name }))) {
+    res = await api("POST", "/api/configs", { name, params, overwrite: true });
+  }
+  if (res.status === 409) return;
+  if (!res.ok) {
+    if (res.data.problems) { state.server.problems = res.data.problems; showProblems(); }
+    say(errorText(res), "error");
+    return;
+  }
+  state.current = res.data.config.name;
+  $("config-name").value = state.current;
+  markDirty(false);
+  await refreshList();
+  say(t("msg.saved", { name: state.current }));
+}
+
+async function renameConfig() {
+  if (!state.current) { say(t("err.no_selection"), "error"); return; }
+  const next = window.prompt(t("prompt.rename", { name: state.current }), state.current);
+  if (next === null || !next.trim() || next.trim() === state.current) return;
+  const res = await api("POST", configUrl(state.current, "/rename"), { new_name: next });
+  if (!res.ok) { say(errorText(res), "error"); return; }
+  state.current = res.data.config.name;
+  $("config-name").value = state.current;
+  await refreshList();
+  say(t("msg.renamed", { name: state.current }));
+}
+
+async function deleteConfig() {
+  if (!state.current) { say(t("err.no_selection"), "error"); return; }
+  const name = state.current;
+  if (!window.confirm(t("confirm.delete", { name }))) return;
+  const res = await api("DELETE", configUrl(name));
+  if (!res.ok) { say(errorText(res), "error"); return; }
+  state.current = null;
+  markDirty();
+  await refreshList();
+  say(t("msg.deleted", { name }));
+}
+
+async function resetDefaults() {
+  if (state.dirty && !window.confirm(t("confirm.discard"))) return;
+  const res = await api("GET", "/api/config/defaults");
+  if (!res.ok) { say(errorText(res), "error"); return; }
+  state.view.write(res.data.params);
+  syncModeControls();
+  markDirty();
+  say(t("msg.reset"));
+  await validateNow();
+}
+
+function wireToolbar() {
+  $("config-list").addEventListener("change", (e) => { if (e.target.value) loadConfig(e.target.value); });
+  $("btn-save").addEventListener("click", saveConfig);
+  $("config-name").addEventListener("keydown", (e) => { if (e.key === "Enter") saveConfig(); });
+  $("btn-rename").addEventListener("click", renameConfig);
+  $("btn-delete").addEventListener("click", deleteConfig);
+  $("btn-reset").addEventListener("click", resetDefaults);
+  $("btn-export").addEventListener("click", (e) => {
+    if (!state.current) { e.preventDefault(); say(t("err.no_selection"), "error"); }
+  });
+}
+
+// ---- import -----------------------------------------------------------------------------------
+
+function wireImport() {
+  const dialog = $("import-dialog");
+  const error = $("import-error");
+  $("btn-import").addEventListener("click", () => { error.textContent = ""; dialog.showModal(); });
+  $("import-upload").addEventListener("click", async () => {
+    const file = $("import-file").files[0];
+    if (!file) { error.textContent = t("err.no_file"); return; }
+    const form = new FormData();
+    form.append("file", file);
+    form.append("name", $("import-name").value.trim());
+    form.append("overwrite", $("import-overwrite").checked ? "1" : "0");
+    const res = await upload("/api/configs/import", form);
+    if (!res.ok) { error.textContent = errorText(res); return; }
+    dialog.close();
+    state.dirty = false;
+    await refreshList();
+    await loadConfig(res.data.config.name);
+    say(t("msg.imported", { name: res.data.config.name }));
+  });
+  $("import-cli-load").addEventListener("click", async () => {
+    const res = await api("POST", "/api/config/from-command", { text: $("import-cli").value });
+    if (!res.ok) { error.textContent = errorText(res); return; }
+    dialog.close();
+    await writeValues(res.data.params);
+    state.current = null;
+    $("config-name").value = "";
+    markDirty();
+    renderList();
+    say(t("msg.imported_cli", { stage: t(`stage.${res.data.stage}`) }));
+    await validateNow();
+  });
+}
+
+// ---- status and notices -----------------------------------------------------------------------
+
+function renderNotices() {
+  const box = $("notices");
+  box.replaceChildren();
+  const s = state.status;
+  if (!s) return;
+  $("workspace-path").textContent = s.workspace;
+  const add = (text, level) => {
+    const p = document.createElement("p");
+    p.className = `notice ${level}`;
+    p.textContent = text;
+    box.append(p);
+  };
+  if (s.demo.state === "creating") add(t("demo.creating"), "info");
+  if (s.demo.state === "failed") add(`${t("demo.failed")}\n${s.demo.message}`, "error");
+  if (s.demo.state === "ready" && state.demoWasCreating) add(t("demo.ready"), "ok");
+  for (const note of s.notices) add(note, "error");
+}
+
+async function pollStatus() {
+  const res = await api("GET", "/api/status");
+  if (res.ok) {
+    const before = state.status ? state.status.demo.state : null;
+    state.status = res.data;
+    if (before === "creating" && res.data.demo.state !== "creating") {
+      state.demoWasCreating = true;
+      await refreshList();
+    }
+    renderNotices();
+  }
+  if (!res.ok || res.data.demo.state === "creating") setTimeout(pollStatus, STATUS_POLL_MS);
+}
+
+// ---- language ---------------------------------------------------------------------------------
+
+function switchLanguage(lang) {
+  setLanguage(lang);
+  if (state.view) state.view.render();
+  syncModeControls();
+  renderList();
+  showProblems();
+  renderCommands();
+  renderNotices();
+}
+
+// ---- start ------------------------------------------------------------------------------------
+
+async function start() {
+  applyTranslations(document);
+  $("lang-select").value = currentLanguage();
+  $("lang-select").addEventListener("change", (e) => switchLanguage(e.target.value));
+  wireToolbar();
+  wireImport();
+  pollStatus();
+  const schema = await api("GET", "/api/schema");
+  if (!schema.ok) {
+    $("config-form").replaceChildren();
+    say(`${t("form.load_failed")}\n${errorText(schema)}`, "error");
+    return;
+  }
+  state.model = buildFormModel(schema.data);
+  state.view = new FormView($("config-form"), state.model, onFieldInput);
+  state.view.render();
+  const defaults = await api("GET", "/api/config/defaults");
+  if (defaults.ok) state.view.write(defaults.data.params);
+  $("edit-switch").addEventListener("change", (e) => {
+    state.view.setEdit(e.target.checked);
+    onFieldInput(state.model.editSwitch.field);
+  });
+  $("check-stages").addEventListener("change", () => { showProblems(); validateNow(); });
+  syncModeControls();
+  await refreshList();
+  await validateNow();
+}
+
+start();

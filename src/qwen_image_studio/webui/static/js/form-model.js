@@ -1,0 +1,126 @@
+// The form's model, derived from the parameter schema alone: sections, fields, value conversion and checks.
+// No parameter name, default, range or choice is written here; all of them come from /api/schema.
+// Pure functions (no DOM), so they can be tested outside a browser.
+
+/** Sections (in the schema's x-groups order) holding the schema's fields (in x-order). */
+export function buildFormModel(schema) {
+  const fields = Object.entries(schema.properties || {})
+    .map(([name, prop]) => fieldOf(name, prop))
+    .sort((a, b) => a.order - b.order);
+  const groups = schema["x-groups"] || [];
+  const sections = groups.map((name) => ({
+    name, collapsed: name === "advanced", fields: fields.filter((f) => f.group === name),
+  }));
+  const strays = fields.filter((f) => !groups.includes(f.group));
+  if (strays.length) sections.push({ name: "other", collapsed: true, fields: strays });
+  const byName = Object.fromEntries(fields.map((f) => [f.name, f]));
+  const sw = schema["x-edit-switch"] || null;
+  const editSwitch = sw && byName[sw.field]
+    ? { field: sw.field, editValues: sw["edit-values"] || [], offValue: sw["off-value"] } : null;
+  return { sections: sections.filter((s) => s.fields.length), fields, byName, editSwitch };
+}
+
+function fieldOf(name, prop) {
+  const branches = prop.anyOf || [prop];
+  const main = branches.find((b) => b.type !== "null") || {};
+  return {
+    name,
+    kind: prop["x-kind"] || "str",
+    flag: prop["x-flag"] || `--${name}`,
+    group: prop["x-group"] || "other",
+    order: prop["x-order"] ?? 0,
+    help: { en: prop.description || "", "zh-CN": prop["x-help-zh"] || prop.description || "" },
+    default: prop.default ?? null,
+    optional: branches.some((b) => b.type === "null"),
+    enumValues: main.enum || prop.enum || ("const" in main ? [main.const] : null),
+    choices: prop["x-choices"] || [],
+    minimum: main.minimum, maximum: main.maximum,
+    exclusiveMinimum: main.exclusiveMinimum, exclusiveMaximum: main.exclusiveMaximum,
+    pattern: main.pattern || null,
+    maxLength: main.maxLength ?? null,
+    requiredFor: prop["x-required-for"] || [],
+    stages: prop["x-stages"] || [],
+    path: prop["x-path"] || "",
+    allowed: prop["x-allowed"] || "",
+    mode: prop["x-mode"] || "", // "edit" or "t2i": shown only in that mode
+  };
+}
+
+/** Whether a field is shown in the given mode (edit or not). */
+export function visibleIn(field, edit) {
+  return !field.mode || field.mode === (edit ? "edit" : "t2i");
+}
+
+/** A number as people type it (5e-5 rather than 0.00005). */
+export function formatNumber(value) {
+  if (typeof value !== "number") return String(value);
+  if (value !== 0 && Math.abs(value) < 1e-3) return value.toExponential().replace(/\.?0+e/, "e").replace("e-0", "e-");
+  return String(value);
+}
+
+/** The input's content (string, or boolean for switches) for a value. */
+export function toInput(field, value) {
+  if (field.kind === "bool") return Boolean(value);
+  if (value === null || value === undefined) return "";
+  if (field.kind === "list") return (Array.isArray(value) ? value : [value]).join("\n");
+  if (field.kind === "int" || field.kind === "float") return formatNumber(value);
+  return String(value);
+}
+
+const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
+
+/** The JSON value for an input's content; text that is not a number is sent as typed (the server says why). */
+export function fromInput(field, raw) {
+  if (field.kind === "bool") return Boolean(raw);
+  if (field.kind === "list") return String(raw).split("\n").map((s) => s.trim()).filter(Boolean);
+  const text = String(raw).trim();
+  if (text === "") return field.optional ? null : "";
+  if (field.kind === "int" || field.kind === "float") return NUMBER.test(text) ? Number(text) : text;
+  return text;
+}
+
+function shown(value) {
+  return typeof value === "string" ? `'${value}'` : formatNumber(value);
+}
+
+/** The first problem of one value as {key, vars} for the translation table, or null. */
+export function checkValue(field, value) {
+  const vars = { flag: field.flag, value: shown(value), allowed: field.allowed };
+  if (value === null) return null;
+  if (field.kind === "int" || field.kind === "float") {
+    if (value === "") return { key: "v.empty_number", vars };
+    if (typeof value !== "number" || !Number.isFinite(value)) return { key: "v.not_number", vars };
+    if (field.kind === "int" && !Number.isInteger(value)) return { key: "v.not_int", vars };
+    const low = field.minimum !== undefined && value < field.minimum;
+    const high = field.maximum !== undefined && value > field.maximum;
+    const lowEx = field.exclusiveMinimum !== undefined && value <= field.exclusiveMinimum;
+    const highEx = field.exclusiveMaximum !== undefined && value >= field.exclusiveMaximum;
+    return low || high || lowEx || highEx ? { key: "v.range", vars } : null;
+  }
+  if (field.enumValues && !field.enumValues.includes(value)) return { key: "v.choice", vars };
+  if (typeof value === "string") {
+    if (field.maxLength !== null && value.length > field.maxLength) {
+      return { key: "v.too_long", vars: { ...vars, max: field.maxLength } };
+    }
+    if (field.pattern && value !== "") {
+      let re = null;
+      try { re = new RegExp(field.pattern, "u"); } catch (e) { re = null; }
+      if (re && !re.test(value)) return { key: "v.pattern", vars };
+    }
+  }
+  return null;
+}
+
+/** Fields the given stages need that have no value, as [{field, key, vars}]. */
+export function missingFor(model, values, stages, edit) {
+  const out = [];
+  for (const field of model.fields) {
+    if (!visibleIn(field, edit)) continue;
+    if (!field.requiredFor.some((s) => stages.includes(s))) continue;
+    const value = values[field.name];
+    if (value === null || value === undefined || value === "") {
+      out.push({ field: field.name, key: "v.required", vars: { flag: field.flag } });
+    }
+  }
+  return out;
+}

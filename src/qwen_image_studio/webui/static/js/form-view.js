@@ -1,0 +1,196 @@
+// Renders the form model as HTML inputs and reads them back. All text goes in through textContent.
+import { currentLanguage, t } from "./i18n.js";
+import { formatNumber, fromInput, toInput, visibleIn } from "./form-model.js";
+
+function el(tag, attrs = {}, text = null) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === true) node.setAttribute(key, "");
+    else if (value !== false && value !== null && value !== undefined) node.setAttribute(key, String(value));
+  }
+  if (text !== null) node.textContent = text;
+  return node;
+}
+
+function shownDefault(field) {
+  const d = field.default;
+  if (field.kind === "bool") return d ? t("form.on") : t("form.off");
+  if (d === null || (Array.isArray(d) && d.length === 0)) return t("form.empty");
+  if (Array.isArray(d)) return d.join(" ");
+  return typeof d === "number" ? formatNumber(d) : String(d);
+}
+
+export class FormView {
+  constructor(form, model, onInput) {
+    this.form = form;
+    this.model = model;
+    this.onInput = onInput;
+    this.edit = false;
+    this.inputs = {};
+    this.openSections = new Set(model.sections.filter((s) => !s.collapsed).map((s) => s.name));
+    form.addEventListener("input", (e) => this.changed(e));
+    form.addEventListener("change", (e) => this.changed(e));
+    form.addEventListener("submit", (e) => e.preventDefault());
+  }
+
+  changed(event) {
+    const name = event.target && event.target.dataset ? event.target.dataset.field : null;
+    if (name) this.onInput(name, event.type);
+  }
+
+  /** Build every section and input (again, e.g. after a language switch), keeping the values. */
+  render() {
+    const values = Object.keys(this.inputs).length ? this.read() : null;
+    this.form.replaceChildren();
+    this.inputs = {};
+    this.rows = {};
+    for (const section of this.model.sections) this.form.append(this.section(section));
+    if (values) this.write(values);
+    this.applyMode();
+  }
+
+  section(section) {
+    const details = el("details", { class: "section", "data-group": section.name, open: this.openSections.has(section.name) });
+    details.addEventListener("toggle", () => {
+      if (details.open) this.openSections.add(section.name); else this.openSections.delete(section.name);
+    });
+    details.append(el("summary", {}, t(`group.${section.name}`)));
+    if (section.name === "advanced") details.append(el("p", { class: "hint" }, t("form.advanced_hint")));
+    const grid = el("div", { class: "fields" });
+    for (const field of section.fields) grid.append(this.row(field));
+    details.append(grid);
+    return details;
+  }
+
+  row(field) {
+    const id = `f-${field.name}`;
+    const row = el("div", { class: `field kind-${field.kind}`, "data-row": field.name });
+    const head = el("div", { class: "field-head" });
+    const label = el("label", { for: id, class: "flag" });
+    label.append(el("code", {}, field.flag));
+    head.append(label);
+    if (field.requiredFor.length) {
+      const stages = field.requiredFor.map((s) => t(`stage.${s}`)).join(" · ");
+      head.append(el("span", { class: "badge" }, `${t("form.required_for")} ${stages}`));
+    }
+    row.append(head);
+    const input = this.input(field, id);
+    row.append(input);
+    row.append(el("p", { class: "help", id: `h-${field.name}` }, field.help[currentLanguage()] || field.help.en));
+    const meta = [`${t("form.default")}: ${shownDefault(field)}`];
+    if (field.allowed && field.kind !== "choice") meta.push(`${t("form.allowed")}: ${field.allowed}`);
+    if (field.path) meta.push(t(`form.path.${field.path}`));
+    if (field.kind === "list") meta.push(t("form.list_hint"));
+    row.append(el("p", { class: "meta" }, meta.join(" · ")));
+    row.append(el("p", { class: "problem", id: `p-${field.name}`, "aria-live": "polite" }));
+    this.rows[field.name] = row;
+    return row;
+  }
+
+  input(field, id) {
+    const common = { id, name: field.name, "data-field": field.name, "aria-describedby": `h-${field.name} p-${field.name}` };
+    let input;
+    if (field.kind === "bool") {
+      input = el("input", { ...common, type: "checkbox", class: "toggle" });
+    } else if (field.kind === "choice" && field.enumValues) {
+      input = el("select", common);
+      if (field.optional) input.append(el("option", { value: "" }, t("form.empty")));
+      for (const value of field.enumValues) input.append(el("option", { value }, String(value)));
+    } else if (field.kind === "list") {
+      input = el("textarea", { ...common, rows: 2, spellcheck: "false" });
+    } else {
+      const numeric = field.kind === "int" || field.kind === "float";
+      input = el("input", {
+        ...common, type: "text", autocomplete: "off", spellcheck: "false",
+        inputmode: numeric ? (field.kind === "int" ? "numeric" : "decimal") : null,
+        list: field.choices.length ? `dl-${field.name}` : null,
+      });
+      if (field.choices.length) {
+        const wrap = el("div", { class: "with-list" });
+        const list = el("datalist", { id: `dl-${field.name}` });
+        for (const value of field.choices) list.append(el("option", { value }));
+        wrap.append(input, list);
+        this.inputs[field.name] = input;
+        return wrap;
+      }
+    }
+    this.inputs[field.name] = input;
+    return input;
+  }
+
+  /** The form's values as the API takes them. */
+  read() {
+    const values = {};
+    for (const field of this.model.fields) {
+      const input = this.inputs[field.name];
+      if (!input) continue;
+      values[field.name] = fromInput(field, field.kind === "bool" ? input.checked : input.value);
+    }
+    return values;
+  }
+
+  /** Put values into the inputs (fields absent from `values` keep theirs). */
+  write(values) {
+    for (const field of this.model.fields) {
+      const input = this.inputs[field.name];
+      if (!input || !(field.name in values)) continue;
+      const shownValue = toInput(field, values[field.name]);
+      if (field.kind === "bool") input.checked = shownValue;
+      else {
+        if (input.tagName === "SELECT" && ![...input.options].some((o) => o.value === shownValue)) {
+          input.append(el("option", { value: shownValue }, shownValue));
+        }
+        input.value = shownValue;
+        if (input.tagName === "TEXTAREA") input.rows = Math.max(2, shownValue.split("\n").length);
+      }
+    }
+    this.syncMode();
+  }
+
+  /** Whether the edit-mode field currently holds an edit value. */
+  isEdit() {
+    const sw = this.model.editSwitch;
+    if (!sw) return false;
+    return sw.editValues.includes(this.inputs[sw.field] ? this.inputs[sw.field].value : null);
+  }
+
+  /** Set the edit-mode field from the switch (keeps an edit version already chosen). */
+  setEdit(on) {
+    const sw = this.model.editSwitch;
+    if (!sw || !this.inputs[sw.field]) return;
+    const input = this.inputs[sw.field];
+    if (on && !sw.editValues.includes(input.value)) input.value = sw.editValues[0];
+    if (!on) input.value = sw.offValue;
+    this.syncMode();
+  }
+
+  syncMode() {
+    this.edit = this.isEdit();
+    this.applyMode();
+  }
+
+  applyMode() {
+    for (const field of this.model.fields) {
+      if (this.rows && this.rows[field.name]) this.rows[field.name].hidden = !visibleIn(field, this.edit);
+    }
+  }
+
+  /** Show problems: `byField` maps a field to [{text, level}] (level "error" or "need"). */
+  showProblems(byField) {
+    for (const field of this.model.fields) {
+      const out = this.form.querySelector(`#p-${CSS.escape(field.name)}`);
+      const row = this.rows[field.name];
+      if (!out || !row) continue;
+      const list = byField[field.name] || [];
+      out.textContent = list.map((p) => p.text).join("\n");
+      row.classList.toggle("has-error", list.some((p) => p.level === "error"));
+      row.classList.toggle("has-need", list.length > 0 && list.every((p) => p.level === "need"));
+      const input = this.inputs[field.name];
+      if (input) input.setAttribute("aria-invalid", list.some((p) => p.level === "error") ? "true" : "false");
+      if (list.some((p) => p.level === "error")) {
+        const details = row.closest("details");
+        if (details && !details.open) details.open = true;
+      }
+    }
+  }
+}

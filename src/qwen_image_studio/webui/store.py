@@ -1,0 +1,197 @@
+"""The web UI's state on disk: one SQLite file in the workspace (saved configurations and settings)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+DB_NAME = "studio.sqlite3"
+NAME_MAX = 100
+
+# Each entry upgrades the database by one version (PRAGMA user_version); later areas append theirs.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE configs (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        document TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+)
+
+
+class StoreError(Exception):
+    """A store operation that cannot be done; `code` names the reason for the UI."""
+
+    code = "store_error"
+
+
+class BadName(StoreError):
+    """A configuration name that is empty, too long or has characters that are not allowed."""
+
+    code = "bad_name"
+
+
+class NotFound(StoreError):
+    """No configuration of that name."""
+
+    code = "not_found"
+
+
+class NameTaken(StoreError):
+    """A configuration of that name exists already."""
+
+    code = "exists"
+
+
+@dataclass(frozen=True)
+class StoredConfig:
+    """One saved configuration: its name, versioned JSON document and timestamps."""
+
+    name: str
+    document: dict[str, Any]
+    created_at: str
+    updated_at: str
+
+    def summary(self) -> dict[str, str]:
+        """Name and timestamps, as the list shows them."""
+        return {"name": self.name, "created_at": self.created_at, "updated_at": self.updated_at}
+
+
+def check_name(name: Any) -> str:
+    """A valid configuration name (trimmed), or BadName saying what is wrong."""
+    if not isinstance(name, str) or not name.strip():
+        raise BadName("a configuration needs a name")
+    name = name.strip()
+    if len(name) > NAME_MAX:
+        raise BadName(f"a configuration name has at most {NAME_MAX} characters")
+    if any(c in "/\\" or unicodedata.category(c).startswith("C") for c in name):
+        raise BadName("a configuration name may not contain / \\ or control characters")
+    if set(name) == {"."}:
+        raise BadName("a configuration name cannot be only dots")
+    return name
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Store:
+    """Saved configurations and settings in `workspace/studio.sqlite3`; one short connection per call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            yield db
+        finally:
+            db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def list_configs(self) -> list[StoredConfig]:
+        """All saved configurations, by name."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM configs ORDER BY name COLLATE NOCASE").fetchall()
+        return [_row(r) for r in rows]
+
+    def get_config(self, name: str) -> StoredConfig:
+        """One saved configuration (NotFound when absent)."""
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM configs WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"no configuration named {name!r}")
+        return _row(row)
+
+    def has_config(self, name: str) -> bool:
+        """Whether a configuration of that name exists."""
+        with self._connect() as db:
+            return db.execute("SELECT 1 FROM configs WHERE name = ?", (name,)).fetchone() is not None
+
+    def save_config(self, name: str, document: dict[str, Any], overwrite: bool = False) -> StoredConfig:
+        """Save a document under a name; an existing one is replaced only with `overwrite`."""
+        name = check_name(name)
+        text = json.dumps(document, ensure_ascii=False, sort_keys=True)
+        now = _now()
+        with self._transaction() as db:
+            exists = db.execute("SELECT 1 FROM configs WHERE name = ?", (name,)).fetchone() is not None
+            if exists and not overwrite:
+                raise NameTaken(f"a configuration named {name!r} exists already")
+            db.execute(
+                "INSERT INTO configs (name, document, created_at, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
+                (name, text, now, now),
+            )
+        return self.get_config(name)
+
+    def rename_config(self, old: str, new: str) -> StoredConfig:
+        """Give a saved configuration another name (NameTaken when the new one is in use)."""
+        new = check_name(new)
+        with self._transaction() as db:
+            row = db.execute("SELECT document FROM configs WHERE name = ?", (old,)).fetchone()
+            if row is None:
+                raise NotFound(f"no configuration named {old!r}")
+            if new != old and db.execute("SELECT 1 FROM configs WHERE name = ?", (new,)).fetchone():
+                raise NameTaken(f"a configuration named {new!r} exists already")
+            doc = json.loads(row["document"])
+            if isinstance(doc, dict) and "name" in doc:
+                doc["name"] = new
+            db.execute(
+                "UPDATE configs SET name = ?, document = ?, updated_at = ? WHERE name = ?",
+                (new, json.dumps(doc, ensure_ascii=False, sort_keys=True), _now(), old),
+            )
+        return self.get_config(new)
+
+    def delete_config(self, name: str) -> None:
+        """Delete a saved configuration (NotFound when absent)."""
+        with self._transaction() as db:
+            if db.execute("DELETE FROM configs WHERE name = ?", (name,)).rowcount == 0:
+                raise NotFound(f"no configuration named {name!r}")
+
+    def get_setting(self, key: str) -> str | None:
+        """A stored setting, or None."""
+        with self._connect() as db:
+            row = db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row["value"])
+
+    def set_setting(self, key: str, value: str) -> None:
+        """Store a setting."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+
+def _row(row: sqlite3.Row) -> StoredConfig:
+    return StoredConfig(row["name"], json.loads(row["document"]), row["created_at"], row["updated_at"])

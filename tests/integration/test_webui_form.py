@@ -1,0 +1,227 @@
+"""The web form: generated from the parameter schema, validated with the schema's messages, in two languages."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from qwen_image_studio.params.json_schema import form_schema
+from qwen_image_studio.params.schema import EDIT_VERSIONS
+from qwen_image_studio.webui.app import create_app
+from qwen_image_studio.webui.i18n import TABLE
+
+WEBUI = Path(__file__).resolve().parents[2] / "src" / "qwen_image_studio" / "webui"
+STATIC_JS = WEBUI / "static" / "js"
+ORIGIN = {"Origin": "http://localhost"}
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> FlaskClient:
+    return create_app(tmp_path / "ws").test_client()
+
+
+def _node(script: str, stdin: str) -> object:
+    """Run an ES-module snippet with node (the form model is plain JS without a DOM) and parse its JSON."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    out = subprocess.run(
+        [node, "--input-type=module", "-e", script],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+MODEL_SCRIPT = f"""
+import {{ readFileSync }} from "node:fs";
+import {{ buildFormModel }} from "{(STATIC_JS / "form-model.js").as_uri()}";
+const model = buildFormModel(JSON.parse(readFileSync(0, "utf8")));
+console.log(JSON.stringify({{
+  sections: model.sections.map((s) => ({{ name: s.name, collapsed: s.collapsed,
+    fields: s.fields.map((f) => ({{ name: f.name, kind: f.kind, flag: f.flag, default: f.default,
+                                    requiredFor: f.requiredFor, enumValues: f.enumValues }})) }})),
+  editSwitch: model.editSwitch,
+}}));
+"""
+
+
+def test_schema_is_served_with_ui_metadata(client: FlaskClient) -> None:
+    res = client.get("/api/schema")
+    assert res.status_code == 200
+    schema = res.get_json()
+    assert schema["properties"] == json.loads(json.dumps(form_schema()["properties"]))
+    assert schema["x-groups"] == [
+        "models",
+        "dataset",
+        "training",
+        "network",
+        "memory",
+        "logging",
+        "samples",
+        "caching",
+        "advanced",
+    ]
+    prop = schema["properties"]["discrete_flow_shift"]
+    assert (prop["x-flag"], prop["x-kind"], prop["minimum"], prop["maximum"], prop["default"]) == (
+        "--discrete_flow_shift",
+        "float",
+        1.0,
+        5.0,
+        2.2,
+    )
+    assert prop["x-help-zh"] and prop["description"] and prop["x-allowed"] == "1.0 to 5.0"
+    assert schema["x-edit-switch"]["edit-values"] == list(EDIT_VERSIONS)
+    assert schema["x-edit-switch"]["field"] in schema["properties"]
+
+
+def test_form_fields_equal_the_schema(client: FlaskClient) -> None:
+    schema = client.get("/api/schema").get_json()
+    model = _node(MODEL_SCRIPT, json.dumps(schema))
+    props = schema["properties"]
+    names = [f["name"] for s in model["sections"] for f in s["fields"]]
+    assert sorted(names) == sorted(props)  # every property present, none invented, none twice
+    assert [s["name"] for s in model["sections"]] == schema["x-groups"]
+    assert [s["name"] for s in model["sections"] if s["collapsed"]] == ["advanced"]
+    for section in model["sections"]:
+        orders = [props[f["name"]]["x-order"] for f in section["fields"]]
+        assert orders == sorted(orders)
+        for f in section["fields"]:
+            prop = props[f["name"]]
+            assert prop["x-group"] == section["name"]
+            assert (f["kind"], f["flag"], f["default"]) == (
+                prop["x-kind"],
+                prop["x-flag"],
+                prop.get("default"),
+            )
+            assert f["requiredFor"] == prop.get("x-required-for", [])
+            if f["kind"] == "choice":  # a select offering exactly the schema's values
+                main = next(b for b in prop.get("anyOf", [prop]) if b.get("type") != "null")
+                assert f["enumValues"] == main.get("enum", [main.get("const")])
+    assert model["editSwitch"]["field"] == schema["x-edit-switch"]["field"]
+
+
+def test_no_field_list_is_typed_into_the_page() -> None:
+    names = set(form_schema()["properties"])
+    texts = {
+        p.name: p.read_text(encoding="utf-8") for p in [*STATIC_JS.glob("*.js"), *WEBUI.glob("templates/*")]
+    }
+    for file, text in texts.items():
+        quoted = set(re.findall(r"""["'`]([a-z0-9_]+)["'`]""", text))
+        assert not (quoted & names), f"{file} names parameters: {sorted(quoted & names)}"
+
+
+def test_client_messages_match_the_servers(client: FlaskClient) -> None:
+    schema = client.get("/api/schema").get_json()
+    cases = [
+        ("discrete_flow_shift", 9),
+        ("network_dim", 0),
+        ("learning_rate", 0.5),
+        ("blocks_to_swap", 60),
+        ("network_dropout", 1),
+        ("mixed_precision", "fp64"),
+    ]
+    script = f"""
+import {{ readFileSync }} from "node:fs";
+import {{ buildFormModel, checkValue }} from "{(STATIC_JS / "form-model.js").as_uri()}";
+const input = JSON.parse(readFileSync(0, "utf8"));
+const model = buildFormModel(input.schema);
+const en = input.en;
+const fill = (p) => en[p.key].replace(/\\{{(\\w+)\\}}/g, (m, k) => String(p.vars[k]));
+console.log(JSON.stringify(input.cases.map(([name, value]) => fill(checkValue(model.byName[name], value)))));
+"""
+    client_messages = _node(script, json.dumps({"schema": schema, "en": TABLE["en"], "cases": cases}))
+    for (name, value), message in zip(cases, client_messages, strict=True):
+        res = client.post("/api/validate", json={"params": {name: value}}, headers=ORIGIN)
+        assert res.get_json()["problems"] == [{"field": name, "message": message}]
+
+
+def test_validation_returns_the_schemas_messages(client: FlaskClient) -> None:
+    res = client.post("/api/validate", json={"params": {"discrete_flow_shift": 9}}, headers=ORIGIN)
+    body = res.get_json()
+    assert res.status_code == 200 and body["ok"] is False
+    assert body["problems"] == [
+        {
+            "field": "discrete_flow_shift",
+            "message": "--discrete_flow_shift: 9 is out of range; allowed 1.0 to 5.0",
+        }
+    ]
+    res = client.post("/api/validate", json={"params": {"fp8_scaled": True}}, headers=ORIGIN)
+    assert res.get_json()["problems"] == [{"field": "", "message": "--fp8_scaled needs --fp8_base"}]
+    res = client.post(
+        "/api/validate", json={"params": {"fp8_scaled": True, "fp8_base": True}}, headers=ORIGIN
+    )
+    assert res.get_json() == {"ok": True, "problems": [], "stage_problems": []}
+    res = client.post("/api/validate", json={"params": {"bogus": 1}}, headers=ORIGIN)
+    assert res.get_json()["problems"] == [{"field": "bogus", "message": "unknown parameter 'bogus'"}]
+
+
+def test_stage_checks_name_missing_fields_and_files(client: FlaskClient, tmp_path: Path) -> None:
+    params = {"dit": str(tmp_path / "missing_dit.safetensors"), "discrete_flow_shift": 9}
+    res = client.post("/api/validate", json={"params": params, "stage": "train_network"}, headers=ORIGIN)
+    body = res.get_json()
+    needs = {p["field"]: p["message"] for p in body["stage_problems"]}
+    assert needs["dit"] == f"--dit: not found: {tmp_path / 'missing_dit.safetensors'}"
+    assert needs["output_name"] == "--output_name is required"
+    assert "discrete_flow_shift" not in needs and body["problems"][0]["field"] == "discrete_flow_shift"
+    both = client.post(
+        "/api/validate",
+        headers=ORIGIN,
+        json={"params": {}, "stage": ["cache_latents", "cache_text_encoder_outputs"]},
+    )
+    fields = [p["field"] for p in both.get_json()["stage_problems"]]
+    assert sorted(fields) == ["dataset_config", "text_encoder", "vae"]  # each once
+    bad = client.post("/api/validate", json={"params": {}, "stage": "nope"}, headers=ORIGIN)
+    assert bad.status_code == 400 and "unknown stage" in bad.get_json()["error"]
+
+
+def test_defaults_are_the_schemas(client: FlaskClient) -> None:
+    params = client.get("/api/config/defaults").get_json()["params"]
+    schema = form_schema()["properties"]
+    assert params == {name: prop.get("default") for name, prop in schema.items()}
+    assert (params["discrete_flow_shift"], params["optimizer_type"], params["network_args"]) == (
+        2.2,
+        "adamw8bit",
+        ["loraplus_lr_ratio=4"],
+    )
+
+
+def test_i18n_tables_have_the_same_keys_and_cover_the_page(client: FlaskClient) -> None:
+    assert set(TABLE["en"]) == set(TABLE["zh-CN"])
+    assert all(TABLE["en"][k] and TABLE["zh-CN"][k] for k in TABLE["en"])
+    for key in TABLE["en"]:  # placeholders agree between the languages
+        assert set(re.findall(r"\{\w+\}", TABLE["en"][key])) == set(
+            re.findall(r"\{\w+\}", TABLE["zh-CN"][key])
+        )
+    used: set[str] = set()
+    for path in [*STATIC_JS.glob("*.js"), *WEBUI.glob("templates/*.html")]:
+        text = path.read_text(encoding="utf-8")
+        used |= set(re.findall(r"""\bt\(\s*["']([\w.-]+)["']""", text))
+        used |= set(re.findall(r"""data-i18n(?:-title|-placeholder)?=["']([\w.-]+)["']""", text))
+    used |= {f"group.{g}" for g in form_schema()["x-groups"]}
+    used |= {f"stage.{s}" for s in ("cache_latents", "cache_text_encoder_outputs", "train_network")}
+    assert used - set(TABLE["en"]) == set()
+    assert client.get("/api/i18n").get_json() == TABLE
+
+
+def test_page_is_rendered_in_the_remembered_language(client: FlaskClient) -> None:
+    zh = client.get("/")
+    assert (
+        zh.status_code == 200
+        and '<html lang="zh-CN">' in zh.text
+        and TABLE["zh-CN"]["toolbar.save"] in zh.text
+    )
+    client.set_cookie("studio_lang", "en")
+    en = client.get("/")
+    assert '<html lang="en">' in en.text and TABLE["en"]["jobs.title"] in en.text
+    assert 'id="i18n-table"' in en.text and "<script>" not in en.text  # no inline script (CSP)
+    assert client.get("/static/js/app.js").status_code == 200
