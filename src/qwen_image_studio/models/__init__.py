@@ -1,0 +1,1 @@
+"""Architecture configs, key maps, loaders and writers for the release file layouts."""
