@@ -75,7 +75,7 @@ def test_latents_equal_diffusers_vae_encode_and_normalisation(demo: Path, edit_c
     from diffusers import AutoencoderKLQwenImage, QwenImageEditPlusPipeline
 
     m = _models(demo)
-    vae = AutoencoderKLQwenImage.from_pretrained(m["edit_root"], subfolder="vae", torch_dtype=torch.float32)
+    vae = AutoencoderKLQwenImage.from_pretrained(m["edit_root"], subfolder="vae", dtype=torch.float32)
     pipe = QwenImageEditPlusPipeline(
         scheduler=None, vae=vae, text_encoder=None, tokenizer=None, processor=None, transformer=None
     )
@@ -111,7 +111,7 @@ def test_edit_plus_embeddings_equal_diffusers_encode_prompt(demo: Path, edit_cac
 
     m = _models(demo)
     pipe = QwenImageEditPlusPipeline.from_pretrained(
-        m["edit_root"], processor=load_processor(m["edit_root"]), torch_dtype=torch.float32
+        m["edit_root"], processor=load_processor(m["edit_root"]), dtype=torch.float32
     )
     items = discover_items(load_dataset_config(edit_caches).datasets[0], edit=True).items
     for item in items[:3]:
@@ -161,7 +161,7 @@ def test_text_to_image_embeddings_equal_diffusers_and_padding_is_trimmed(demo: P
         "cpu",
     ]
     assert run_stage(Stage.CACHE_TEXT, argv) == 0
-    pipe = QwenImagePipeline.from_pretrained(m["t2i_root"], torch_dtype=torch.float32)
+    pipe = QwenImagePipeline.from_pretrained(m["t2i_root"], dtype=torch.float32)
     items = discover_items(load_dataset_config(toml).datasets[0]).items
     lengths = set()
     for item in items:
@@ -292,7 +292,7 @@ def test_original_edit_embeddings_equal_diffusers_edit_pipeline(demo: Path, tmp_
     ]
     assert run_stage(Stage.CACHE_TEXT, argv) == 0
     pipe = QwenImageEditPipeline.from_pretrained(
-        m["edit_root"], processor=load_processor(m["edit_root"]), torch_dtype=torch.float32
+        m["edit_root"], processor=load_processor(m["edit_root"]), dtype=torch.float32
     )
     item = discover_items(load_dataset_config(toml).datasets[0], edit=True).items[1]
     (embed,) = _read(item.text_cache_path)[0].values()
@@ -302,3 +302,43 @@ def test_original_edit_embeddings_equal_diffusers_edit_pipeline(demo: Path, tmp_
         prompt=item.caption, image=pipe.image_processor.resize(control, h, w), device="cpu"
     )
     torch.testing.assert_close(embed, expected[0], rtol=1e-4, atol=1e-4)
+
+
+def test_missing_captions_and_unreadable_images_are_listed_and_skipped(demo: Path, tmp_path: Path) -> None:
+    import shutil
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("demo_00", "demo_01"):
+        shutil.copy(demo / "dataset" / "images" / f"{name}.png", images)
+        shutil.copy(demo / "dataset" / "images" / f"{name}.txt", images)
+    shutil.copy(demo / "dataset" / "images" / "demo_02.png", images)  # no caption
+    (images / "broken.png").write_bytes(b"not a png")
+    (images / "broken.txt").write_text("broken", encoding="utf-8")
+    toml = tmp_path / "ds.toml"
+    toml.write_text(
+        f"[general]\nresolution = [64, 64]\nenable_bucket = true\n[[datasets]]\n"
+        f'image_directory = "{images}"\ncache_directory = "{tmp_path / "cache"}"\n',
+        encoding="utf-8",
+    )
+    events = tmp_path / "ev.jsonl"
+    out = _cli(
+        "qwen_image_cache_latents.py",
+        "--dataset_config",
+        str(toml),
+        "--vae",
+        str(_models(demo)["vae"]),
+        "--device",
+        "cpu",
+        "--events_file",
+        str(events),
+    )
+    assert out.returncode == 0, out.stderr
+    warnings = [e["message"] for e in read_events(events)[0] if e["type"] == "warning"]
+    assert any("demo_02" in w and "caption" in w for w in warnings), warnings
+    assert any("broken.png" in w for w in warnings), warnings
+    assert "warning:" in out.stderr
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        "demo_00_0096x0096_qi.safetensors",
+        "demo_01_0120x0072_qi.safetensors",
+    ]
