@@ -1,5 +1,10 @@
-"""Weight-only fp8 storage for nn.Linear: float8_e4m3fn weights with one scale per output row,
-upcast to the compute dtype for each matmul (about half the memory of bf16 weights)."""
+"""Weight-only fp8 storage for nn.Linear, upcast to the compute dtype for each matmul.
+
+Two scalings (facts §7): per output row (``block_size=None``: scale = max|row| / 448, used by
+``--fp8_vl`` and plain ``--fp8_base``), or per block of ``block_size`` input elements of each row
+(``--fp8_scaled``: 64-element blocks, scale = max|block| / 448), which follows outliers more closely.
+A frozen fp8 weight takes half the memory of bf16; the layer stays an exact drop-in for nn.Linear.
+"""
 
 from __future__ import annotations
 
@@ -11,45 +16,79 @@ from torch import nn
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0
+SCALED_BLOCK = 64
 
 
-def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fp8 weight, fp32 scale per row) with scale = max|w| / 448 for each output row."""
+def quantize_weight(weight: torch.Tensor, block_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp8 weight, fp32 scales): scales have shape (out, 1) per row or (out, in // block_size) per block."""
     w = weight.detach().to(torch.float32)
-    scale = (w.abs().amax(dim=1, keepdim=True) / FP8_MAX).clamp(min=1e-12)
-    return (w / scale).to(FP8), scale
+    out_features, in_features = w.shape
+    if block_size is None or in_features % block_size:
+        scale = (w.abs().amax(dim=1, keepdim=True) / FP8_MAX).clamp(min=1e-12)
+        return (w / scale).to(FP8), scale
+    blocks = w.reshape(out_features, in_features // block_size, block_size)
+    scale = (blocks.abs().amax(dim=2) / FP8_MAX).clamp(min=1e-12)
+    return (blocks / scale.unsqueeze(2)).reshape(out_features, in_features).to(FP8), scale
+
+
+def dequantize_weight(weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The weight times its row or block scales, in `dtype`."""
+    w = weight.to(torch.float32)
+    if scale.shape[1] == 1:
+        return (w * scale).to(dtype)
+    out_features, in_features = w.shape
+    blocks = scale.shape[1]
+    return (
+        (w.reshape(out_features, blocks, in_features // blocks) * scale.unsqueeze(2))
+        .reshape(w.shape)
+        .to(dtype)
+    )
 
 
 class Fp8Linear(nn.Module):
     """A frozen linear layer whose weight is stored in fp8 and dequantised on the fly."""
 
-    def __init__(self, linear: nn.Linear, compute_dtype: torch.dtype) -> None:
+    def __init__(self, linear: nn.Linear, compute_dtype: torch.dtype, block_size: int | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.compute_dtype = compute_dtype
-        weight, scale = quantize_rows(linear.weight)
+        weight, scale = quantize_weight(linear.weight, block_size)
         self.register_buffer("weight_fp8", weight)
         self.register_buffer("weight_scale", scale)
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(compute_dtype),
-                                                                 requires_grad=False)
+        self.bias = (
+            None
+            if linear.bias is None
+            else nn.Parameter(linear.bias.detach().to(compute_dtype), requires_grad=False)
+        )
 
-    def dequantized_weight(self) -> torch.Tensor:
-        """The weight in the compute dtype."""
-        return (self.weight_fp8.to(torch.float32) * self.weight_scale).to(self.compute_dtype)
+    @property
+    def weight(self) -> torch.Tensor:
+        """The weight in the compute dtype (for code that reads ``.weight``, e.g. LoRA merging)."""
+        return dequantize_weight(self.weight_fp8, self.weight_scale, self.compute_dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x @ W^T + b with W upcast for this call only."""
-        return F.linear(x.to(self.compute_dtype), self.dequantized_weight(), self.bias)
+        return F.linear(x.to(self.compute_dtype), self.weight, self.bias)
 
 
-def quantize_linears(module: nn.Module, compute_dtype: torch.dtype,
-                     include: Callable[[str], bool] = lambda name: True) -> int:
+def quantize_linears(
+    module: nn.Module,
+    compute_dtype: torch.dtype,
+    include: Callable[[str], bool] = lambda name: True,
+    block_size: int | None = None,
+) -> int:
     """Replace every nn.Linear below `module` (whose name passes `include`) by an Fp8Linear; returns the count."""
     count = 0
     for name, child in list(module.named_modules()):
         for attr, sub in list(child.named_children()):
             full = f"{name}.{attr}" if name else attr
             if isinstance(sub, nn.Linear) and include(full):
-                setattr(child, attr, Fp8Linear(sub, compute_dtype))
+                setattr(child, attr, Fp8Linear(sub, compute_dtype, block_size))
                 count += 1
     return count
+
+
+def relative_error(reference: torch.Tensor, other: torch.Tensor) -> float:
+    """||other - reference|| / ||reference|| in fp32."""
+    ref = reference.to(torch.float32)
+    return float((other.to(torch.float32) - ref).norm() / ref.norm().clamp(min=1e-12))
