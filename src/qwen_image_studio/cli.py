@@ -63,6 +63,14 @@ def _dataset(args: argparse.Namespace) -> int:
     return run_inspect(args.rest)
 
 
+def _lora(args: argparse.Namespace) -> int:
+    from .models.lora_convert import convert_lora
+
+    out = convert_lora(args.input, args.output, args.to)
+    print(f"wrote {out} ({args.to} form)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser; stage subcommands forward their arguments untouched."""
     parser = argparse.ArgumentParser(prog="qwen-image-studio", description="Qwen-Image LoRA training studio.")
@@ -90,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("action", choices=["inspect"])
     ds.add_argument("rest", nargs=argparse.REMAINDER)
     ds.set_defaults(func=_dataset)
+    lora = sub.add_parser("lora", help="LoRA file tools: convert IN OUT --to diffusers|comfyui")
+    lora_sub = lora.add_subparsers(dest="action", required=True)
+    conv = lora_sub.add_parser(
+        "convert",
+        help="rewrite a Qwen-Image LoRA in another key form (the trainer's file already loads in ComfyUI and "
+        "diffusers; use this for tools that read PEFT keys only, or to bring a PEFT/diffusers LoRA to ComfyUI form)",
+    )
+    conv.add_argument("input", help="LoRA .safetensors (lora_unet_, diffusion_model. or transformer. keys)")
+    conv.add_argument("output", help="the file to write")
+    conv.add_argument("--to", required=True, choices=["diffusers", "comfyui"],
+                      help="diffusers: PEFT transformer.X.lora_A/B (alpha folded in); comfyui: lora_unet_ + alpha")
+    conv.set_defaults(func=_lora)
     web = sub.add_parser("webui", help="start the web UI (same as python qwen_webui.py)", add_help=False)
     web.add_argument("rest", nargs=argparse.REMAINDER)
     return parser

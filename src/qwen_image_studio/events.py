@@ -7,7 +7,7 @@ state and never guesses it from log text. Every event has ``t`` (unix time), ``s
 - ``progress``: ``phase``, ``done``, ``total``, ``rate`` (per second), ``eta`` (seconds), optional ``unit``
 - ``metric``: ``step`` plus named values (``loss``, ``loss_avg``, ``lr`` ...)
 - ``warning``: ``message``
-- ``artifact``: ``kind`` ("checkpoint", "sample", "cache", "state"), ``path``
+- ``artifact``: ``kind`` ("checkpoint", "sample", "image", "cache", "state"), ``path``
 - ``finished``: optional summary values
 - ``failed``: ``reason`` (one line a user can act on), ``exit_code``
 """

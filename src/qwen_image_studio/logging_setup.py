@@ -15,3 +15,5 @@ def setup_logging(debug: bool = False) -> None:
         stream=sys.stderr,
         force=True,
     )
+    # bitsandbytes logs a warning about a missing CPU kernel on every diffusers import; it is harmless.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)

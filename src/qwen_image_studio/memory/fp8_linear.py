@@ -92,3 +92,12 @@ def relative_error(reference: torch.Tensor, other: torch.Tensor) -> float:
     """||other - reference|| / ||reference|| in fp32."""
     ref = reference.to(torch.float32)
     return float((other.to(torch.float32) - ref).norm() / ref.norm().clamp(min=1e-12))
+
+
+def quantize_dit(dit: nn.Module, compute_dtype: torch.dtype, scaled: bool) -> str:
+    """--fp8_base (per-row scales) or --fp8_base --fp8_scaled (64-element block scales) on the DiT's block
+    linears; norms, embedders and the final layer stay in the compute dtype. Returns a log line."""
+    block = SCALED_BLOCK if scaled else None
+    n = quantize_linears(dit.transformer_blocks, compute_dtype=compute_dtype, block_size=block)
+    how = f"one scale per {block} weights of a row" if block else "one scale per output row"
+    return f"--fp8_base: {n} block linears stored in float8_e4m3fn with {how}"

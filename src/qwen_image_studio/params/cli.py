@@ -40,7 +40,7 @@ def _help(spec: FieldSpec) -> str:
     if spec.kind == "bool":
         parts.append(f"default: {'on' if default else 'off'}")
     elif default not in (None, []):
-        shown = " ".join(default) if isinstance(default, list) else default
+        shown = " ".join(map(str, default)) if isinstance(default, list) else default
         parts.append(f"default: {shown}")
     allowed = spec.allowed()
     if allowed:
@@ -58,7 +58,8 @@ def _add(parser: argparse.ArgumentParser | Any, spec: FieldSpec) -> None:
             parser.add_argument(f"--no_{spec.meta.flag}", dest=dest, action="store_const", const=False,
                                 help=f"turn {spec.flag} off / 关闭 {spec.flag}")
     elif spec.kind == "list":
-        parser.add_argument(spec.flag, dest=dest, nargs="*", metavar="KEY=VALUE", help=_help(spec))
+        metavar = spec.meta.extra.get("x-metavar", "KEY=VALUE")
+        parser.add_argument(spec.flag, dest=dest, nargs="*", metavar=metavar, help=_help(spec))
     else:
         metavar = "{" + ",".join(spec.choices) + "}" if spec.kind == "choice" else spec.kind.upper()
         if spec.meta.path:
@@ -168,7 +169,7 @@ def to_argv(config: StudioConfig, stage: Stage) -> list[str]:
                 argv.append(f"--no_{spec.meta.flag}")
         elif spec.kind == "list":
             if value != spec.default:
-                argv += [spec.flag, *value]
+                argv += [spec.flag, *map(_format, value)]
         elif value is not None:
             argv += [spec.flag, _format(value)]
     return argv

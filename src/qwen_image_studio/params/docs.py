@@ -9,15 +9,16 @@ from .spec import STAGE_SCRIPTS, Stage
 def cli_reference() -> str:
     """One table per command: flag, default, allowed values, description (English / 中文)."""
     lines: list[str] = []
-    for stage in (Stage.CACHE_LATENTS, Stage.CACHE_TEXT, Stage.TRAIN):
-        lines += [f"### `{STAGE_SCRIPTS[stage]}`", "", "| flag | default | allowed | description |",
+    for stage in (Stage.CACHE_LATENTS, Stage.CACHE_TEXT, Stage.TRAIN, Stage.GENERATE):
+        title = STAGE_SCRIPTS.get(stage, f"qwen-image-studio {stage.value}")
+        lines += [f"### `{title}`", "", "| flag | default | allowed | description |",
                   "|---|---|---|---|"]
         for spec in fields_for(stage):
             default = spec.default
             if spec.kind == "bool":
                 shown = "on" if default else "off"
             elif isinstance(default, list):
-                shown = " ".join(default) or "–"
+                shown = " ".join(map(str, default)) or "–"
             else:
                 shown = "–" if default is None else str(default)
             required = " **required**" if stage in spec.meta.required_for else ""

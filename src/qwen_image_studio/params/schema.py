@@ -218,14 +218,44 @@ class StudioConfig(BaseModel):
 
     # ---- samples -----------------------------------------------------------------------------
     sample_prompts: str | None = param(None, ParamMeta(
-        "samples", (T,), "Prompt file for sample images (one prompt per line, --w --h --s --d options)",
-        "采样提示词文件（每行一个提示词，可带 --w --h --s --d 选项）", path="file"))
+        "samples", (T,), "Prompt file for sample images (one prompt per line, --w --h --s --d --l --n --ci options)",
+        "采样提示词文件（每行一个提示词，可带 --w --h --s --d --l --n --ci 选项）", path="file"))
     sample_every_n_epochs: int | None = param(None, ParamMeta(
         "samples", (T,), "Generate samples every N epochs", "每 N 轮生成样例图"), ge=1, le=100)
     sample_every_n_steps: int | None = param(None, ParamMeta(
         "samples", (T,), "Generate samples every N steps", "每 N 步生成样例图"), ge=1, le=10_000_000)
     sample_at_first: bool = param(False, ParamMeta(
         "samples", (T,), "Generate samples before training starts", "训练开始前先生成样例图"))
+
+    # ---- generation (qwen-image-studio generate; flags as musubi-tuner's qwen_image_generate_image.py) --
+    prompt: str | None = param(None, ParamMeta(
+        "samples", (G,), "Prompt of the image to generate (or --from_file)", "生成图像的提示词（或使用 --from_file）"))
+    from_file: str | None = param(None, ParamMeta(
+        "samples", (G,), "Prompt file for generation: one prompt per line with --w --h --s --d --l --n --ci options",
+        "生成用提示词文件：每行一个提示词，可带 --w --h --s --d --l --n --ci 选项", path="file"))
+    negative_prompt: str | None = param(None, ParamMeta(
+        "samples", (G,), "Negative prompt (used when guidance_scale is above 1)",
+        "负面提示词（guidance_scale 大于 1 时使用）"))
+    image_size: list[int] = param([1024, 1024], ParamMeta(
+        "samples", (G,), "Image height and width in pixels (multiples of 16)", "图像的高和宽（像素，16 的倍数）",
+        extra={"x-metavar": "H W"}))
+    infer_steps: int = param(25, ParamMeta(
+        "samples", (G,), "Denoising steps per image", "每张图像的去噪步数"), ge=2, le=1000)
+    guidance_scale: float = param(4.0, ParamMeta(
+        "samples", (G,), "Classifier-free guidance scale (true CFG with the negative prompt); 1 turns it off",
+        "无分类器引导系数（与负面提示词一起使用）；1 表示关闭"), ge=1.0, le=30.0)
+    control_image_path: list[str] = param([], ParamMeta(
+        "samples", (G,), "Control image(s) for the edit model versions (several for edit-2509 / edit-2511)",
+        "编辑模式的控制图像（edit-2509 / edit-2511 可给多张）", extra={"x-metavar": "PATH"}))
+    lora_weight: list[str] = param([], ParamMeta(
+        "samples", (G,), "LoRA file(s) to apply: ComfyUI/kohya (lora_unet_), diffusers or PEFT form",
+        "要加载的 LoRA 文件：ComfyUI/kohya（lora_unet_）、diffusers 或 PEFT 格式", extra={"x-metavar": "PATH"}))
+    lora_multiplier: list[float] = param([], ParamMeta(
+        "samples", (G,), "Strength of each LoRA (one value applies to all; default 1.0)",
+        "每个 LoRA 的强度（只给一个值时用于全部；默认 1.0）", extra={"x-metavar": "FLOAT"}))
+    save_path: str | None = param(None, ParamMeta(
+        "samples", (G,), "Folder for the generated PNG images", "生成图像（PNG）的保存目录",
+        required_for=(G,), path="out_dir"))
 
     # ---- caching -----------------------------------------------------------------------------
     cache_batch_size: int | None = param(None, ParamMeta(
@@ -236,8 +266,8 @@ class StudioConfig(BaseModel):
     keep_cache: bool = param(False, ParamMeta(
         "caching", CACHE, "Keep cache files that no longer belong to the dataset", "保留数据集中已不存在条目的缓存"))
     device: str | None = param(None, ParamMeta(
-        "caching", CACHE, "Device for caching, e.g. cuda, cuda:1 or cpu (default: cuda when available)",
-        "缓存使用的设备，如 cuda、cuda:1、cpu（默认有 GPU 时用 cuda）"), pattern=r"^(cpu|cuda(:\d+)?|mps)$")
+        "caching", (*CACHE, G), "Device for caching and generation, e.g. cuda, cuda:1 or cpu (default: cuda when "
+        "available)", "缓存和生成使用的设备，如 cuda、cuda:1、cpu（默认有 GPU 时用 cuda）"), pattern=r"^(cpu|cuda(:\d+)?|mps)$")
 
     # ---- field rules ---------------------------------------------------------------------------
     @field_validator("optimizer_type")
@@ -250,6 +280,15 @@ class StudioConfig(BaseModel):
         if len(parts) >= 2 and all(p.isidentifier() for p in parts):
             return name
         raise ValueError(f"must be one of {', '.join(OPTIMIZERS)} or a module.Class path (got {v!r})")
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size(cls, v: list[int]) -> list[int]:
+        if len(v) != 2:
+            raise ValueError(f"give two numbers, height and width (got {len(v)})")
+        if any(x < 16 or x > 8192 or x % 16 for x in v):
+            raise ValueError(f"{v[0]} {v[1]}: height and width must be multiples of 16 from 16 to 8192")
+        return v
 
     @field_validator("optimizer_args")
     @classmethod
@@ -289,6 +328,11 @@ class StudioConfig(BaseModel):
                 and not self.sample_prompts:
             raise ValueError("--sample_every_n_epochs, --sample_every_n_steps and --sample_at_first need "
                              "--sample_prompts")
+        if self.lora_multiplier and len(self.lora_multiplier) not in (1, len(self.lora_weight)):
+            raise ValueError(f"--lora_multiplier: {len(self.lora_multiplier)} values for {len(self.lora_weight)} "
+                             "--lora_weight files; give one value, or one per file")
+        if self.prompt and self.from_file:
+            raise ValueError("give --prompt or --from_file, not both")
         if self.log_with == "tensorboard" and not self.logging_dir:
             raise ValueError("--log_with tensorboard needs --logging_dir")
         return self

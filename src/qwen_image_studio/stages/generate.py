@@ -1,0 +1,113 @@
+"""Stage 4: generate images with the base model plus LoRAs (text-to-image and edit), as PNG files.
+
+The flags are musubi-tuner's ``qwen_image_generate_image.py`` ones (``--prompt``, ``--from_file``,
+``--negative_prompt``, ``--image_size H W``, ``--infer_steps``, ``--guidance_scale``, ``--seed``,
+``--lora_weight``, ``--lora_multiplier``, ``--control_image_path``, ``--save_path``). Order of work keeps
+one big model in memory at a time: check the LoRA files, encode every prompt with the text encoder and
+free it, load the DiT and merge the LoRAs into its weights (then fp8 storage when asked), load the VAE,
+and render each prompt with diffusers' Qwen-Image pipeline. Files: ``save_path/{time}_{i:02d}_{seed}.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..events import EventWriter
+from ..models.loading import load_dit, load_vae
+from ..models.lora_apply import merge_loras, multipliers_for, read_lora
+from ..params.schema import StudioConfig
+from ..training.sampling import (
+    SamplePrompt,
+    find_control_image,
+    free_memory,
+    generate_images,
+    parse_sample_prompts,
+    prepare_sample_embeddings,
+)
+from .common import model_dtype, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def check_memory_options(config: StudioConfig) -> None:
+    """Refuse memory options this stage does not implement yet (instead of silently ignoring them)."""
+    if config.blocks_to_swap:
+        raise ConfigError(
+            "--blocks_to_swap is not available for generate yet; use --fp8_base to halve the "
+            "DiT's memory, or generate on a larger GPU"
+        )
+
+
+def generation_prompts(config: StudioConfig) -> list[SamplePrompt]:
+    """The prompts to render: the lines of --from_file, or --prompt with --control_image_path."""
+    if config.from_file:
+        prompts = parse_sample_prompts(config.from_file)
+        if config.control_image_path:  # lines without --ci use the command line's control images
+            controls = tuple(
+                find_control_image(c, None, "--control_image_path") for c in config.control_image_path
+            )
+            prompts = [p if p.control_images else replace(p, control_images=controls) for p in prompts]
+        return prompts
+    if not config.prompt:
+        raise ConfigError("--prompt or --from_file is required")
+    controls = tuple(find_control_image(c, None, "--control_image_path") for c in config.control_image_path)
+    return [SamplePrompt(config.prompt, control_images=controls, where="--prompt")]
+
+
+def output_paths(save_path: Path, seeds: list[int]) -> list[Path]:
+    """One new PNG path per image: ``{YYYYmmdd-HHMMSS}_{i:02d}_{seed}.png`` (never an existing file)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    paths = []
+    for i, seed in enumerate(seeds):
+        path = save_path / f"{stamp}_{i:02d}_{seed}.png"
+        n = 1
+        while path.exists():
+            path = save_path / f"{stamp}_{i:02d}_{seed}-{n}.png"
+            n += 1
+        paths.append(path)
+    return paths
+
+
+def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> list[Path]:
+    """Generate one PNG per prompt; returns the files written."""
+    check_memory_options(config)
+    prompts = generation_prompts(config)
+    loras = [read_lora(p) for p in config.lora_weight]  # fail on a bad file before any model loads
+    multipliers = multipliers_for(len(loras), config.lora_multiplier)
+    device = resolve_device(config.device)
+    dtype = model_dtype(device, config.mixed_precision)
+    log.info("generating %d image(s) on %s in %s", len(prompts), device, str(dtype).removeprefix("torch."))
+    prepared = prepare_sample_embeddings(config, prompts)
+
+    dit = load_dit(config.dit, dtype=dtype, device=device, model_version=config.model_version)  # type: ignore[arg-type]
+    if loras:
+        changed = merge_loras(dit, loras, multipliers)
+        for lora, m in zip(loras, multipliers, strict=True):
+            log.info(
+                "LoRA %s (%s form, rank %s) x %g", lora.path, lora.form, "/".join(map(str, lora.ranks)), m
+            )
+        log.info("LoRA updates merged into %d linear layers", changed)
+    if config.fp8_base:
+        from ..memory.fp8_linear import quantize_dit
+
+        log.info(quantize_dit(dit, dtype, scaled=config.fp8_scaled))
+    vae = load_vae(config.vae, dtype=dtype, device=device)  # type: ignore[arg-type]
+
+    save_path = Path(config.save_path).expanduser()  # type: ignore[arg-type]
+    save_path.mkdir(parents=True, exist_ok=True)
+    paths = output_paths(save_path, [p.seed for p in prepared.prompts])
+    try:
+        written = generate_images(
+            dit, vae, prepared, paths, events, device, dtype, artifact_kind="image", phase="generate"
+        )
+    finally:
+        del dit, vae
+        free_memory(device)
+    log.info("%d image(s) written to %s", len(written), save_path)
+    events.emit("metric", step=len(written), images=len(written))
+    return written

@@ -1,0 +1,448 @@
+"""The training loop, top to bottom: load, prepare, for each step (sample t, noise, predict, step), log, save.
+
+Gradient accumulation is explicit: the batches of one optimizer step are taken together, every one but the
+last runs under ``no_sync`` (no all-reduce between processes), and the loss is divided by their number, so
+the last, shorter group of an epoch is handled exactly and a resumed run lines up with an uninterrupted one.
+The learning-rate schedule steps once per optimizer step (it is not handed to accelerate, which would step
+it once per process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from ..events import EventWriter
+from ..params.schema import StudioConfig
+from . import flow_matching as fm
+from .atomic import remove_stale_temp_files
+from .data import EpochBatchSampler, collect_items, groups_of, make_loader
+from .lora import SAVE_DTYPES, LoRANetwork, apply_lora, file_metadata
+from .optim import create_optimizer, create_scheduler, current_lrs
+from .state import Progress, finish, load_state, staging_dir, write_main_state, write_rank_rng
+from .tracking import TrainTracker, tensorboard_dir
+
+log = logging.getLogger(__name__)
+
+
+# ---- plan ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepPlan:
+    """How many optimizer steps an epoch has, how many the run makes, and over how many epochs."""
+
+    batches_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+
+
+def plan_steps(
+    batches_per_epoch: int, grad_accum: int, max_train_steps: int | None, max_train_epochs: int
+) -> StepPlan:
+    """Steps per epoch = ceil(batches / accumulation); --max_train_steps wins over --max_train_epochs."""
+    steps_per_epoch = max(1, math.ceil(batches_per_epoch / grad_accum))
+    total = max_train_steps if max_train_steps else max_train_epochs * steps_per_epoch
+    return StepPlan(batches_per_epoch, steps_per_epoch, total, math.ceil(total / steps_per_epoch))
+
+
+def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive groups of `size` items (the last one shorter)."""
+    group: list[Any] = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def weight_dtype(mixed_precision: str, device: torch.device) -> torch.dtype:
+    """The dtype of the frozen DiT weights: float32 on the CPU, else fp16 for fp16 and bf16 otherwise."""
+    if device.type == "cpu":
+        return torch.float32
+    return torch.float16 if mixed_precision == "fp16" else torch.bfloat16
+
+
+# ---- one step ------------------------------------------------------------------------------------------
+def flow_matching_loss(
+    model: torch.nn.Module,
+    batch: dict[str, Any],
+    tcfg: fm.TimestepConfig,
+    generator: torch.Generator,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted MSE between the DiT's velocity and noise - x0 for one batch; returns (loss, t)."""
+    x0 = batch["latents"].to(device, torch.float32)  # (B, 16, 1, h, w), already normalised
+    b, _, _, h, w = x0.shape
+    t = fm.sample_timesteps(tcfg, b, fm.image_tokens(h, w), generator, device)
+    noise = torch.randn(x0.shape, generator=generator, device=device)
+    tokens = [fm.pack_latents(fm.noisy_latents(x0, noise, t))]
+    shapes = [(1, h // 2, w // 2)]
+    for control in batch["controls"]:  # edit: clean control latents after the target, never noised
+        tokens.append(fm.pack_latents(control.to(device, torch.float32)))
+        shapes.append((1, control.shape[-2] // 2, control.shape[-1] // 2))
+    n_target = tokens[0].shape[1]
+    mask = batch["mask"].to(device)
+    pred = model(
+        hidden_states=torch.cat(tokens, dim=1).to(dtype),
+        encoder_hidden_states=batch["text"].to(device, dtype),
+        encoder_hidden_states_mask=None if bool(mask.all()) else mask,
+        timestep=t.to(dtype),  # t in [0, 1]; 2511 (zero_cond_t) adds the t = 0 copy for controls itself
+        img_shapes=[shapes] * b,
+        return_dict=False,
+    )[0]
+    pred = pred[:, :n_target].float()  # the prediction for the target tokens only
+    target = fm.pack_latents(fm.flow_target(x0, noise))  # packed like pred (a permutation of the latents)
+    per_sample = ((pred - target) ** 2).mean(dim=(1, 2))
+    return (per_sample * fm.loss_weights(tcfg.weighting, t)).mean(), t
+
+
+@dataclass
+class Trainer:
+    """The objects one optimizer step needs."""
+
+    accelerator: Any
+    model: torch.nn.Module
+    network: LoRANetwork
+    optimizer: Any
+    scheduler: Any
+    tcfg: fm.TimestepConfig
+    generator: torch.Generator
+    dtype: torch.dtype
+    max_grad_norm: float
+    device: torch.device
+
+    def step(self, micro_batches: list[dict[str, Any]]) -> tuple[float, torch.Tensor]:
+        """Forward/backward every batch of the group, clip, step; returns the mean loss over processes and t."""
+        acc, n = self.accelerator, len(micro_batches)
+        total = torch.zeros((), device=self.device)
+        ts = []
+        for i, batch in enumerate(micro_batches):
+            sync = i == n - 1
+            with contextlib.nullcontext() if sync else acc.no_sync(self.model), acc.autocast():
+                loss, t = flow_matching_loss(
+                    self.model, batch, self.tcfg, self.generator, self.device, self.dtype
+                )
+            acc.backward(loss / n)
+            total += loss.detach()
+            ts.append(t)
+        if self.max_grad_norm > 0:
+            acc.clip_grad_norm_(self.network.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        mean = acc.reduce(total / n, reduction="mean") if acc.num_processes > 1 else total / n
+        return float(mean), torch.cat(ts)
+
+
+# ---- saving --------------------------------------------------------------------------------------------
+@dataclass
+class Checkpointer:
+    """Writes LoRA files (main process) and, with --save_state, state folders (all processes take part)."""
+
+    config: StudioConfig
+    accelerator: Any
+    trainer: Trainer
+    events: EventWriter
+    started_at: float
+
+    @property
+    def output_dir(self) -> Path:
+        """``--output_dir``."""
+        return Path(self.config.output_dir)  # type: ignore[arg-type]
+
+    def save(self, stem: str, progress: Progress, epoch: int) -> Path:
+        """Write ``{stem}.safetensors`` (and ``{stem}-state``) atomically; returns the LoRA path."""
+        acc, cfg = self.accelerator, self.config
+        path = self.output_dir / f"{stem}.safetensors"
+        if acc.is_main_process:
+            meta = file_metadata(
+                cfg,
+                epoch=epoch,
+                step=progress.step,
+                started_at=self.started_at,
+                alpha=self.trainer.network.file_alpha,
+            )
+            self.trainer.network.save(path, SAVE_DTYPES[cfg.save_precision], meta)
+            self.events.artifact("checkpoint", path)
+            log.info("saved %s", path)
+        if cfg.save_state:
+            self._save_state(self.output_dir / f"{stem}-state", progress)
+        acc.wait_for_everyone()
+        return path
+
+    def _save_state(self, final: Path, progress: Progress) -> None:
+        acc, tr = self.accelerator, self.trainer
+        staging = staging_dir(final)
+        if acc.is_main_process:
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        acc.wait_for_everyone()
+        write_rank_rng(staging, acc.process_index, tr.generator)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            scaler = getattr(acc, "scaler", None)
+            extra = {
+                "output_name": self.config.output_name,
+                "world_size": acc.num_processes,
+                "saved_at": time.time(),
+            }
+            write_main_state(staging, tr.network, tr.optimizer, tr.scheduler, scaler, progress, extra)
+            finish(staging, final)
+            self.events.artifact("state", final)
+            log.info("saved state %s", final)
+
+
+# ---- samples -------------------------------------------------------------------------------------------
+class SampleHook:
+    """Sample images with the live model (``training.sampling``) at first / every n epochs / every n steps."""
+
+    def __init__(
+        self,
+        config: StudioConfig,
+        accelerator: Any,
+        events: EventWriter,
+        transformer: torch.nn.Module,
+        dtype: torch.dtype,
+    ) -> None:
+        self.config, self.accelerator, self.events = config, accelerator, events
+        self.transformer, self.dtype = transformer, dtype
+        self.device = next(transformer.parameters()).device
+        self.enabled = bool(config.sample_prompts)
+        self.prepared: Any = None
+        self.vae: Any = None
+        self.last_step = -1
+        if self.enabled and accelerator.is_main_process:
+            from ..models.loading import load_vae
+            from . import sampling
+
+            prompts = sampling.parse_sample_prompts(config.sample_prompts)  # type: ignore[arg-type]
+            self.prepared = sampling.prepare_sample_embeddings(config, prompts)
+            self.vae = load_vae(config.vae, dtype=dtype, device="cpu")  # type: ignore[arg-type]
+        accelerator.wait_for_everyone()
+
+    def maybe(self, step: int, *, first: bool = False, epoch_end: int | None = None) -> None:
+        """Sample if this point is due (every process must call it at the same points)."""
+        cfg = self.config
+        due = (
+            self.enabled
+            and step != self.last_step
+            and (
+                (first and cfg.sample_at_first)
+                or (
+                    epoch_end is not None
+                    and cfg.sample_every_n_epochs
+                    and epoch_end % cfg.sample_every_n_epochs == 0
+                )
+                or (
+                    not first
+                    and epoch_end is None
+                    and cfg.sample_every_n_steps
+                    and step % cfg.sample_every_n_steps == 0
+                )
+            )
+        )
+        if not due:
+            return
+        self.last_step = step
+        if self.accelerator.is_main_process:
+            from . import sampling
+
+            sampling.sample_images(
+                self.transformer,
+                self.vae,
+                self.prepared,
+                sampling.sample_dir(cfg.output_dir),
+                cfg.output_name,
+                step,
+                self.events,
+                self.device,
+                self.dtype,
+            )
+        self.accelerator.wait_for_everyone()
+
+
+# ---- the run -------------------------------------------------------------------------------------------
+def make_accelerator(config: StudioConfig) -> Any:
+    """accelerate's Accelerator for --mixed_precision (DDP when launched with several processes)."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    cuda = torch.cuda.is_available()
+    if config.mixed_precision == "fp16" and not cuda:
+        raise ConfigError(
+            "--mixed_precision fp16 needs a CUDA GPU; use --mixed_precision no (or bf16) on the CPU"
+        )
+    # The last block's text-stream outputs do not reach the loss, so their LoRA layers get no gradient; the
+    # buffers (fp8 weights, alphas, RoPE tables) never change, so DDP need not re-broadcast them every step.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True, broadcast_buffers=False)
+    from accelerate.state import AcceleratorState, PartialState
+
+    if AcceleratorState._shared_state and PartialState().num_processes == 1:
+        # A second run in one process (tests, notebooks) may use another precision: start afresh.
+        AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(mixed_precision=config.mixed_precision, cpu=not cuda, kwargs_handlers=[ddp])
+
+
+def _load_transformer(config: StudioConfig, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    from ..models.loading import load_dit
+
+    dit = load_dit(config.dit, dtype=dtype, device=device, model_version=config.model_version)  # type: ignore[arg-type]
+    dit.requires_grad_(False)
+    if config.fp8_base:
+        from ..memory.fp8_linear import quantize_dit
+
+        log.info(quantize_dit(dit, dtype, scaled=config.fp8_scaled))
+    return dit
+
+
+def train(config: StudioConfig, events: EventWriter) -> dict[str, Any]:
+    """Train a LoRA as `config` says; returns a summary (steps, final loss average, final file)."""
+    from accelerate.utils import set_seed
+
+    started_at = time.time()
+    acc = make_accelerator(config)
+    main, rank, world = acc.is_main_process, acc.process_index, acc.num_processes
+    device = torch.device("cpu") if acc.device.type == "cpu" else acc.device  # DDP on CPUs says "cpu:N"
+    if not main:
+        events.close()  # one process reports; the others only train
+    set_seed(config.seed)
+    output_dir = Path(config.output_dir)  # type: ignore[arg-type]
+    if main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for stale in remove_stale_temp_files(output_dir, config.output_name or ""):
+            log.info("removed %s left by an interrupted save", stale)
+
+    # data: cached latents and text embeddings, bucketed batches in a seeded order
+    items = collect_items(config, events)
+    sampler = EpochBatchSampler(groups_of(items), config.seed, rank, world)
+    workers = config.max_data_loader_n_workers
+    loader = make_loader(items, sampler, config.is_edit, workers, config.persistent_data_loader_workers)
+    ga = config.gradient_accumulation_steps
+    plan = plan_steps(len(sampler), ga, config.max_train_steps, config.max_train_epochs)
+    log.info(
+        "%d images, %d batches and %d steps per epoch, %d steps over %d epochs, %d process(es)",
+        len(items),
+        plan.batches_per_epoch,
+        plan.steps_per_epoch,
+        plan.total_steps,
+        plan.epochs,
+        world,
+    )
+
+    # model: frozen DiT with LoRA layers on its block linears
+    dtype = weight_dtype(config.mixed_precision, device)
+    dit = _load_transformer(config, device, dtype)
+    args = config.network_arg_dict()
+    network = apply_lora(
+        dit,
+        config.network_dim,
+        config.network_alpha,
+        config.network_dropout,
+        args.get("include_patterns"),
+        args.get("exclude_patterns"),
+    )
+    if args.get("verbose", "").lower() in ("1", "true", "yes"):
+        log.info("LoRA modules: %s", ", ".join(network.layers))
+    if config.network_weights:
+        network.load_weights(config.network_weights)
+    if config.gradient_checkpointing:
+        dit.enable_gradient_checkpointing()
+    dit.train()
+
+    ratio = float(args["loraplus_lr_ratio"]) if "loraplus_lr_ratio" in args else None
+    optimizer = create_optimizer(
+        config.optimizer_type,
+        network.param_groups(config.learning_rate, ratio),
+        config.learning_rate,
+        config.optimizer_arg_dict(),
+    )
+    scheduler = create_scheduler(
+        config.lr_scheduler,
+        optimizer,
+        plan.total_steps,
+        config.lr_warmup_steps,
+        config.lr_scheduler_num_cycles,
+        config.lr_scheduler_power,
+    )
+    model, optimizer = acc.prepare(dit, optimizer)
+    generator = torch.Generator(device).manual_seed(config.seed + 1_000_003 * rank)  # t and noise
+    trainer = Trainer(
+        acc,
+        model,
+        network,
+        optimizer,
+        scheduler,
+        fm.TimestepConfig.from_config(config),
+        generator,
+        dtype,
+        config.max_grad_norm,
+        device,
+    )
+
+    progress = Progress()
+    if config.resume:
+        progress, saved = load_state(
+            config.resume, network, optimizer, scheduler, getattr(acc, "scaler", None), generator, rank
+        )
+        log.info("resumed from %s at step %d (epoch %d)", config.resume, progress.step, progress.epoch + 1)
+        if saved.get("world_size", 1) != world:
+            events.warning(
+                f"--resume: the state was saved by {saved.get('world_size')} process(es), this run "
+                f"has {world}; the data order of the current epoch differs from an uninterrupted run"
+            )
+    tb = None
+    if config.log_with == "tensorboard" and config.logging_dir:
+        tb = tensorboard_dir(config.logging_dir, config.output_name or "run")
+    tracker = TrainTracker(
+        events, plan.total_steps, plan.steps_per_epoch, main, tb, progress.step, progress.loss_window
+    )
+    saver = Checkpointer(config, acc, trainer, events, started_at)
+    samples = SampleHook(config, acc, events, dit, dtype)
+    name = config.output_name
+
+    def checkpoint(stem: str, epoch: int) -> Path:
+        progress.loss_window = list(tracker.window)  # a resumed run continues the moving average
+        return saver.save(stem, progress, epoch)
+
+    if progress.step == 0:
+        samples.maybe(0, first=True)
+    for epoch in range(progress.epoch, plan.epochs):
+        sampler.set_epoch(epoch, skip_batches=progress.step_in_epoch * ga)
+        for micro_batches in chunked(loader, ga):
+            if progress.step >= plan.total_steps:  # also when resuming a finished run
+                break
+            loss, t = trainer.step(micro_batches)
+            progress.step += 1
+            progress.step_in_epoch += 1
+            tracker.step(progress.step, epoch + 1, loss, current_lrs(optimizer), t)
+            if config.save_every_n_steps and progress.step % config.save_every_n_steps == 0:
+                checkpoint(f"{name}-step{progress.step:08d}", epoch + 1)
+            samples.maybe(progress.step)
+        if progress.step_in_epoch >= plan.steps_per_epoch:  # the epoch ran to its end
+            progress.epoch, progress.step_in_epoch = epoch + 1, 0
+            tracker.end_epoch(progress.step, epoch + 1)
+            if config.save_every_n_epochs and (epoch + 1) % config.save_every_n_epochs == 0:
+                checkpoint(f"{name}-{epoch + 1:06d}", epoch + 1)
+            samples.maybe(progress.step, epoch_end=epoch + 1)
+        if progress.step >= plan.total_steps:
+            break
+
+    final = checkpoint(str(name), progress.epoch)
+    if world > 1:  # equal on every process when DDP kept the replicas in step
+        checksum = sum(float(p.double().sum()) for p in network.parameters())
+        log.info("process %d: LoRA weights checksum %.10e", rank, checksum)
+    tracker.close(progress.step)
+    return {"steps": progress.step, "loss_avg": tracker.loss_avg, "lora": str(final)}

@@ -1,0 +1,276 @@
+"""LoRA on the DiT's block linears, and its file: ``lora_unet_...`` keys with ``.alpha``, metadata and a hash.
+
+Each targeted ``nn.Linear`` (see :mod:`lora_keys`) is replaced in its parent by a :class:`LoRALinear` that
+keeps the frozen original as ``base`` and adds ``up(dropout(down(x))) * alpha / rank * multiplier``; down is
+Kaiming-uniform, up is zero, so training starts from the base model exactly. The LoRA layers live inside
+the transformer (DDP then sees their parameters); :class:`LoRANetwork` is the handle on them: parameter
+groups (LoRA+), the file's state dict, loading ``--network_weights``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from . import lora_keys
+from .atomic import atomic_save_safetensors, tensors_data_sha256
+
+log = logging.getLogger(__name__)
+
+NETWORK_MODULE = "networks.lora_qwen_image"
+ARCHITECTURE = "qwen_image"
+HASH_KEY = "sshs_model_hash"
+SAVE_DTYPES = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class LoRALinear(nn.Module):
+    """A frozen linear layer plus a trainable low-rank update."""
+
+    def __init__(
+        self, base: nn.Module, rank: int, alpha: float, dropout: float | None = None, multiplier: float = 1.0
+    ) -> None:
+        super().__init__()
+        in_features, out_features = base.in_features, base.out_features
+        self.base = base
+        self.rank = rank
+        self.multiplier = multiplier
+        self.dropout = dropout or 0.0
+        self.lora_down = nn.Linear(in_features, rank, bias=False)
+        self.lora_up = nn.Linear(rank, out_features, bias=False)
+        nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_up.weight)
+        self.register_buffer("alpha", torch.tensor(float(alpha)), persistent=True)
+        base.requires_grad_(False)
+
+    @property
+    def in_features(self) -> int:
+        """Input width of the wrapped layer."""
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        """Output width of the wrapped layer."""
+        return self.base.out_features
+
+    @property
+    def scale(self) -> float:
+        """alpha / rank."""
+        return float(self.alpha) / self.rank
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """base(x) + up(dropout(down(x))) * alpha / rank * multiplier."""
+        out = self.base(x)
+        if self.multiplier == 0:
+            return out
+        h = self.lora_down(x.to(self.lora_down.weight.dtype))
+        if self.dropout and self.training:
+            h = nn.functional.dropout(h, p=self.dropout)
+        return out + (self.lora_up(h) * (self.scale * self.multiplier)).to(out.dtype)
+
+
+def linear_paths(model: nn.Module) -> list[str]:
+    """Module paths of every nn.Linear (plain or stored in fp8) below `model`, in model order."""
+    from ..memory.fp8_linear import Fp8Linear
+
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear | Fp8Linear)]
+
+
+class LoRANetwork:
+    """The LoRA layers injected into one transformer, by file name (``lora_unet_...``)."""
+
+    def __init__(self, layers: dict[str, tuple[str, LoRALinear]], rank: int, alpha: float) -> None:
+        self.layers = layers  # lora name -> (module path, layer)
+        self.rank = rank
+        self.alpha = alpha
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def modules(self) -> Iterator[LoRALinear]:
+        """The LoRA layers in model order."""
+        for _, layer in self.layers.values():
+            yield layer
+
+    def parameters(self) -> list[nn.Parameter]:
+        """All trainable parameters (down then up of each layer)."""
+        return [p for m in self.modules() for p in (m.lora_down.weight, m.lora_up.weight)]
+
+    def param_groups(self, lr: float, loraplus_lr_ratio: float | None = None) -> list[dict[str, Any]]:
+        """Optimizer groups: one at `lr`, or with LoRA+ the down matrices at lr and the up matrices at lr x ratio."""
+        downs = [m.lora_down.weight for m in self.modules()]
+        ups = [m.lora_up.weight for m in self.modules()]
+        if not loraplus_lr_ratio or loraplus_lr_ratio == 1:
+            return [{"params": downs + ups, "lr": lr, "name": "lora"}]
+        return [
+            {"params": downs, "lr": lr, "name": "lora_down"},
+            {"params": ups, "lr": lr * loraplus_lr_ratio, "name": "lora_up"},
+        ]
+
+    def set_multiplier(self, multiplier: float) -> None:
+        """Scale every update by `multiplier` (0 turns the LoRA off)."""
+        for m in self.modules():
+            m.multiplier = multiplier
+
+    def state_dict_for_file(self, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+        """``lora_unet_X.lora_down.weight`` [r, in], ``.lora_up.weight`` [out, r] and ``.alpha`` in `dtype`."""
+        out: dict[str, torch.Tensor] = {}
+        for name, (_, m) in self.layers.items():
+            out[name + lora_keys.DOWN] = m.lora_down.weight.detach().to("cpu", dtype).contiguous()
+            out[name + lora_keys.UP] = m.lora_up.weight.detach().to("cpu", dtype).contiguous()
+            out[name + lora_keys.ALPHA] = m.alpha.detach().to("cpu", dtype).clone()
+        return out
+
+    def load_state_dict_from_file(
+        self, tensors: dict[str, torch.Tensor], source: str = "--network_weights"
+    ) -> int:
+        """Copy LoRA tensors in the file layout into the layers; returns how many layers were set."""
+        names = {
+            k.rsplit(".lora_", 1)[0] if ".lora_" in k else k.removesuffix(lora_keys.ALPHA) for k in tensors
+        }
+        unknown = sorted(n for n in names if n not in self.layers)
+        if unknown:
+            raise ConfigError(
+                f"{source}: {len(unknown)} LoRA module(s) of the file are not trained here, e.g. "
+                f"{unknown[0]} (other targets or another model?)"
+            )
+        loaded = 0
+        for name, (_, m) in self.layers.items():
+            down, up = tensors.get(name + lora_keys.DOWN), tensors.get(name + lora_keys.UP)
+            if down is None or up is None:
+                continue
+            if tuple(down.shape) != tuple(m.lora_down.weight.shape) or tuple(up.shape) != tuple(
+                m.lora_up.weight.shape
+            ):
+                raise ConfigError(
+                    f"{source}: {name} has rank {down.shape[0]} but --network_dim is {m.rank}; "
+                    "use the file's rank"
+                )
+            with torch.no_grad():
+                m.lora_down.weight.copy_(down.to(m.lora_down.weight.dtype))
+                m.lora_up.weight.copy_(up.to(m.lora_up.weight.dtype))
+                alpha = tensors.get(name + lora_keys.ALPHA)
+                if alpha is not None and float(alpha) != float(m.alpha):
+                    if not loaded:
+                        log.warning(
+                            "%s: the file's alpha %g replaces --network_alpha %g",
+                            source,
+                            float(alpha),
+                            float(m.alpha),
+                        )
+                    m.alpha.fill_(float(alpha))
+            loaded += 1
+        return loaded
+
+    def load_weights(self, path: str | Path) -> int:
+        """Load a LoRA file written by :meth:`save` (``--network_weights``); returns the layers set."""
+        from safetensors.torch import load_file
+
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"--network_weights: not found: {p}")
+        try:
+            tensors = load_file(str(p))
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
+            raise ConfigError(f"--network_weights: {p} is not a readable safetensors file ({exc})") from None
+        if not any(k.startswith(lora_keys.LORA_PREFIX) for k in tensors):
+            raise ConfigError(f"--network_weights: {p} holds no lora_unet_... tensors")
+        loaded = self.load_state_dict_from_file(tensors)
+        missing = len(self.layers) - loaded
+        if missing:
+            log.warning(
+                "--network_weights: %d of %d LoRA modules not in %s start from scratch",
+                missing,
+                len(self.layers),
+                p,
+            )
+        return loaded
+
+    @property
+    def file_alpha(self) -> float:
+        """The alpha the layers use (``--network_alpha``, or the one loaded with ``--network_weights``)."""
+        return float(next(self.modules()).alpha)
+
+    def save(self, path: Path, dtype: torch.dtype, metadata: dict[str, str]) -> Path:
+        """Write the LoRA file atomically with `metadata` plus its content hash (``sshs_model_hash``)."""
+        tensors = self.state_dict_for_file(dtype)
+        meta = {**metadata, HASH_KEY: tensors_data_sha256(tensors)}
+        return atomic_save_safetensors(tensors, path, meta)
+
+
+def apply_lora(
+    model: nn.Module,
+    rank: int,
+    alpha: float,
+    dropout: float | None = None,
+    include_patterns: str | None = None,
+    exclude_patterns: str | None = None,
+    multiplier: float = 1.0,
+) -> LoRANetwork:
+    """Freeze `model` and wrap its target linears (lora_keys.select_targets) with trainable LoRA layers."""
+    model.requires_grad_(False)
+    targets = lora_keys.select_targets(linear_paths(model), include_patterns, exclude_patterns)
+    if not targets:
+        raise ConfigError("--network_args: include/exclude patterns leave no module to train")
+    layers: dict[str, tuple[str, LoRALinear]] = {}
+    for path in targets:
+        parent_path, _, attr = path.rpartition(".")
+        parent = model.get_submodule(parent_path) if parent_path else model
+        base = getattr(parent, attr)
+        device = next(iter([*base.parameters(), *base.buffers()])).device
+        layer = LoRALinear(base, rank, alpha, dropout, multiplier)
+        layer.to(device=device)  # LoRA weights stay float32 (autocast handles the compute dtype)
+        setattr(parent, attr, layer)
+        layers[lora_keys.lora_name(path)] = (path, layer)
+    log.info("LoRA: %d modules, rank %d, alpha %g", len(layers), rank, alpha)
+    return LoRANetwork(layers, rank, alpha)
+
+
+def file_metadata(
+    config: Any, *, epoch: int, step: int, started_at: float, alpha: float | None = None
+) -> dict[str, str]:
+    """The safetensors metadata of a LoRA file: kohya-style ``ss_*`` keys plus the full configuration."""
+    settings = config.model_dump(mode="json")
+    alpha = config.network_alpha if alpha is None else alpha
+    return {
+        "format": "pt",
+        "ss_network_module": NETWORK_MODULE,
+        "ss_network_dim": str(config.network_dim),
+        "ss_network_alpha": f"{alpha:g}",
+        "ss_network_dropout": "" if config.network_dropout is None else f"{config.network_dropout:g}",
+        "ss_network_args": json.dumps(config.network_arg_dict()),
+        "ss_architecture": ARCHITECTURE,
+        "ss_model_version": config.model_version,
+        "ss_base_model": Path(config.dit).name if config.dit else "",
+        "ss_output_name": config.output_name or "",
+        "ss_epoch": str(epoch),
+        "ss_steps": str(step),
+        "ss_seed": str(config.seed),
+        "ss_learning_rate": f"{config.learning_rate:g}",
+        "ss_lr_scheduler": config.lr_scheduler,
+        "ss_optimizer": config.optimizer_type,
+        "ss_mixed_precision": config.mixed_precision,
+        "ss_timestep_sampling": config.timestep_sampling,
+        "ss_weighting_scheme": config.weighting_scheme,
+        "ss_discrete_flow_shift": f"{config.discrete_flow_shift:g}",
+        "ss_training_started_at": f"{started_at:.0f}",
+        "ss_training_finished_at": f"{time.time():.0f}",
+        "qis_training_config": json.dumps(settings, ensure_ascii=False, sort_keys=True),
+        "qis_hash_algorithm": "sha256 of the safetensors tensor-data section (kohya sshs_model_hash)",
+    }
+
+
+def read_lora_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a LoRA file."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return {k: fh.get_tensor(k) for k in fh.keys()}, dict(fh.metadata() or {})  # noqa: SIM118
