@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import train_support as ts
 from safetensors import safe_open
 
 from qwen_image_studio.data.config import load_dataset_config
@@ -23,16 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _dataset_copy(demo: Path, tmp: Path, edit: bool) -> Path:
-    """A dataset TOML over the demo images with its own cache folder."""
-    data = demo / "dataset"
-    control = f'control_directory = "{data / "controls"}"\n' if edit else ""
-    toml = tmp / ("edit.toml" if edit else "t2i.toml")
-    toml.write_text(
-        "[general]\nresolution = [64, 64]\nenable_bucket = true\nbatch_size = 2\n\n[[datasets]]\n"
-        f'image_directory = "{data / "images"}"\ncache_directory = "{tmp / "cache"}"\n{control}',
-        encoding="utf-8",
-    )
-    return toml
+    """A dataset TOML over the demo images with its own cache folder (batches of 2)."""
+    return ts.dataset_toml(demo, tmp, edit, batch_size=2)
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -41,12 +34,11 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def _models(demo: Path) -> dict[str, Path]:
-    comfy = demo / "models" / "comfyui"
+    diffusers = demo / "models" / "diffusers"
     return {
-        "vae": comfy / "qwen_image_vae.safetensors",
-        "te": comfy / "qwen_2.5_vl_7b.safetensors",
-        "t2i_root": demo / "models" / "diffusers" / "Qwen-Image",
-        "edit_root": demo / "models" / "diffusers" / "Qwen-Image-Edit-2509",
+        **ts.models(demo),
+        "t2i_root": diffusers / "Qwen-Image",
+        "edit_root": diffusers / "Qwen-Image-Edit-2509",
     }
 
 
