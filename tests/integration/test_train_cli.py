@@ -106,6 +106,37 @@ def test_seed_command_lines_cache_and_train_with_tensorboard(demo: Path, tmp_pat
     assert "timesteps" in acc.Tags()["histograms"]
     assert len(acc.Scalars("loss/current")) == 12  # 6 images, batch 1, 2 epochs
     assert acc.Scalars("lr/lora_up")[0].value == 4 * acc.Scalars("lr/lora_down")[0].value
+    # ... and the chain ends with generating an image with the trained LoRA
+    images = tmp_path / "images"
+    _run(
+        py,
+        "-m",
+        "qwen_image_studio.cli",
+        "generate",
+        "--dit",
+        str(m["dit"]),
+        "--vae",
+        str(m["vae"]),
+        "--text_encoder",
+        str(m["te"]),
+        "--prompt",
+        "a red square",
+        "--image_size",
+        "64",
+        "64",
+        "--infer_steps",
+        "2",
+        "--mixed_precision",
+        "no",
+        "--lora_weight",
+        str(out / "demo.safetensors"),
+        "--save_path",
+        str(images),
+    )
+    (png,) = images.glob("*.png")
+    from PIL import Image
+
+    assert Image.open(png).size == (64, 64)
 
 
 def _free_port() -> int:
