@@ -102,14 +102,15 @@ def test_memory_and_precision_options_train(demo: Path, t2i: Path, tmp_path: Pat
             "no_gradient_checkpointing": None,
             "network_dropout": 0.1,
         },
+        "swap": {"blocks_to_swap": 1, "gradient_checkpointing": True, "no_gradient_checkpointing": None},
     }
     for name, flags in runs.items():
         out = tmp_path / name
         assert ts.train(ts.train_argv(demo, t2i, out, **flags)) == 0, ts.failure(out / "events.jsonl")
         assert all(math.isfinite(x) for x in ts.losses(out / "events.jsonl"))
-    out = tmp_path / "swap"
+    out = tmp_path / "swap_all"
     assert ts.train(ts.train_argv(demo, t2i, out, blocks_to_swap=4)) == 2
-    assert "--blocks_to_swap is not available" in ts.failure(out / "events.jsonl")
+    assert "--blocks_to_swap 4: this DiT has 2 blocks" in ts.failure(out / "events.jsonl")
 
 
 def test_epochs_accumulation_and_saving_follow_the_flags(demo: Path, t2i: Path, tmp_path: Path) -> None:

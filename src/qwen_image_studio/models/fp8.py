@@ -61,6 +61,21 @@ def dequantize(weight: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dt
     return w.to(dtype)
 
 
+def linear_scales(scale: torch.Tensor | None, weight_shape: tuple[int, ...]) -> torch.Tensor:
+    """A file's scale (none, scalar, per row or per row block) as the (out, blocks) fp32 layout of Fp8Linear."""
+    out_features, in_features = weight_shape
+    if scale is None:
+        return torch.ones(out_features, 1)
+    s = scale.detach().to(torch.float32)
+    if s.numel() == 1:
+        return s.reshape(1, 1).expand(out_features, 1).contiguous()
+    if s.numel() % out_features == 0 and in_features % (s.numel() // out_features) == 0:
+        return s.reshape(out_features, s.numel() // out_features).contiguous()
+    raise ValueError(
+        f"scale of shape {tuple(scale.shape)} does not fit a weight of shape {tuple(weight_shape)}"
+    )
+
+
 def quantize_fp8(
     state_dict: Mapping[str, torch.Tensor],
     *,

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 KIND_FLAGS = {"dit": "--dit", "vae": "--vae", "text_encoder": "--text_encoder"}
 VARIANT_2511 = "edit-2511"
+KEPT_SCALE = "#scale"  # suffix of the scale entries _read_state_dict returns for fp8 weights it keeps
 
 
 @dataclass
@@ -77,13 +78,20 @@ def _infer(
 
 
 def _read_state_dict(
-    prepared: _Prepared, dtype: torch.dtype, device: str | torch.device
-) -> dict[str, torch.Tensor]:
-    """The tensors of a prepared model under module names, read to `device` and cast to `dtype`."""
+    prepared: _Prepared,
+    dtype: torch.dtype,
+    device: str | torch.device,
+    keep_fp8: Callable[[str], bool] | None = None,
+) -> dict[str, Any]:
+    """The tensors of a prepared model under module names, read to `device` and cast to `dtype`.
+
+    fp8 weights are dequantised, except those whose module name passes `keep_fp8`: they stay float8 and
+    their scale (or None) is returned under ``<name>#scale`` for the caller to build fp8 layers from.
+    """
     from safetensors import SafetensorError, safe_open
 
     info = prepared.files.tensors
-    out: dict[str, torch.Tensor] = {}
+    out: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         handles: dict[Path, Any] = {}
 
@@ -98,7 +106,11 @@ def _read_state_dict(
                 tensor = get(old)
                 if fp8.is_fp8_code(info[old].dtype):
                     scale_key = fp8.weight_scale_key(old, info)
-                    tensor = fp8.dequantize(tensor, get(scale_key) if scale_key else None, dtype)
+                    scale = get(scale_key) if scale_key else None
+                    if keep_fp8 is not None and tensor.dtype == torch.float8_e4m3fn and keep_fp8(new):
+                        out[new + KEPT_SCALE] = scale
+                    else:
+                        tensor = fp8.dequantize(tensor, scale, dtype)
                 elif tensor.is_floating_point() and tensor.dtype != dtype:
                     tensor = tensor.to(dtype)
                 out[new] = tensor
@@ -171,8 +183,13 @@ def load_dit(
     device: str | torch.device = "cpu",
     model_version: str | None = None,
     flag: str = "--dit",
+    keep_fp8: bool = False,
 ) -> Any:
-    """A `QwenImageTransformer2DModel` from a ComfyUI file, diffusers folder or shards (fp8 is dequantised)."""
+    """A `QwenImageTransformer2DModel` from a ComfyUI file, diffusers folder or shards.
+
+    fp8 weights are dequantised to `dtype`, unless `keep_fp8` (``--fp8_base``): then the block linears of
+    an fp8 file become Fp8Linear layers holding the file's fp8 weights and scales as they are.
+    """
     from diffusers import QwenImageTransformer2DModel
 
     if model_version is not None and model_version not in configs.MODEL_VERSIONS:
@@ -186,7 +203,10 @@ def load_dit(
     zero_cond_t = model_version in configs.ZERO_COND_T_VERSIONS if model_version else is_2511
     cfg = _infer(prepared, arch.infer_dit_config, _shapes(prepared), zero_cond_t=zero_cond_t)
     model = _build(lambda: QwenImageTransformer2DModel(**cfg))
-    _assign(model, prepared, _read_state_dict(prepared, dtype, device), frozenset())
+    keep = _is_block_linear_weight if keep_fp8 else None
+    state = _read_state_dict(prepared, dtype, device, keep)
+    kept = _install_fp8_linears(model, state, dtype, prepared) if keep_fp8 else 0
+    _assign(model, prepared, state, frozenset())
     model.to(device).eval()
     logger.info(
         "%s: %s, %d blocks x %d, %s%s",
@@ -195,9 +215,51 @@ def load_dit(
         cfg["num_layers"],
         cfg["num_attention_heads"] * cfg["attention_head_dim"],
         "Qwen-Image-Edit-2511 (zero_cond_t)" if zero_cond_t else "Qwen-Image / Edit / Edit-2509",
-        ", fp8 weights dequantised" if prepared.fp8 else "",
+        _fp8_note(prepared.fp8, kept),
     )
     return model
+
+
+def _fp8_note(has_fp8: bool, kept: int) -> str:
+    if not has_fp8:
+        return ""
+    if kept:
+        return f", {kept} fp8 block linears kept in fp8 with their scales (the rest dequantised)"
+    return ", fp8 weights dequantised"
+
+
+def _is_block_linear_weight(name: str) -> bool:
+    return name.startswith("transformer_blocks.") and name.endswith(".weight")
+
+
+def _install_fp8_linears(
+    model: torch.nn.Module, state: dict[str, Any], dtype: torch.dtype, prepared: _Prepared
+) -> int:
+    """Replace the Linear of every kept fp8 weight in `state` by an Fp8Linear holding it; returns the count."""
+    from qwen_image_studio.memory.fp8_linear import Fp8Linear
+
+    count = 0
+    for scale_key in [k for k in state if k.endswith(KEPT_SCALE)]:
+        name = scale_key[: -len(KEPT_SCALE)]
+        path = name[: -len(".weight")]
+        scale = state.pop(scale_key)
+        weight = state.pop(name)
+        parent_path, _, attr = path.rpartition(".")
+        parent = model.get_submodule(parent_path)
+        linear = getattr(parent, attr, None)
+        if not isinstance(linear, torch.nn.Linear) or tuple(linear.weight.shape) != tuple(weight.shape):
+            state[name] = fp8.dequantize(weight, scale, dtype)  # not a Linear weight: plain tensor
+            continue
+        try:
+            scales = fp8.linear_scales(scale, tuple(weight.shape)).to(weight.device)
+        except ValueError as exc:
+            raise prepared.files.error(f"{name}: {exc}") from None
+        bias = state.pop(path + ".bias", None)
+        layer = Fp8Linear.from_quantized(weight, scales, bias, dtype)
+        setattr(parent, attr, layer)
+        state.update({f"{path}.{k}": v for k, v in layer.state_dict(keep_vars=True).items()})
+        count += 1
+    return count
 
 
 # ---- VAE -------------------------------------------------------------------------------------------

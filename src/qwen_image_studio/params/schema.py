@@ -194,6 +194,22 @@ class StudioConfig(BaseModel):
     blocks_to_swap: int = param(0, ParamMeta(
         "memory", (T, G), "DiT blocks kept in CPU memory and swapped in when used (0-59; 64 GB RAM advised)",
         "交换到内存的 DiT 块数（0-59；推荐 64GB 主内存）"), ge=0, le=59)
+    gradient_checkpointing_cpu_offload: bool = param(False, ParamMeta(
+        "memory", (T,), "Keep the block inputs saved by gradient checkpointing in CPU memory (about 1.5 GB "
+        "less GPU memory at 1024x1024; needs gradient_checkpointing)",
+        "梯度检查点保存的各块输入放在内存（CPU）中（1024x1024 时约省 1.5GB 显存；需要启用梯度检查点）"))
+    flash_attn: bool = param(False, ParamMeta(
+        "memory", (T, G), "Use flash-attention 2 instead of SDPA (needs the flash-attn package and a CUDA GPU)",
+        "使用 FlashAttention 2 代替 SDPA（需要安装 flash-attn 且使用 CUDA 显卡）"))
+    flash3: bool = param(False, ParamMeta(
+        "memory", (T, G), "Use flash-attention 3 instead of SDPA (Hopper GPUs; needs its package)",
+        "使用 FlashAttention 3 代替 SDPA（Hopper 架构显卡；需要安装对应包）"))
+    xformers: bool = param(False, ParamMeta(
+        "memory", (T, G), "Use xformers attention instead of SDPA (needs the xformers package and a CUDA GPU)",
+        "使用 xformers 注意力代替 SDPA（需要安装 xformers 且使用 CUDA 显卡）"))
+    compile: bool = param(False, ParamMeta(
+        "memory", (T, G), "Compile each DiT block with torch.compile (slow first step, faster after)",
+        "用 torch.compile 编译每个 DiT 块（第一步较慢，之后更快）"))
 
     # ---- logging and output ------------------------------------------------------------------
     output_dir: str | None = param(None, ParamMeta(
@@ -316,6 +332,11 @@ class StudioConfig(BaseModel):
     def _cross_field(self) -> StudioConfig:
         if self.fp8_scaled and not self.fp8_base:
             raise ValueError("--fp8_scaled needs --fp8_base")
+        if self.gradient_checkpointing_cpu_offload and not self.gradient_checkpointing:
+            raise ValueError("--gradient_checkpointing_cpu_offload needs --gradient_checkpointing")
+        kernels = [f"--{k}" for k in ("flash_attn", "flash3", "xformers") if getattr(self, k)]
+        if len(kernels) > 1:
+            raise ValueError(f"choose one attention kernel, not {' and '.join(kernels)}")
         if self.min_timestep >= self.max_timestep:
             raise ValueError(
                 f"--min_timestep ({self.min_timestep}) must be below --max_timestep ({self.max_timestep})")

@@ -4,8 +4,9 @@ The flags are musubi-tuner's ``qwen_image_generate_image.py`` ones (``--prompt``
 ``--negative_prompt``, ``--image_size H W``, ``--infer_steps``, ``--guidance_scale``, ``--seed``,
 ``--lora_weight``, ``--lora_multiplier``, ``--control_image_path``, ``--save_path``). Order of work keeps
 one big model in memory at a time: check the LoRA files, encode every prompt with the text encoder and
-free it, load the DiT and merge the LoRAs into its weights (then fp8 storage when asked), load the VAE,
-and render each prompt with diffusers' Qwen-Image pipeline. Files: ``save_path/{time}_{i:02d}_{seed}.png``.
+free it, load the DiT and merge the LoRAs into its weights (then fp8 storage when asked, and the memory
+options: attention kernel, --blocks_to_swap, --compile), load the VAE, and render each prompt with
+diffusers' Qwen-Image pipeline. Files: ``save_path/{time}_{i:02d}_{seed}.png``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..events import EventWriter
+from ..memory.attention import attention_mode, check_backend
+from ..memory.placement import place_dit
+from ..memory.setup import configure_dit
 from ..models.loading import load_dit, load_vae
 from ..models.lora_apply import merge_loras, multipliers_for, read_lora
 from ..params.schema import StudioConfig
@@ -32,15 +36,6 @@ from ..training.sampling import (
 from .common import model_dtype, resolve_device
 
 log = logging.getLogger(__name__)
-
-
-def check_memory_options(config: StudioConfig) -> None:
-    """Refuse memory options this stage does not implement yet (instead of silently ignoring them)."""
-    if config.blocks_to_swap:
-        raise ConfigError(
-            "--blocks_to_swap is not available for generate yet; use --fp8_base to halve the "
-            "DiT's memory, or generate on a larger GPU"
-        )
 
 
 def generation_prompts(config: StudioConfig) -> list[SamplePrompt]:
@@ -75,16 +70,25 @@ def output_paths(save_path: Path, seeds: list[int]) -> list[Path]:
 
 def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> list[Path]:
     """Generate one PNG per prompt; returns the files written."""
-    check_memory_options(config)
     prompts = generation_prompts(config)
     loras = [read_lora(p) for p in config.lora_weight]  # fail on a bad file before any model loads
     multipliers = multipliers_for(len(loras), config.lora_multiplier)
     device = resolve_device(config.device)
+    mode = attention_mode(config)
+    if mode != "sdpa":
+        check_backend(mode, device)  # before any model loads
     dtype = model_dtype(device, config.mixed_precision)
     log.info("generating %d image(s) on %s in %s", len(prompts), device, str(dtype).removeprefix("torch."))
     prepared = prepare_sample_embeddings(config, prompts)
 
-    dit = load_dit(config.dit, dtype=dtype, device=device, model_version=config.model_version)  # type: ignore[arg-type]
+    swap = config.blocks_to_swap
+    dit = load_dit(
+        config.dit,  # type: ignore[arg-type]
+        dtype=dtype,
+        device="cpu" if swap else device,  # swapped blocks must not all reach the GPU at once
+        model_version=config.model_version,
+        keep_fp8=config.fp8_base and not loras,  # merging needs the weights in the compute dtype
+    )
     if loras:
         changed = merge_loras(dit, loras, multipliers)
         for lora, m in zip(loras, multipliers, strict=True):
@@ -92,10 +96,11 @@ def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> 
                 "LoRA %s (%s form, rank %s) x %g", lora.path, lora.form, "/".join(map(str, lora.ranks)), m
             )
         log.info("LoRA updates merged into %d linear layers", changed)
-    if config.fp8_base:
-        from ..memory.fp8_linear import quantize_dit
-
-        log.info(quantize_dit(dit, dtype, scaled=config.fp8_scaled))
+    for note in place_dit(
+        dit, device, dtype, fp8=config.fp8_base, scaled=config.fp8_scaled, blocks_to_swap=swap
+    ):
+        log.info(note)
+    memory = configure_dit(dit, config, device, training=False)  # attention, swap, compile
     vae = load_vae(config.vae, dtype=dtype, device=device)  # type: ignore[arg-type]
 
     save_path = Path(config.save_path).expanduser()  # type: ignore[arg-type]
@@ -106,6 +111,7 @@ def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> 
             dit, vae, prepared, paths, events, device, dtype, artifact_kind="image", phase="generate"
         )
     finally:
+        memory.close()
         del dit, vae
         free_memory(device)
     log.info("%d image(s) written to %s", len(written), save_path)

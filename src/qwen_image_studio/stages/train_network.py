@@ -5,21 +5,21 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..errors import ConfigError
 from ..events import EventWriter
 from ..params.schema import StudioConfig
 
 log = logging.getLogger(__name__)
 
 
-
 def check_supported(config: StudioConfig) -> None:
-    """Refuse options this version does not implement yet, naming the flag."""
-    if config.blocks_to_swap:
-        raise ConfigError(
-            "--blocks_to_swap is not available in this version yet; use --fp8_base, "
-            "--gradient_checkpointing or a lower resolution to save memory"
-        )
+    """Fail before any model loads when the chosen attention kernel cannot run here."""
+    import torch
+
+    from ..memory.attention import attention_mode, check_backend
+
+    mode = attention_mode(config)
+    if mode != "sdpa":
+        check_backend(mode, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> None:
@@ -27,10 +27,11 @@ def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> 
     from ..training.loop import train
 
     check_supported(config)
-    if config.sdpa:
-        log.info("--sdpa: attention runs through torch's scaled_dot_product_attention (diffusers' default)")
-    else:
-        events.warning("--no_sdpa has no effect: diffusers' Qwen-Image attention always uses torch's SDPA")
+    if not config.sdpa and not any((config.flash_attn, config.flash3, config.xformers)):
+        events.warning(
+            "--no_sdpa has no effect on its own: attention uses PyTorch's SDPA unless --flash_attn, "
+            "--flash3 or --xformers is given"
+        )
     summary = train(config, events)
     log.info(
         "training finished: %d steps, average loss %.5f, %s",

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import ConfigError
 from ..events import EventWriter
+from ..memory.setup import configure_dit
 from ..params.schema import StudioConfig
 from . import flow_matching as fm
 from .atomic import remove_stale_temp_files
@@ -296,15 +297,24 @@ def make_accelerator(config: StudioConfig) -> Any:
     return Accelerator(mixed_precision=config.mixed_precision, cpu=not cuda, kwargs_handlers=[ddp])
 
 
-def _load_transformer(config: StudioConfig, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+def load_transformer(config: StudioConfig, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """The frozen DiT on `device` (fp8 block linears with --fp8_base; swapped blocks still on the CPU)."""
+    from ..memory.placement import place_dit
     from ..models.loading import load_dit
 
-    dit = load_dit(config.dit, dtype=dtype, device=device, model_version=config.model_version)  # type: ignore[arg-type]
+    swap = config.blocks_to_swap
+    dit = load_dit(
+        config.dit,  # type: ignore[arg-type]
+        dtype=dtype,
+        device="cpu" if swap else device,  # swapped blocks must not all reach the GPU at once
+        model_version=config.model_version,
+        keep_fp8=config.fp8_base,
+    )
     dit.requires_grad_(False)
-    if config.fp8_base:
-        from ..memory.fp8_linear import quantize_dit
-
-        log.info(quantize_dit(dit, dtype, scaled=config.fp8_scaled))
+    for note in place_dit(
+        dit, device, dtype, fp8=config.fp8_base, scaled=config.fp8_scaled, blocks_to_swap=swap
+    ):
+        log.info(note)
     return dit
 
 
@@ -344,7 +354,7 @@ def train(config: StudioConfig, events: EventWriter) -> dict[str, Any]:
 
     # model: frozen DiT with LoRA layers on its block linears
     dtype = weight_dtype(config.mixed_precision, device)
-    dit = _load_transformer(config, device, dtype)
+    dit = load_transformer(config, device, dtype)
     args = config.network_arg_dict()
     network = apply_lora(
         dit,
@@ -358,8 +368,7 @@ def train(config: StudioConfig, events: EventWriter) -> dict[str, Any]:
         log.info("LoRA modules: %s", ", ".join(network.layers))
     if config.network_weights:
         network.load_weights(config.network_weights)
-    if config.gradient_checkpointing:
-        dit.enable_gradient_checkpointing()
+    memory = configure_dit(dit, config, device, training=True)  # checkpointing, attention, swap, compile
     dit.train()
 
     ratio = float(args["loraplus_lr_ratio"]) if "loraplus_lr_ratio" in args else None
@@ -377,7 +386,16 @@ def train(config: StudioConfig, events: EventWriter) -> dict[str, Any]:
         config.lr_scheduler_num_cycles,
         config.lr_scheduler_power,
     )
-    model, optimizer = acc.prepare(dit, optimizer)
+    if memory.swapper is not None:
+        if world > 1:  # the swapped base weights are frozen and identical everywhere: DDP must not touch them
+            from torch.nn.parallel import DistributedDataParallel
+
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                dit, memory.swapper.swapped_names(dit)
+            )
+        model, optimizer = acc.prepare(dit, optimizer, device_placement=[False, True])
+    else:
+        model, optimizer = acc.prepare(dit, optimizer)
     generator = torch.Generator(device).manual_seed(config.seed + 1_000_003 * rank)  # t and noise
     trainer = Trainer(
         acc,
@@ -441,6 +459,7 @@ def train(config: StudioConfig, events: EventWriter) -> dict[str, Any]:
             break
 
     final = checkpoint(str(name), progress.epoch)
+    memory.close()
     if world > 1:  # equal on every process when DDP kept the replicas in step
         checksum = sum(float(p.double().sum()) for p in network.parameters())
         log.info("process %d: LoRA weights checksum %.10e", rank, checksum)

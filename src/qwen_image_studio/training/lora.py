@@ -49,7 +49,17 @@ class LoRALinear(nn.Module):
         nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_up.weight)
         self.register_buffer("alpha", torch.tensor(float(alpha)), persistent=True)
+        self._scale = float(alpha) / rank  # a Python float: reading the buffer would sync the GPU per call
         base.requires_grad_(False)
+
+    def set_alpha(self, alpha: float) -> None:
+        """Change alpha (e.g. to the one of a --network_weights file)."""
+        self.alpha.fill_(alpha)
+        self._scale = alpha / self.rank
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object, **kwargs: object) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[arg-type]
+        self._scale = float(self.alpha) / self.rank
 
     @property
     def in_features(self) -> int:
@@ -64,7 +74,7 @@ class LoRALinear(nn.Module):
     @property
     def scale(self) -> float:
         """alpha / rank."""
-        return float(self.alpha) / self.rank
+        return self._scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """base(x) + up(dropout(down(x))) * alpha / rank * multiplier."""
@@ -166,7 +176,7 @@ class LoRANetwork:
                             float(alpha),
                             float(m.alpha),
                         )
-                    m.alpha.fill_(float(alpha))
+                    m.set_alpha(float(alpha))
             loaded += 1
         return loaded
 

@@ -1,0 +1,51 @@
+"""Put a loaded DiT on its device block by block, storing block linears in fp8 on the way.
+
+With --blocks_to_swap the DiT is loaded on the CPU; each block then visits the device once (to be
+quantised there, which is fast) and the swapped ones come back to the CPU, where the block swapper packs
+them into its host buffers. Only one block is ever duplicated, so CPU and GPU each hold one copy.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .fp8_linear import SCALED_BLOCK, Fp8Linear, quantize_linears
+
+
+def place_dit(
+    dit: nn.Module,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    fp8: bool = False,
+    scaled: bool = False,
+    blocks_to_swap: int = 0,
+) -> list[str]:
+    """Move `dit` to `device` (the last `blocks_to_swap` blocks end on the CPU), fp8 block linears if asked."""
+    blocks = dit.transformer_blocks
+    first_swapped = len(blocks) - blocks_to_swap if blocks_to_swap else len(blocks)
+    for child in dit.children():
+        if child is not blocks:
+            child.to(device)
+    block_size = SCALED_BLOCK if scaled else None
+    quantized = kept = 0
+    for i, block in enumerate(blocks):
+        swapped = i >= first_swapped and device.type != "cpu"
+        kept += sum(isinstance(m, Fp8Linear) for m in block.modules())
+        quantize = fp8 and any(isinstance(m, nn.Linear) for m in block.modules())
+        if swapped and not quantize:
+            continue  # stays on the CPU, where the block swapper packs it
+        block.to(device)  # quantising on the GPU is fast; a swapped block then goes back
+        if quantize:
+            quantized += quantize_linears(block, compute_dtype=dtype, block_size=block_size)
+        if swapped:
+            block.to("cpu")
+    notes = []
+    if fp8:
+        how = f"one scale per {block_size} weights of a row" if block_size else "one scale per output row"
+        note = f"--fp8_base: {quantized} block linears stored in float8_e4m3fn with {how}"
+        if kept:
+            note += f"; {kept} kept as the file stored them"
+        notes.append(note)
+    return notes
