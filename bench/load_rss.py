@@ -60,8 +60,10 @@ def write_file(path: Path, layers: int) -> int:
         with init_empty_weights():
             model = QwenImageTransformer2DModel(**cfg)
         gen = torch.Generator().manual_seed(0)
-        state = {f"model.diffusion_model.{k}": (torch.randn(v.shape, generator=gen) * 0.02).to(torch.bfloat16)
-                 for k, v in model.state_dict().items()}
+        state = {
+            f"model.diffusion_model.{k}": (torch.randn(v.shape, generator=gen) * 0.02).to(torch.bfloat16)
+            for k, v in model.state_dict().items()
+        }
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(state, str(path))
         del state
@@ -76,11 +78,14 @@ def main() -> None:
     args = ap.parse_args()
     path = Path(args.dir) / f"dit_{args.layers}blocks_bf16.safetensors"
     size = write_file(path, args.layers)
-    print(f"file: {path} ({size / 2**30:.2f} GiB); machine: {platform.node()}, {platform.processor() or 'cpu'}")
+    print(
+        f"file: {path} ({size / 2**30:.2f} GiB); machine: {platform.node()}, {platform.processor() or 'cpu'}"
+    )
     rows = {}
     for mode in ("naive", "ours"):
-        out = subprocess.run([sys.executable, "-c", CHILD, mode, str(path)], capture_output=True, text=True,
-                             check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, mode, str(path)], capture_output=True, text=True, check=True
+        )
         rows[mode] = json.loads(out.stdout.strip().splitlines()[-1])
     print("| loader | peak RSS above baseline | ratio to file size | seconds |")
     print("|---|---|---|---|")

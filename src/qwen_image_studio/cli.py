@@ -89,8 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="configuration files: validate, show, schema, convert")
     cfg.add_argument("action", choices=["validate", "show", "schema", "from-cli", "to-cli"])
     cfg.add_argument("file", nargs="?", help="configuration JSON (validate/show/to-cli); from-cli: the STAGE")
-    cfg.add_argument("--stage", action="append", choices=list(STAGE_COMMANDS),
-                     help="validate: also check what this stage needs; to-cli: the stage")
+    cfg.add_argument(
+        "--stage",
+        action="append",
+        choices=list(STAGE_COMMANDS),
+        help="validate: also check what this stage needs; to-cli: the stage",
+    )
     cfg.add_argument("--output", help="from-cli: write the configuration here")
     cfg.add_argument("rest", nargs=argparse.REMAINDER, help="from-cli: the stage's command line")
     cfg.set_defaults(func=_config)
@@ -107,8 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     conv.add_argument("input", help="LoRA .safetensors (lora_unet_, diffusion_model. or transformer. keys)")
     conv.add_argument("output", help="the file to write")
-    conv.add_argument("--to", required=True, choices=["diffusers", "comfyui"],
-                      help="diffusers: PEFT transformer.X.lora_A/B (alpha folded in); comfyui: lora_unet_ + alpha")
+    conv.add_argument(
+        "--to",
+        required=True,
+        choices=["diffusers", "comfyui"],
+        help="diffusers: PEFT transformer.X.lora_A/B (alpha folded in); comfyui: lora_unet_ + alpha",
+    )
     conv.set_defaults(func=_lora)
     web = sub.add_parser("webui", help="start the web UI (same as python qwen_webui.py)", add_help=False)
     web.add_argument("rest", nargs=argparse.REMAINDER)
@@ -130,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "config" and args.action == "from-cli":
         if args.file not in STAGE_COMMANDS:
-            parser.error("config from-cli needs STAGE (cache-latents, cache-text, train, generate) and its flags")
+            parser.error(
+                "config from-cli needs STAGE (cache-latents, cache-text, train, generate) and its flags"
+            )
         args.stage = args.file
     elif args.command == "config" and args.action in ("validate", "show", "to-cli") and not args.file:
         parser.error(f"config {args.action} needs a configuration file")

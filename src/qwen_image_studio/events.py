@@ -76,8 +76,9 @@ class EventWriter:
 class ProgressTracker:
     """Counts work done; emits a progress event at most every `interval` seconds and at the end."""
 
-    def __init__(self, events: EventWriter, total: int, phase: str, unit: str = "it",
-                 interval: float = 0.5) -> None:
+    def __init__(
+        self, events: EventWriter, total: int, phase: str, unit: str = "it", interval: float = 0.5
+    ) -> None:
         self.events, self.total, self.phase, self.unit, self.interval = events, total, phase, unit, interval
         self.done = 0
         self.start = time.monotonic()
@@ -95,7 +96,9 @@ class ProgressTracker:
         if self._bar is not None:
             self._bar.update(n)
             if values:
-                self._bar.set_postfix({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in values.items()})
+                self._bar.set_postfix(
+                    {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in values.items()}
+                )
         now = time.monotonic()
         if now - self._last >= self.interval or self.done >= self.total:
             self._last = now
@@ -105,8 +108,16 @@ class ProgressTracker:
         elapsed = max(now - self.start, 1e-9)
         rate = self.done / elapsed
         eta = (self.total - self.done) / rate if rate > 0 else None
-        self.events.emit("progress", phase=self.phase, done=self.done, total=self.total, rate=round(rate, 4),
-                         eta=None if eta is None else round(eta, 1), unit=self.unit, **values)
+        self.events.emit(
+            "progress",
+            phase=self.phase,
+            done=self.done,
+            total=self.total,
+            rate=round(rate, 4),
+            eta=None if eta is None else round(eta, 1),
+            unit=self.unit,
+            **values,
+        )
 
     def close(self) -> None:
         """Finish the bar."""

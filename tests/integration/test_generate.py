@@ -146,7 +146,9 @@ def test_refusals_are_honest(demo: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert "--blocks_to_swap 4: this DiT has 2 blocks; swap 1 to 1 of them" in _one_line_error(
         [*base, "--prompt", "x", "--blocks_to_swap", "4"], capsys
     )
-    assert "--flash_attn needs flash-attn 2" in _one_line_error([*base, "--prompt", "x", "--flash_attn"], capsys)
+    assert "--flash_attn needs flash-attn 2" in _one_line_error(
+        [*base, "--prompt", "x", "--flash_attn"], capsys
+    )
     assert _one_line_error(base, capsys) == "error: --prompt or --from_file is required"
     edit = [*_models(demo, "edit-2509"), "--prompt", "x", "--save_path", str(tmp_path)]
     assert "--model_version edit-2509 needs a control image" in _one_line_error(edit, capsys)

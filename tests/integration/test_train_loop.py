@@ -260,8 +260,11 @@ def test_sample_images_during_training_leave_the_loss_curve_unchanged(
 def test_fp8_training_gives_the_plain_loss_within_a_bound(demo: Path, t2i: Path, tmp_path: Path) -> None:
     """Same seed, same t and noise: fp8 weights (row or block scales) change the first loss by under 2 %."""
     first = {}
-    for name, flags in {"plain": {}, "fp8": {"fp8_base": True},
-                        "fp8_scaled": {"fp8_base": True, "fp8_scaled": True}}.items():
+    for name, flags in {
+        "plain": {},
+        "fp8": {"fp8_base": True},
+        "fp8_scaled": {"fp8_base": True, "fp8_scaled": True},
+    }.items():
         out = tmp_path / name
         assert ts.train(ts.train_argv(demo, t2i, out, max_train_steps=2, **flags)) == 0
         first[name] = ts.losses(out / "events.jsonl")[0]

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 
 from qwen_image_studio.params.config_files import save_config
 from qwen_image_studio.params.schema import StudioConfig
-from qwen_image_studio.webui.app import create_app
+from qwen_image_studio.webui.app import create_app, studio_of
 
 ORIGIN = {"Origin": "http://localhost"}
 UPLOAD = {**ORIGIN, "X-Studio-Upload": "1"}
@@ -270,7 +270,7 @@ def test_command_line_forms(client: FlaskClient, text: str, stage: str) -> None:
             "python qwen_image_train_network.py --discrete_flow_shift 9",
             "--discrete_flow_shift: 9 is out of range; allowed 1.0 to 5.0",
         ),
-        ("python qwen_image_train_network.py --xformers", "unrecognized arguments: --xformers"),
+        ("python qwen_image_train_network.py --no_such_flag", "unrecognized arguments: --no_such_flag"),
         ("python qwen_image_train_network.py --fp8_scaled", "--fp8_scaled needs --fp8_base"),
         ("python other_script.py --network_dim 4", "no training or caching script found"),
         ("rm -rf /", "should start with python, accelerate or a flag"),
@@ -302,6 +302,11 @@ def test_command_lines_of_the_three_stages(client: FlaskClient) -> None:
     saved = client.get("/api/config/argv?name=saved").get_json()["commands"]
     assert saved == post(client, "/api/config/argv", {"params": CUSTOM}).get_json()["commands"]
     assert client.get("/api/config/argv").status_code == 200
+    # relative paths are taken from the workspace, as the jobs run them
+    relative = post(client, "/api/config/argv", {"params": {"dataset_config": "data/x.toml"}}).get_json()
+    argv = relative["commands"][0]["argv"]
+    workspace = Path(studio_of(client.application).workspace)
+    assert argv[argv.index("--dataset_config") + 1] == str(workspace / "data" / "x.toml")
 
 
 def test_demo_configurations_are_imported_once(tmp_path: Path) -> None:

@@ -95,7 +95,9 @@ def test_busy_port_is_reported(tmp_path: Path, capsys) -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        code = main(["--port", str(port), "--workspace", str(tmp_path / "ws"), "--no-demo"])
+        code = main(
+            ["--port", str(port), "--workspace", str(tmp_path / "ws"), "--no-demo", "--no-tensorboard"]
+        )
     assert code == 1 and f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
@@ -133,6 +135,7 @@ def test_real_server_creates_the_demo_in_a_child_process(tmp_path: Path) -> None
             str(port),
             "--workspace",
             str(tmp_path / "ws"),
+            "--no-tensorboard",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -48,8 +48,19 @@ def test_progress_reports_rate_and_eta_and_final_count(tmp_path: Path) -> None:
 
 def test_failed_run_writes_a_failed_event_with_the_reason(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
-    out = subprocess.run([sys.executable, str(ROOT / "qwen_image_train_network.py"), "--events_file", str(path),
-                          "--blocks_to_swap", "99"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "qwen_image_train_network.py"),
+            "--events_file",
+            str(path),
+            "--blocks_to_swap",
+            "99",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     events, _ = read_events(path)
     assert events[-1]["type"] == "failed" and events[-1]["exit_code"] == 2

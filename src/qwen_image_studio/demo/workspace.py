@@ -35,10 +35,16 @@ def demo_configs(root: Path, models: dict[str, Path], dataset: dict[str, Path]) 
         "sample_every_n_epochs": 1,
         "device": "cpu",
     }
-    t2i = StudioConfig(**common, dit=str(models["dit"]), dataset_config=str(dataset["t2i_toml"]),
-                       output_name="demo_t2i")
-    edit = StudioConfig(**common, dit=str(models["dit_edit_2509"]), dataset_config=str(dataset["edit_toml"]),
-                        output_name="demo_edit", model_version="edit-2509")
+    t2i = StudioConfig(
+        **common, dit=str(models["dit"]), dataset_config=str(dataset["t2i_toml"]), output_name="demo_t2i"
+    )
+    edit = StudioConfig(
+        **common,
+        dit=str(models["dit_edit_2509"]),
+        dataset_config=str(dataset["edit_toml"]),
+        output_name="demo_edit",
+        model_version="edit-2509",
+    )
     return {"demo-t2i": t2i, "demo-edit": edit}
 
 

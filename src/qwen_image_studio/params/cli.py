@@ -55,8 +55,13 @@ def _add(parser: argparse.ArgumentParser | Any, spec: FieldSpec) -> None:
     if spec.kind == "bool":
         parser.add_argument(spec.flag, dest=dest, action="store_const", const=True, help=_help(spec))
         if spec.default:
-            parser.add_argument(f"--no_{spec.meta.flag}", dest=dest, action="store_const", const=False,
-                                help=f"turn {spec.flag} off / 关闭 {spec.flag}")
+            parser.add_argument(
+                f"--no_{spec.meta.flag}",
+                dest=dest,
+                action="store_const",
+                const=False,
+                help=f"turn {spec.flag} off / 关闭 {spec.flag}",
+            )
     elif spec.kind == "list":
         metavar = spec.meta.extra.get("x-metavar", "KEY=VALUE")
         parser.add_argument(spec.flag, dest=dest, nargs="*", metavar=metavar, help=_help(spec))
@@ -69,8 +74,11 @@ def _add(parser: argparse.ArgumentParser | Any, spec: FieldSpec) -> None:
 
 def build_parser(stage: Stage, prog: str | None = None) -> argparse.ArgumentParser:
     """The argparse parser of a stage's command; unset flags stay absent (defaults come from the schema)."""
-    parser = _Parser(prog=prog or STAGE_SCRIPTS.get(stage, f"qwen-image-studio {stage.value}"),
-                     description=DESCRIPTIONS[stage], argument_default=argparse.SUPPRESS)
+    parser = _Parser(
+        prog=prog or STAGE_SCRIPTS.get(stage, f"qwen-image-studio {stage.value}"),
+        description=DESCRIPTIONS[stage],
+        argument_default=argparse.SUPPRESS,
+    )
     groups: dict[str, Any] = {}
     for spec in fields_for(stage):
         group = groups.get(spec.meta.group)
@@ -79,13 +87,24 @@ def build_parser(stage: Stage, prog: str | None = None) -> argparse.ArgumentPars
         _add(group, spec)
     version = groups.get("models", parser)
     for flag, value in LEGACY_VERSION_FLAGS.items():
-        version.add_argument(f"--{flag}", dest="model_version", action="store_const", const=value,
-                             help=f"same as --model_version {value} (reference-trainer flag)")
+        version.add_argument(
+            f"--{flag}",
+            dest="model_version",
+            action="store_const",
+            const=value,
+            help=f"same as --model_version {value} (reference-trainer flag)",
+        )
     run = parser.add_argument_group("run")
-    run.add_argument("--config_file", metavar="TOML",
-                     help="read arguments from a TOML file (flag names as keys); the command line wins")
-    run.add_argument("--events_file", metavar="PATH",
-                     help="write machine-readable progress events (JSON lines) here; also $QIS_EVENTS_FILE")
+    run.add_argument(
+        "--config_file",
+        metavar="TOML",
+        help="read arguments from a TOML file (flag names as keys); the command line wins",
+    )
+    run.add_argument(
+        "--events_file",
+        metavar="PATH",
+        help="write machine-readable progress events (JSON lines) here; also $QIS_EVENTS_FILE",
+    )
     run.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
 
@@ -128,8 +147,10 @@ def read_config_file(path: str | Path, stage: Stage | None = None) -> dict[str, 
             continue
         name = names.get(key)
         if name is None or name not in allowed:
-            raise ConfigError(f"--config_file {p}: unknown parameter {key!r}"
-                              + (f" for {stage.value}" if stage and name else ""))
+            raise ConfigError(
+                f"--config_file {p}: unknown parameter {key!r}"
+                + (f" for {stage.value}" if stage and name else "")
+            )
         out[name] = _coerce(all_fields()[name], value, f"--config_file {p}")
     return out
 

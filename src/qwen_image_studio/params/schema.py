@@ -42,248 +42,624 @@ class StudioConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # ---- model paths -------------------------------------------------------------------------
-    dit: str | None = param(None, ParamMeta(
-        "models", (T, G),
-        "DiT checkpoint: a ComfyUI single file (qwen_image_bf16.safetensors) or a diffusers folder",
-        "DiT 模型路径：ComfyUI 单文件（qwen_image_bf16.safetensors）或 diffusers 文件夹",
-        required_for=(T, G), path="file_or_dir", aliases=("dit_path",)))
-    vae: str | None = param(None, ParamMeta(
-        "models", (CL, T, G),
-        "VAE checkpoint: qwen_image_vae.safetensors, diffusion_pytorch_model.safetensors or a diffusers folder",
-        "VAE 模型路径：qwen_image_vae.safetensors、diffusion_pytorch_model.safetensors 或 diffusers 文件夹",
-        required_for=(CL, T, G), path="file_or_dir", aliases=("vae_path",)))
-    text_encoder: str | None = param(None, ParamMeta(
-        "models", (CT, T, G),
-        "Text encoder (Qwen2.5-VL) checkpoint: qwen_2.5_vl_7b.safetensors or a diffusers folder",
-        "文本编码器（Qwen2.5-VL）路径：qwen_2.5_vl_7b.safetensors 或 diffusers 文件夹",
-        required_for=(CT, T, G), path="file_or_dir", aliases=("text_encoder_path",)))
-    tokenizer: str | None = param(None, ParamMeta(
-        "models", (CT, T, G),
-        "Optional tokenizer folder; by default a local copy or the built-in offline Qwen2.5-VL tokenizer",
-        "可选的分词器文件夹；默认使用本地缓存或内置的离线 Qwen2.5-VL 分词器",
-        path="dir"))
-    model_version: ModelVersion = param("original", ParamMeta(
-        "models", ALL_STAGES,
-        "Model variant: original (text-to-image), edit, edit-2509 or edit-2511 (edit modes need control images)",
-        "模型版本：original（文生图）、edit、edit-2509、edit-2511（编辑模式需要控制图像）",
-        aliases=("edit_mode",)))
+    dit: str | None = param(
+        None,
+        ParamMeta(
+            "models",
+            (T, G),
+            "DiT checkpoint: a ComfyUI single file (qwen_image_bf16.safetensors) or a diffusers folder",
+            "DiT 模型路径：ComfyUI 单文件（qwen_image_bf16.safetensors）或 diffusers 文件夹",
+            required_for=(T, G),
+            path="file_or_dir",
+            aliases=("dit_path",),
+        ),
+    )
+    vae: str | None = param(
+        None,
+        ParamMeta(
+            "models",
+            (CL, T, G),
+            "VAE checkpoint: qwen_image_vae.safetensors, diffusion_pytorch_model.safetensors or a diffusers folder",
+            "VAE 模型路径：qwen_image_vae.safetensors、diffusion_pytorch_model.safetensors 或 diffusers 文件夹",
+            required_for=(CL, T, G),
+            path="file_or_dir",
+            aliases=("vae_path",),
+        ),
+    )
+    text_encoder: str | None = param(
+        None,
+        ParamMeta(
+            "models",
+            (CT, T, G),
+            "Text encoder (Qwen2.5-VL) checkpoint: qwen_2.5_vl_7b.safetensors or a diffusers folder",
+            "文本编码器（Qwen2.5-VL）路径：qwen_2.5_vl_7b.safetensors 或 diffusers 文件夹",
+            required_for=(CT, T, G),
+            path="file_or_dir",
+            aliases=("text_encoder_path",),
+        ),
+    )
+    tokenizer: str | None = param(
+        None,
+        ParamMeta(
+            "models",
+            (CT, T, G),
+            "Optional tokenizer folder; by default a local copy or the built-in offline Qwen2.5-VL tokenizer",
+            "可选的分词器文件夹；默认使用本地缓存或内置的离线 Qwen2.5-VL 分词器",
+            path="dir",
+        ),
+    )
+    model_version: ModelVersion = param(
+        "original",
+        ParamMeta(
+            "models",
+            ALL_STAGES,
+            "Model variant: original (text-to-image), edit, edit-2509 or edit-2511 (edit modes need control images)",
+            "模型版本：original（文生图）、edit、edit-2509、edit-2511（编辑模式需要控制图像）",
+            aliases=("edit_mode",),
+        ),
+    )
 
     # ---- dataset -----------------------------------------------------------------------------
-    dataset_config: str | None = param(None, ParamMeta(
-        "dataset", (CL, CT, T),
-        "Dataset configuration file (TOML)", "数据集配置文件（TOML 格式）",
-        required_for=(CL, CT, T), path="file"))
+    dataset_config: str | None = param(
+        None,
+        ParamMeta(
+            "dataset",
+            (CL, CT, T),
+            "Dataset configuration file (TOML)",
+            "数据集配置文件（TOML 格式）",
+            required_for=(CL, CT, T),
+            path="file",
+        ),
+    )
 
     # ---- training ----------------------------------------------------------------------------
-    mixed_precision: Literal["no", "fp16", "bf16"] = param("bf16", ParamMeta(
-        "training", (T, G),
-        "Mixed precision; bf16 is recommended on modern GPUs",
-        "混合精度类型；推荐 bf16（现代 GPU，节省显存且保持精度）"))
-    timestep_sampling: Literal["uniform", "sigmoid", "shift", "qwen_shift", "logsnr"] = param("shift", ParamMeta(
-        "training", (T,),
-        "Timestep sampling; shift is the official recommendation",
-        "时间步采样策略；推荐 shift（官方推荐，提升训练效果）"))
-    discrete_flow_shift: float = param(2.2, ParamMeta(
-        "training", (T,),
-        "Discrete flow shift for timestep_sampling=shift (2.2 is the tuned value)",
-        "离散流偏移参数（shift 采样时使用；2.2 为官方调优的最佳值）"), ge=1.0, le=5.0)
-    weighting_scheme: Literal["none", "sigma_sqrt", "logit_normal", "mode", "cosmap"] = param("none", ParamMeta(
-        "training", (T,),
-        "Loss weighting scheme; none suits most cases",
-        "损失权重方案；推荐 none（适合大多数场景）"))
-    sigmoid_scale: float = param(1.0, ParamMeta(
-        "advanced", (T,),
-        "Scale of the normal draw for sigmoid and shift timestep sampling",
-        "sigmoid / shift 时间步采样的正态分布缩放系数"), gt=0.0, le=10.0)
-    logit_mean: float = param(0.0, ParamMeta(
-        "advanced", (T,),
-        "Mean of the logit-normal draw (weighting_scheme logit_normal; logsnr sampling)",
-        "logit_normal 权重方案 / logsnr 采样的均值"), ge=-10.0, le=10.0)
-    logit_std: float = param(1.0, ParamMeta(
-        "advanced", (T,),
-        "Standard deviation of the logit-normal draw",
-        "logit_normal 权重方案 / logsnr 采样的标准差"), gt=0.0, le=10.0)
-    mode_scale: float = param(1.29, ParamMeta(
-        "advanced", (T,),
-        "Scale for weighting_scheme mode", "mode 权重方案的缩放系数"), ge=0.0, le=10.0)
-    min_timestep: int = param(0, ParamMeta(
-        "advanced", (T,),
-        "Lowest timestep sampled (0-999, in units of 1/1000)", "最小采样时间步（0-999，单位 1/1000）"),
-        ge=0, le=999)
-    max_timestep: int = param(1000, ParamMeta(
-        "advanced", (T,),
-        "Highest timestep sampled (1-1000, in units of 1/1000)", "最大采样时间步（1-1000，单位 1/1000）"),
-        ge=1, le=1000)
-    optimizer_type: str = param("adamw8bit", ParamMeta(
-        "training", (T,),
-        "Optimizer: adamw, adamw8bit (saves memory), lion, sgd, adafactor, or a module.Class path",
-        "优化器类型：adamw、adamw8bit（8 位 AdamW，显著节省显存）、lion、sgd、adafactor 或 模块.类名",
-        choices=OPTIMIZERS))
-    optimizer_args: list[str] = param([], ParamMeta(
-        "advanced", (T,),
-        f"Extra optimizer arguments, {_KEY_VALUE_HELP} (e.g. weight_decay=0.01)",
-        "优化器额外参数，每项为 key=value（例如 weight_decay=0.01）"))
-    learning_rate: float = param(5e-5, ParamMeta(
-        "training", (T,),
-        "Learning rate (5e-5 balances speed and stability)", "学习率（推荐 5e-5，平衡训练速度和稳定性）"),
-        ge=1e-6, le=1e-3)
+    mixed_precision: Literal["no", "fp16", "bf16"] = param(
+        "bf16",
+        ParamMeta(
+            "training",
+            (T, G),
+            "Mixed precision; bf16 is recommended on modern GPUs",
+            "混合精度类型；推荐 bf16（现代 GPU，节省显存且保持精度）",
+        ),
+    )
+    timestep_sampling: Literal["uniform", "sigmoid", "shift", "qwen_shift", "logsnr"] = param(
+        "shift",
+        ParamMeta(
+            "training",
+            (T,),
+            "Timestep sampling; shift is the official recommendation",
+            "时间步采样策略；推荐 shift（官方推荐，提升训练效果）",
+        ),
+    )
+    discrete_flow_shift: float = param(
+        2.2,
+        ParamMeta(
+            "training",
+            (T,),
+            "Discrete flow shift for timestep_sampling=shift (2.2 is the tuned value)",
+            "离散流偏移参数（shift 采样时使用；2.2 为官方调优的最佳值）",
+        ),
+        ge=1.0,
+        le=5.0,
+    )
+    weighting_scheme: Literal["none", "sigma_sqrt", "logit_normal", "mode", "cosmap"] = param(
+        "none",
+        ParamMeta(
+            "training",
+            (T,),
+            "Loss weighting scheme; none suits most cases",
+            "损失权重方案；推荐 none（适合大多数场景）",
+        ),
+    )
+    sigmoid_scale: float = param(
+        1.0,
+        ParamMeta(
+            "advanced",
+            (T,),
+            "Scale of the normal draw for sigmoid and shift timestep sampling",
+            "sigmoid / shift 时间步采样的正态分布缩放系数",
+        ),
+        gt=0.0,
+        le=10.0,
+    )
+    logit_mean: float = param(
+        0.0,
+        ParamMeta(
+            "advanced",
+            (T,),
+            "Mean of the logit-normal draw (weighting_scheme logit_normal; logsnr sampling)",
+            "logit_normal 权重方案 / logsnr 采样的均值",
+        ),
+        ge=-10.0,
+        le=10.0,
+    )
+    logit_std: float = param(
+        1.0,
+        ParamMeta(
+            "advanced",
+            (T,),
+            "Standard deviation of the logit-normal draw",
+            "logit_normal 权重方案 / logsnr 采样的标准差",
+        ),
+        gt=0.0,
+        le=10.0,
+    )
+    mode_scale: float = param(
+        1.29,
+        ParamMeta("advanced", (T,), "Scale for weighting_scheme mode", "mode 权重方案的缩放系数"),
+        ge=0.0,
+        le=10.0,
+    )
+    min_timestep: int = param(
+        0,
+        ParamMeta(
+            "advanced",
+            (T,),
+            "Lowest timestep sampled (0-999, in units of 1/1000)",
+            "最小采样时间步（0-999，单位 1/1000）",
+        ),
+        ge=0,
+        le=999,
+    )
+    max_timestep: int = param(
+        1000,
+        ParamMeta(
+            "advanced",
+            (T,),
+            "Highest timestep sampled (1-1000, in units of 1/1000)",
+            "最大采样时间步（1-1000，单位 1/1000）",
+        ),
+        ge=1,
+        le=1000,
+    )
+    optimizer_type: str = param(
+        "adamw8bit",
+        ParamMeta(
+            "training",
+            (T,),
+            "Optimizer: adamw, adamw8bit (saves memory), lion, sgd, adafactor, or a module.Class path",
+            "优化器类型：adamw、adamw8bit（8 位 AdamW，显著节省显存）、lion、sgd、adafactor 或 模块.类名",
+            choices=OPTIMIZERS,
+        ),
+    )
+    optimizer_args: list[str] = param(
+        [],
+        ParamMeta(
+            "advanced",
+            (T,),
+            f"Extra optimizer arguments, {_KEY_VALUE_HELP} (e.g. weight_decay=0.01)",
+            "优化器额外参数，每项为 key=value（例如 weight_decay=0.01）",
+        ),
+    )
+    learning_rate: float = param(
+        5e-5,
+        ParamMeta(
+            "training",
+            (T,),
+            "Learning rate (5e-5 balances speed and stability)",
+            "学习率（推荐 5e-5，平衡训练速度和稳定性）",
+        ),
+        ge=1e-6,
+        le=1e-3,
+    )
     lr_scheduler: Literal[
         "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"
-    ] = param("constant", ParamMeta(
-        "training", (T,), "Learning-rate schedule", "学习率调度器"))
-    lr_warmup_steps: float = param(0, ParamMeta(
-        "training", (T,),
-        "Warm-up steps; a value below 1 is a fraction of the total steps",
-        "学习率预热步数；小于 1 时表示占总步数的比例"), ge=0, le=100000)
-    lr_scheduler_num_cycles: int = param(1, ParamMeta(
-        "advanced", (T,), "Cycles for cosine_with_restarts", "cosine_with_restarts 的周期数"), ge=1, le=100)
-    lr_scheduler_power: float = param(1.0, ParamMeta(
-        "advanced", (T,), "Power for the polynomial schedule", "polynomial 调度器的幂次"), gt=0.0, le=10.0)
-    max_train_epochs: int = param(8, ParamMeta(
-        "training", (T,),
-        "Number of epochs (raise it for small datasets)", "最大训练轮数（数据少时可提高）"), ge=1, le=100)
-    max_train_steps: int | None = param(None, ParamMeta(
-        "training", (T,),
-        "Stop after this many optimizer steps; when set it takes precedence over max_train_epochs",
-        "最大训练步数；设置后优先于 max_train_epochs"), ge=1, le=10_000_000)
-    gradient_accumulation_steps: int = param(1, ParamMeta(
-        "training", (T,), "Batches accumulated per optimizer step", "梯度累积步数"), ge=1, le=1024)
-    max_grad_norm: float = param(1.0, ParamMeta(
-        "training", (T,), "Gradient clipping norm (0 disables)", "梯度裁剪范数（0 表示关闭）"), ge=0.0, le=1000.0)
-    seed: int = param(42, ParamMeta(
-        "training", (T, G), "Random seed (makes runs reproducible)", "随机种子（确保结果可复现）"),
-        ge=0, le=2147483647)
+    ] = param("constant", ParamMeta("training", (T,), "Learning-rate schedule", "学习率调度器"))
+    lr_warmup_steps: float = param(
+        0,
+        ParamMeta(
+            "training",
+            (T,),
+            "Warm-up steps; a value below 1 is a fraction of the total steps",
+            "学习率预热步数；小于 1 时表示占总步数的比例",
+        ),
+        ge=0,
+        le=100000,
+    )
+    lr_scheduler_num_cycles: int = param(
+        1,
+        ParamMeta("advanced", (T,), "Cycles for cosine_with_restarts", "cosine_with_restarts 的周期数"),
+        ge=1,
+        le=100,
+    )
+    lr_scheduler_power: float = param(
+        1.0,
+        ParamMeta("advanced", (T,), "Power for the polynomial schedule", "polynomial 调度器的幂次"),
+        gt=0.0,
+        le=10.0,
+    )
+    max_train_epochs: int = param(
+        8,
+        ParamMeta(
+            "training",
+            (T,),
+            "Number of epochs (raise it for small datasets)",
+            "最大训练轮数（数据少时可提高）",
+        ),
+        ge=1,
+        le=100,
+    )
+    max_train_steps: int | None = param(
+        None,
+        ParamMeta(
+            "training",
+            (T,),
+            "Stop after this many optimizer steps; when set it takes precedence over max_train_epochs",
+            "最大训练步数；设置后优先于 max_train_epochs",
+        ),
+        ge=1,
+        le=10_000_000,
+    )
+    gradient_accumulation_steps: int = param(
+        1,
+        ParamMeta("training", (T,), "Batches accumulated per optimizer step", "梯度累积步数"),
+        ge=1,
+        le=1024,
+    )
+    max_grad_norm: float = param(
+        1.0,
+        ParamMeta("training", (T,), "Gradient clipping norm (0 disables)", "梯度裁剪范数（0 表示关闭）"),
+        ge=0.0,
+        le=1000.0,
+    )
+    seed: int = param(
+        42,
+        ParamMeta("training", (T, G), "Random seed (makes runs reproducible)", "随机种子（确保结果可复现）"),
+        ge=0,
+        le=2147483647,
+    )
 
     # ---- network -----------------------------------------------------------------------------
-    network_module: Literal["networks.lora_qwen_image"] = param("networks.lora_qwen_image", ParamMeta(
-        "network", (T,), "Network module (fixed)", "网络模块（固定值）"))
-    network_dim: int = param(8, ParamMeta(
-        "network", (T,), "LoRA rank (8-16 balances size and expressiveness)",
-        "LoRA 维度（推荐 8-16，平衡模型大小和表现力）"), ge=1, le=256)
-    network_alpha: float = param(1.0, ParamMeta(
-        "network", (T,), "LoRA alpha; the update is scaled by alpha / rank", "LoRA alpha；缩放系数为 alpha / 维度"),
-        gt=0.0, le=1024.0)
-    network_dropout: float | None = param(None, ParamMeta(
-        "network", (T,), "Dropout on the LoRA down-projection output (0-1)", "LoRA 降维输出的 dropout（0-1）"),
-        ge=0.0, lt=1.0)
-    network_args: list[str] = param(["loraplus_lr_ratio=4"], ParamMeta(
-        "network", (T,),
-        f"Extra network arguments, {_KEY_VALUE_HELP}: loraplus_lr_ratio, include_patterns, exclude_patterns",
-        "网络额外参数，每项为 key=value：loraplus_lr_ratio（LoRA A/B 矩阵学习率比例）等"))
-    network_weights: str | None = param(None, ParamMeta(
-        "network", (T,), "Start from these LoRA weights", "从已有 LoRA 权重继续训练", path="file"))
+    network_module: Literal["networks.lora_qwen_image"] = param(
+        "networks.lora_qwen_image", ParamMeta("network", (T,), "Network module (fixed)", "网络模块（固定值）")
+    )
+    network_dim: int = param(
+        8,
+        ParamMeta(
+            "network",
+            (T,),
+            "LoRA rank (8-16 balances size and expressiveness)",
+            "LoRA 维度（推荐 8-16，平衡模型大小和表现力）",
+        ),
+        ge=1,
+        le=256,
+    )
+    network_alpha: float = param(
+        1.0,
+        ParamMeta(
+            "network",
+            (T,),
+            "LoRA alpha; the update is scaled by alpha / rank",
+            "LoRA alpha；缩放系数为 alpha / 维度",
+        ),
+        gt=0.0,
+        le=1024.0,
+    )
+    network_dropout: float | None = param(
+        None,
+        ParamMeta(
+            "network",
+            (T,),
+            "Dropout on the LoRA down-projection output (0-1)",
+            "LoRA 降维输出的 dropout（0-1）",
+        ),
+        ge=0.0,
+        lt=1.0,
+    )
+    network_args: list[str] = param(
+        ["loraplus_lr_ratio=4"],
+        ParamMeta(
+            "network",
+            (T,),
+            f"Extra network arguments, {_KEY_VALUE_HELP}: loraplus_lr_ratio, include_patterns, exclude_patterns",
+            "网络额外参数，每项为 key=value：loraplus_lr_ratio（LoRA A/B 矩阵学习率比例）等",
+        ),
+    )
+    network_weights: str | None = param(
+        None,
+        ParamMeta("network", (T,), "Start from these LoRA weights", "从已有 LoRA 权重继续训练", path="file"),
+    )
 
     # ---- memory and speed --------------------------------------------------------------------
-    sdpa: bool = param(True, ParamMeta(
-        "memory", (T, G), "Use PyTorch scaled-dot-product attention", "启用 SDPA 注意力优化"))
-    gradient_checkpointing: bool = param(True, ParamMeta(
-        "memory", (T,), "Recompute activations in the backward pass to save memory", "梯度检查点（节省显存）"))
-    persistent_data_loader_workers: bool = param(True, ParamMeta(
-        "memory", (T,), "Keep data-loader workers alive between epochs", "持久化数据加载器进程"))
-    max_data_loader_n_workers: int = param(2, ParamMeta(
-        "advanced", (T,), "Data-loader worker processes", "数据加载器进程数"), ge=0, le=64)
-    fp8_base: bool = param(False, ParamMeta(
-        "memory", (T, G), "Store the DiT weights in fp8 (recommended for 12-24 GB GPUs)",
-        "DiT 以 FP8 存储（12GB 显卡推荐）"))
-    fp8_scaled: bool = param(False, ParamMeta(
-        "memory", (T, G), "Scaled fp8 (block-wise scales, better quality); needs fp8_base",
-        "FP8 缩放量化（分块缩放，精度更好）；需要同时启用 fp8_base"))
-    fp8_vl: bool = param(False, ParamMeta(
-        "memory", (CT, T, G), "Text encoder in fp8 (recommended for GPUs under 16 GB)",
-        "文本编码器使用 FP8（推荐 <16GB 显卡使用）"))
-    blocks_to_swap: int = param(0, ParamMeta(
-        "memory", (T, G), "DiT blocks kept in CPU memory and swapped in when used (0-59; 64 GB RAM advised)",
-        "交换到内存的 DiT 块数（0-59；推荐 64GB 主内存）"), ge=0, le=59)
-    gradient_checkpointing_cpu_offload: bool = param(False, ParamMeta(
-        "memory", (T,), "Keep the block inputs saved by gradient checkpointing in CPU memory (about 1.5 GB "
-        "less GPU memory at 1024x1024; needs gradient_checkpointing)",
-        "梯度检查点保存的各块输入放在内存（CPU）中（1024x1024 时约省 1.5GB 显存；需要启用梯度检查点）"))
-    flash_attn: bool = param(False, ParamMeta(
-        "memory", (T, G), "Use flash-attention 2 instead of SDPA (needs the flash-attn package and a CUDA GPU)",
-        "使用 FlashAttention 2 代替 SDPA（需要安装 flash-attn 且使用 CUDA 显卡）"))
-    flash3: bool = param(False, ParamMeta(
-        "memory", (T, G), "Use flash-attention 3 instead of SDPA (Hopper GPUs; needs its package)",
-        "使用 FlashAttention 3 代替 SDPA（Hopper 架构显卡；需要安装对应包）"))
-    xformers: bool = param(False, ParamMeta(
-        "memory", (T, G), "Use xformers attention instead of SDPA (needs the xformers package and a CUDA GPU)",
-        "使用 xformers 注意力代替 SDPA（需要安装 xformers 且使用 CUDA 显卡）"))
-    compile: bool = param(False, ParamMeta(
-        "memory", (T, G), "Compile each DiT block with torch.compile (slow first step, faster after)",
-        "用 torch.compile 编译每个 DiT 块（第一步较慢，之后更快）"))
+    sdpa: bool = param(
+        True, ParamMeta("memory", (T, G), "Use PyTorch scaled-dot-product attention", "启用 SDPA 注意力优化")
+    )
+    gradient_checkpointing: bool = param(
+        True,
+        ParamMeta(
+            "memory",
+            (T,),
+            "Recompute activations in the backward pass to save memory",
+            "梯度检查点（节省显存）",
+        ),
+    )
+    persistent_data_loader_workers: bool = param(
+        True,
+        ParamMeta("memory", (T,), "Keep data-loader workers alive between epochs", "持久化数据加载器进程"),
+    )
+    max_data_loader_n_workers: int = param(
+        2, ParamMeta("advanced", (T,), "Data-loader worker processes", "数据加载器进程数"), ge=0, le=64
+    )
+    fp8_base: bool = param(
+        False,
+        ParamMeta(
+            "memory",
+            (T, G),
+            "Store the DiT weights in fp8 (recommended for 12-24 GB GPUs)",
+            "DiT 以 FP8 存储（12GB 显卡推荐）",
+        ),
+    )
+    fp8_scaled: bool = param(
+        False,
+        ParamMeta(
+            "memory",
+            (T, G),
+            "Scaled fp8 (block-wise scales, better quality); needs fp8_base",
+            "FP8 缩放量化（分块缩放，精度更好）；需要同时启用 fp8_base",
+        ),
+    )
+    fp8_vl: bool = param(
+        False,
+        ParamMeta(
+            "memory",
+            (CT, T, G),
+            "Text encoder in fp8 (recommended for GPUs under 16 GB)",
+            "文本编码器使用 FP8（推荐 <16GB 显卡使用）",
+        ),
+    )
+    blocks_to_swap: int = param(
+        0,
+        ParamMeta(
+            "memory",
+            (T, G),
+            "DiT blocks kept in CPU memory and swapped in when used (0-59; 64 GB RAM advised)",
+            "交换到内存的 DiT 块数（0-59；推荐 64GB 主内存）",
+        ),
+        ge=0,
+        le=59,
+    )
+    gradient_checkpointing_cpu_offload: bool = param(
+        False,
+        ParamMeta(
+            "memory",
+            (T,),
+            "Keep the block inputs saved by gradient checkpointing in CPU memory (about 1.5 GB "
+            "less GPU memory at 1024x1024; needs gradient_checkpointing)",
+            "梯度检查点保存的各块输入放在内存（CPU）中（1024x1024 时约省 1.5GB 显存；需要启用梯度检查点）",
+        ),
+    )
+    flash_attn: bool = param(
+        False,
+        ParamMeta(
+            "memory",
+            (T, G),
+            "Use flash-attention 2 instead of SDPA (needs the flash-attn package and a CUDA GPU)",
+            "使用 FlashAttention 2 代替 SDPA（需要安装 flash-attn 且使用 CUDA 显卡）",
+        ),
+    )
+    flash3: bool = param(
+        False,
+        ParamMeta(
+            "memory",
+            (T, G),
+            "Use flash-attention 3 instead of SDPA (Hopper GPUs; needs its package)",
+            "使用 FlashAttention 3 代替 SDPA（Hopper 架构显卡；需要安装对应包）",
+        ),
+    )
+    xformers: bool = param(
+        False,
+        ParamMeta(
+            "memory",
+            (T, G),
+            "Use xformers attention instead of SDPA (needs the xformers package and a CUDA GPU)",
+            "使用 xformers 注意力代替 SDPA（需要安装 xformers 且使用 CUDA 显卡）",
+        ),
+    )
+    compile: bool = param(
+        False,
+        ParamMeta(
+            "memory",
+            (T, G),
+            "Compile each DiT block with torch.compile (slow first step, faster after)",
+            "用 torch.compile 编译每个 DiT 块（第一步较慢，之后更快）",
+        ),
+    )
 
     # ---- logging and output ------------------------------------------------------------------
-    output_dir: str | None = param(None, ParamMeta(
-        "logging", (T,), "Folder for LoRA files", "输出目录", required_for=(T,), path="out_dir"))
-    output_name: str | None = param(None, ParamMeta(
-        "logging", (T,), "File-name prefix of the LoRA files", "输出文件名前缀", required_for=(T,)),
-        pattern=r"^[^/\\:*?\"<>|]+$", max_length=200)
-    logging_dir: str | None = param("./logs", ParamMeta(
-        "logging", (T,), "TensorBoard log folder", "日志目录", path="out_dir"))
-    log_with: Literal["tensorboard", "none"] = param("tensorboard", ParamMeta(
-        "logging", (T,), "Logging tool", "日志工具"))
-    save_every_n_epochs: int | None = param(1, ParamMeta(
-        "logging", (T,), "Save a LoRA every N epochs", "每 N 轮保存一次"), ge=1, le=100)
-    save_every_n_steps: int | None = param(None, ParamMeta(
-        "logging", (T,), "Save a LoRA every N steps", "每 N 步保存一次"), ge=1, le=10_000_000)
-    save_precision: Literal["float", "fp16", "bf16"] = param("bf16", ParamMeta(
-        "logging", (T,), "Precision of the saved LoRA", "保存 LoRA 的精度"))
-    save_state: bool = param(False, ParamMeta(
-        "logging", (T,), "Also save optimizer/scheduler/RNG state for resuming", "同时保存训练状态以便恢复"))
-    resume: str | None = param(None, ParamMeta(
-        "logging", (T,), "Resume from a saved state folder", "从保存的训练状态恢复", path="dir"))
+    output_dir: str | None = param(
+        None,
+        ParamMeta("logging", (T,), "Folder for LoRA files", "输出目录", required_for=(T,), path="out_dir"),
+    )
+    output_name: str | None = param(
+        None,
+        ParamMeta("logging", (T,), "File-name prefix of the LoRA files", "输出文件名前缀", required_for=(T,)),
+        pattern=r"^[^/\\:*?\"<>|]+$",
+        max_length=200,
+    )
+    logging_dir: str | None = param(
+        "./logs", ParamMeta("logging", (T,), "TensorBoard log folder", "日志目录", path="out_dir")
+    )
+    log_with: Literal["tensorboard", "none"] = param(
+        "tensorboard", ParamMeta("logging", (T,), "Logging tool", "日志工具")
+    )
+    save_every_n_epochs: int | None = param(
+        1, ParamMeta("logging", (T,), "Save a LoRA every N epochs", "每 N 轮保存一次"), ge=1, le=100
+    )
+    save_every_n_steps: int | None = param(
+        None, ParamMeta("logging", (T,), "Save a LoRA every N steps", "每 N 步保存一次"), ge=1, le=10_000_000
+    )
+    save_precision: Literal["float", "fp16", "bf16"] = param(
+        "bf16", ParamMeta("logging", (T,), "Precision of the saved LoRA", "保存 LoRA 的精度")
+    )
+    save_state: bool = param(
+        False,
+        ParamMeta(
+            "logging",
+            (T,),
+            "Also save optimizer/scheduler/RNG state for resuming",
+            "同时保存训练状态以便恢复",
+        ),
+    )
+    resume: str | None = param(
+        None,
+        ParamMeta("logging", (T,), "Resume from a saved state folder", "从保存的训练状态恢复", path="dir"),
+    )
 
     # ---- samples -----------------------------------------------------------------------------
-    sample_prompts: str | None = param(None, ParamMeta(
-        "samples", (T,), "Prompt file for sample images (one prompt per line, --w --h --s --d --l --n --ci options)",
-        "采样提示词文件（每行一个提示词，可带 --w --h --s --d --l --n --ci 选项）", path="file"))
-    sample_every_n_epochs: int | None = param(None, ParamMeta(
-        "samples", (T,), "Generate samples every N epochs", "每 N 轮生成样例图"), ge=1, le=100)
-    sample_every_n_steps: int | None = param(None, ParamMeta(
-        "samples", (T,), "Generate samples every N steps", "每 N 步生成样例图"), ge=1, le=10_000_000)
-    sample_at_first: bool = param(False, ParamMeta(
-        "samples", (T,), "Generate samples before training starts", "训练开始前先生成样例图"))
+    sample_prompts: str | None = param(
+        None,
+        ParamMeta(
+            "samples",
+            (T,),
+            "Prompt file for sample images (one prompt per line, --w --h --s --d --l --n --ci options)",
+            "采样提示词文件（每行一个提示词，可带 --w --h --s --d --l --n --ci 选项）",
+            path="file",
+        ),
+    )
+    sample_every_n_epochs: int | None = param(
+        None, ParamMeta("samples", (T,), "Generate samples every N epochs", "每 N 轮生成样例图"), ge=1, le=100
+    )
+    sample_every_n_steps: int | None = param(
+        None,
+        ParamMeta("samples", (T,), "Generate samples every N steps", "每 N 步生成样例图"),
+        ge=1,
+        le=10_000_000,
+    )
+    sample_at_first: bool = param(
+        False, ParamMeta("samples", (T,), "Generate samples before training starts", "训练开始前先生成样例图")
+    )
 
     # ---- generation (qwen-image-studio generate; flags as musubi-tuner's qwen_image_generate_image.py) --
-    prompt: str | None = param(None, ParamMeta(
-        "samples", (G,), "Prompt of the image to generate (or --from_file)", "生成图像的提示词（或使用 --from_file）"))
-    from_file: str | None = param(None, ParamMeta(
-        "samples", (G,), "Prompt file for generation: one prompt per line with --w --h --s --d --l --n --ci options",
-        "生成用提示词文件：每行一个提示词，可带 --w --h --s --d --l --n --ci 选项", path="file"))
-    negative_prompt: str | None = param(None, ParamMeta(
-        "samples", (G,), "Negative prompt (used when guidance_scale is above 1)",
-        "负面提示词（guidance_scale 大于 1 时使用）"))
-    image_size: list[int] = param([1024, 1024], ParamMeta(
-        "samples", (G,), "Image height and width in pixels (multiples of 16)", "图像的高和宽（像素，16 的倍数）",
-        extra={"x-metavar": "H W"}))
-    infer_steps: int = param(25, ParamMeta(
-        "samples", (G,), "Denoising steps per image", "每张图像的去噪步数"), ge=2, le=1000)
-    guidance_scale: float = param(4.0, ParamMeta(
-        "samples", (G,), "Classifier-free guidance scale (true CFG with the negative prompt); 1 turns it off",
-        "无分类器引导系数（与负面提示词一起使用）；1 表示关闭"), ge=1.0, le=30.0)
-    control_image_path: list[str] = param([], ParamMeta(
-        "samples", (G,), "Control image(s) for the edit model versions (several for edit-2509 / edit-2511)",
-        "编辑模式的控制图像（edit-2509 / edit-2511 可给多张）", extra={"x-metavar": "PATH"}))
-    lora_weight: list[str] = param([], ParamMeta(
-        "samples", (G,), "LoRA file(s) to apply: ComfyUI/kohya (lora_unet_), diffusers or PEFT form",
-        "要加载的 LoRA 文件：ComfyUI/kohya（lora_unet_）、diffusers 或 PEFT 格式", extra={"x-metavar": "PATH"}))
-    lora_multiplier: list[float] = param([], ParamMeta(
-        "samples", (G,), "Strength of each LoRA (one value applies to all; default 1.0)",
-        "每个 LoRA 的强度（只给一个值时用于全部；默认 1.0）", extra={"x-metavar": "FLOAT"}))
-    save_path: str | None = param(None, ParamMeta(
-        "samples", (G,), "Folder for the generated PNG images", "生成图像（PNG）的保存目录",
-        required_for=(G,), path="out_dir"))
+    prompt: str | None = param(
+        None,
+        ParamMeta(
+            "samples",
+            (G,),
+            "Prompt of the image to generate (or --from_file)",
+            "生成图像的提示词（或使用 --from_file）",
+        ),
+    )
+    from_file: str | None = param(
+        None,
+        ParamMeta(
+            "samples",
+            (G,),
+            "Prompt file for generation: one prompt per line with --w --h --s --d --l --n --ci options",
+            "生成用提示词文件：每行一个提示词，可带 --w --h --s --d --l --n --ci 选项",
+            path="file",
+        ),
+    )
+    negative_prompt: str | None = param(
+        None,
+        ParamMeta(
+            "samples",
+            (G,),
+            "Negative prompt (used when guidance_scale is above 1)",
+            "负面提示词（guidance_scale 大于 1 时使用）",
+        ),
+    )
+    image_size: list[int] = param(
+        [1024, 1024],
+        ParamMeta(
+            "samples",
+            (G,),
+            "Image height and width in pixels (multiples of 16)",
+            "图像的高和宽（像素，16 的倍数）",
+            extra={"x-metavar": "H W"},
+        ),
+    )
+    infer_steps: int = param(
+        25, ParamMeta("samples", (G,), "Denoising steps per image", "每张图像的去噪步数"), ge=2, le=1000
+    )
+    guidance_scale: float = param(
+        4.0,
+        ParamMeta(
+            "samples",
+            (G,),
+            "Classifier-free guidance scale (true CFG with the negative prompt); 1 turns it off",
+            "无分类器引导系数（与负面提示词一起使用）；1 表示关闭",
+        ),
+        ge=1.0,
+        le=30.0,
+    )
+    control_image_path: list[str] = param(
+        [],
+        ParamMeta(
+            "samples",
+            (G,),
+            "Control image(s) for the edit model versions (several for edit-2509 / edit-2511)",
+            "编辑模式的控制图像（edit-2509 / edit-2511 可给多张）",
+            extra={"x-metavar": "PATH"},
+        ),
+    )
+    lora_weight: list[str] = param(
+        [],
+        ParamMeta(
+            "samples",
+            (G,),
+            "LoRA file(s) to apply: ComfyUI/kohya (lora_unet_), diffusers or PEFT form",
+            "要加载的 LoRA 文件：ComfyUI/kohya（lora_unet_）、diffusers 或 PEFT 格式",
+            extra={"x-metavar": "PATH"},
+        ),
+    )
+    lora_multiplier: list[float] = param(
+        [],
+        ParamMeta(
+            "samples",
+            (G,),
+            "Strength of each LoRA (one value applies to all; default 1.0)",
+            "每个 LoRA 的强度（只给一个值时用于全部；默认 1.0）",
+            extra={"x-metavar": "FLOAT"},
+        ),
+    )
+    save_path: str | None = param(
+        None,
+        ParamMeta(
+            "samples",
+            (G,),
+            "Folder for the generated PNG images",
+            "生成图像（PNG）的保存目录",
+            required_for=(G,),
+            path="out_dir",
+        ),
+    )
 
     # ---- caching -----------------------------------------------------------------------------
-    cache_batch_size: int | None = param(None, ParamMeta(
-        "caching", CACHE, "Batch size while caching (default: the dataset's batch size)",
-        "缓存时的批处理大小（默认使用数据集的 batch_size）", flag="batch_size"), ge=1, le=1024)
-    skip_existing: bool = param(False, ParamMeta(
-        "caching", CACHE, "Skip items whose cache files already exist", "跳过已存在的缓存文件"))
-    keep_cache: bool = param(False, ParamMeta(
-        "caching", CACHE, "Keep cache files that no longer belong to the dataset", "保留数据集中已不存在条目的缓存"))
-    device: str | None = param(None, ParamMeta(
-        "caching", (*CACHE, G), "Device for caching and generation, e.g. cuda, cuda:1 or cpu (default: cuda when "
-        "available)", "缓存和生成使用的设备，如 cuda、cuda:1、cpu（默认有 GPU 时用 cuda）"), pattern=r"^(cpu|cuda(:\d+)?|mps)$")
+    cache_batch_size: int | None = param(
+        None,
+        ParamMeta(
+            "caching",
+            CACHE,
+            "Batch size while caching (default: the dataset's batch size)",
+            "缓存时的批处理大小（默认使用数据集的 batch_size）",
+            flag="batch_size",
+        ),
+        ge=1,
+        le=1024,
+    )
+    skip_existing: bool = param(
+        False,
+        ParamMeta("caching", CACHE, "Skip items whose cache files already exist", "跳过已存在的缓存文件"),
+    )
+    keep_cache: bool = param(
+        False,
+        ParamMeta(
+            "caching",
+            CACHE,
+            "Keep cache files that no longer belong to the dataset",
+            "保留数据集中已不存在条目的缓存",
+        ),
+    )
+    device: str | None = param(
+        None,
+        ParamMeta(
+            "caching",
+            (*CACHE, G),
+            "Device for caching and generation, e.g. cuda, cuda:1 or cpu (default: cuda when available)",
+            "缓存和生成使用的设备，如 cuda、cuda:1、cpu（默认有 GPU 时用 cuda）",
+        ),
+        pattern=r"^(cpu|cuda(:\d+)?|mps)$",
+    )
 
     # ---- field rules ---------------------------------------------------------------------------
     @field_validator("optimizer_type")
@@ -339,19 +715,28 @@ class StudioConfig(BaseModel):
             raise ValueError(f"choose one attention kernel, not {' and '.join(kernels)}")
         if self.min_timestep >= self.max_timestep:
             raise ValueError(
-                f"--min_timestep ({self.min_timestep}) must be below --max_timestep ({self.max_timestep})")
-        if (self.max_train_steps is None and self.save_every_n_epochs is not None
-                and self.save_every_n_epochs > self.max_train_epochs):
+                f"--min_timestep ({self.min_timestep}) must be below --max_timestep ({self.max_timestep})"
+            )
+        if (
+            self.max_train_steps is None
+            and self.save_every_n_epochs is not None
+            and self.save_every_n_epochs > self.max_train_epochs
+        ):
             raise ValueError(
                 f"--save_every_n_epochs ({self.save_every_n_epochs}) must be at most "
-                f"--max_train_epochs ({self.max_train_epochs})")
-        if (self.sample_every_n_epochs or self.sample_every_n_steps or self.sample_at_first) \
-                and not self.sample_prompts:
-            raise ValueError("--sample_every_n_epochs, --sample_every_n_steps and --sample_at_first need "
-                             "--sample_prompts")
+                f"--max_train_epochs ({self.max_train_epochs})"
+            )
+        if (
+            self.sample_every_n_epochs or self.sample_every_n_steps or self.sample_at_first
+        ) and not self.sample_prompts:
+            raise ValueError(
+                "--sample_every_n_epochs, --sample_every_n_steps and --sample_at_first need --sample_prompts"
+            )
         if self.lora_multiplier and len(self.lora_multiplier) not in (1, len(self.lora_weight)):
-            raise ValueError(f"--lora_multiplier: {len(self.lora_multiplier)} values for {len(self.lora_weight)} "
-                             "--lora_weight files; give one value, or one per file")
+            raise ValueError(
+                f"--lora_multiplier: {len(self.lora_multiplier)} values for {len(self.lora_weight)} "
+                "--lora_weight files; give one value, or one per file"
+            )
         if self.prompt and self.from_file:
             raise ValueError("give --prompt or --from_file, not both")
         if self.log_with == "tensorboard" and not self.logging_dir:

@@ -52,7 +52,7 @@ def _message(err: dict[str, Any]) -> Problem:
     spec = all_fields().get(name)
     raw = err.get("msg", "invalid value")
     if raw.startswith("Value error, "):
-        raw = raw[len("Value error, "):]
+        raw = raw[len("Value error, ") :]
     if spec is None:
         if err.get("type") == "extra_forbidden":
             return Problem(name, f"unknown parameter {name!r}")
@@ -136,8 +136,11 @@ def _edit_dataset_problems(config: StudioConfig) -> list[Problem]:
     except DatasetError as exc:
         return [Problem("dataset_config", f"--dataset_config: {exc}")]
     return [
-        Problem("dataset_config", f"--model_version {config.model_version} needs control images: "
-                f"{ds.label} of {config.dataset_config} has no control_directory")
+        Problem(
+            "dataset_config",
+            f"--model_version {config.model_version} needs control images: "
+            f"{ds.label} of {config.dataset_config} has no control_directory",
+        )
         for ds in datasets
         if ds.image_directory is not None and ds.control_directory is None
     ]

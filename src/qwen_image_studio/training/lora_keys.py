@@ -20,9 +20,18 @@ LORA_PREFIX = "lora_unet_"
 DOWN, UP, ALPHA = ".lora_down.weight", ".lora_up.weight", ".alpha"
 
 BLOCK_LINEARS: tuple[str, ...] = (
-    "attn.to_q", "attn.to_k", "attn.to_v", "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj",
-    "attn.to_out.0", "attn.to_add_out",
-    "img_mlp.net.0.proj", "img_mlp.net.2", "txt_mlp.net.0.proj", "txt_mlp.net.2",
+    "attn.to_q",
+    "attn.to_k",
+    "attn.to_v",
+    "attn.add_q_proj",
+    "attn.add_k_proj",
+    "attn.add_v_proj",
+    "attn.to_out.0",
+    "attn.to_add_out",
+    "img_mlp.net.0.proj",
+    "img_mlp.net.2",
+    "txt_mlp.net.0.proj",
+    "txt_mlp.net.2",
 )
 MODULATION_LINEARS: tuple[str, ...] = ("img_mod.1", "txt_mod.1")
 _BLOCK = re.compile(r"^transformer_blocks\.\d+\.(?P<leaf>.+)$")
@@ -37,8 +46,9 @@ def _patterns(value: str | None) -> list[re.Pattern[str]]:
     return [re.compile(p.strip()) for p in (value or "").split(",") if p.strip()]
 
 
-def select_targets(linear_paths: Iterable[str], include_patterns: str | None = None,
-                   exclude_patterns: str | None = None) -> list[str]:
+def select_targets(
+    linear_paths: Iterable[str], include_patterns: str | None = None, exclude_patterns: str | None = None
+) -> list[str]:
     """The module paths (of the DiT's nn.Linear layers) a LoRA trains, in model order."""
     include, exclude = _patterns(include_patterns), _patterns(exclude_patterns)
     targets = []

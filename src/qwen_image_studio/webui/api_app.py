@@ -21,6 +21,7 @@ def status() -> Response:
         demo=state.demo.status.as_json(),
         notices=list(state.notices),
         token_required=state.token is not None,
+        tensorboard=state.tensorboard.status(),
     )
 
 

@@ -16,6 +16,7 @@ from ..params.validate import validate_config
 from .app import studio
 from .cmdline import config_from_command
 from .configs import config_from_upload, default_name, export_document, params_of, save
+from .paths import resolve_config
 from .security import upload_endpoint
 from .views_util import json_body, params_from, problem_list
 
@@ -128,17 +129,17 @@ def defaults() -> Response:
 
 @bp.get("/config/argv")
 def argv_of_saved() -> Response:
-    """Command lines of a saved configuration (`?name=`) or of the defaults."""
+    """Command lines of a saved configuration (`?name=`) or of the defaults (relative paths resolved)."""
     name = request.args.get("name")
+    state = studio()
     if name:
-        params, _ = params_of(studio().store.get_config(name))
-        config = validate_config(params)
+        params, _ = params_of(state.store.get_config(name))
     else:
-        config = StudioConfig()
-    return jsonify(commands=commands(config))
+        params = StudioConfig().model_dump(mode="json")
+    return jsonify(commands=commands(resolve_config(params, state.workspace)))
 
 
 @bp.post("/config/argv")
 def argv_of_values() -> Response:
-    """Command lines of the form's values (400 with the problems when they are invalid)."""
-    return jsonify(commands=commands(validate_config(params_from(json_body()))))
+    """Command lines of the form's values, relative paths taken from the workspace (400 when invalid)."""
+    return jsonify(commands=commands(resolve_config(params_from(json_body()), studio().workspace)))

@@ -12,11 +12,15 @@ from ..params.json_schema import form_schema
 from ..params.schema import EDIT_VERSIONS, StudioConfig
 from ..params.spec import Stage
 from ..params.validate import Problem, problems_of, stage_problems
+from .app import studio
+from .paths import resolve_params
 from .views_util import json_body, params_from, problem_list
 
 bp = Blueprint("api_schema", __name__, url_prefix="/api")
 
 MODE_FIELD = "model_version"  # the parameter the form's edit-mode switch sets
+# Parameters the page's panels read or set, by role (the page itself names no parameter).
+ROLES = {"dataset": "dataset_config", "logdir": "logging_dir"}
 
 
 @cache
@@ -28,6 +32,7 @@ def ui_schema() -> dict[str, Any]:
         "edit-values": list(EDIT_VERSIONS),
         "off-value": StudioConfig.model_fields[MODE_FIELD].default,
     }
+    schema["x-roles"] = dict(ROLES)
     return schema
 
 
@@ -68,7 +73,7 @@ def validate() -> Response:
     params = params_from(body)
     stages = stages_of(body.get("stage"))
     problems = problems_of(params)
-    needs = check_stages(params, problems, stages) if stages else []
+    needs = check_stages(resolve_params(params, studio().workspace), problems, stages) if stages else []
     return jsonify(
         ok=not problems and not needs, problems=problem_list(problems), stage_problems=problem_list(needs)
     )

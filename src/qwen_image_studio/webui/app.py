@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,20 +14,31 @@ from ..params.validate import ConfigProblems
 from . import security
 from .configs import import_demo_configs
 from .demo_setup import DemoBuilder, demo_dir
+from .jobs.commands import NotReady, stage_command
+from .jobs.hub import Hub
+from .jobs.store import JobStore
+from .jobs.supervisor import Supervisor, job_paths
+from .paths import resolve_in
 from .store import DB_NAME, NameTaken, NotFound, Store, StoreError
+from .tensorboard import DEFAULT_PORT, TensorBoard
 from .views_util import problem_list
 
 EXTENSION = "qwen_image_studio"
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
+TENSORBOARD_LOGDIR = "tensorboard_logdir"  # settings key: the folder TensorBoard was last pointed at
 
 
 @dataclass
 class Studio:
-    """What the views share: the workspace, its store, the demo builder and startup notices."""
+    """What the views share: the workspace, its stores, the job supervisor, TensorBoard and notices."""
 
     workspace: Path
     store: Store
     demo: DemoBuilder
+    jobs: JobStore
+    hub: Hub
+    supervisor: Supervisor
+    tensorboard: TensorBoard
     token: str | None = None
     notices: list[str] = field(default_factory=list)
 
@@ -38,6 +50,22 @@ class Studio:
     def import_demo(self) -> None:
         """Save the demo's configurations (once) and keep any problems as notices."""
         self.notices.extend(import_demo_configs(self.store, demo_dir(self.workspace)))
+
+    def tensorboard_logdir(self) -> Path:
+        """The folder TensorBoard shows: the one last chosen, else WORKSPACE/logs."""
+        saved = self.store.get_setting(TENSORBOARD_LOGDIR)
+        return resolve_in(self.workspace, saved) if saved else self.workspace / "logs"
+
+    def point_tensorboard(self, logdir: Path) -> bool:
+        """Show another logging folder in TensorBoard (remembered); False when it shows it already."""
+        self.store.set_setting(TENSORBOARD_LOGDIR, str(logdir))
+        return self.tensorboard.set_logdir(logdir)
+
+    def close(self) -> None:
+        """Stop the background threads and TensorBoard; running stages go on (a restart re-attaches)."""
+        self.supervisor.close()
+        self.hub.close()
+        self.tensorboard.stop()
 
 
 def studio_of(app: Flask) -> Studio:
@@ -63,6 +91,10 @@ def _register_errors(app: Flask) -> None:
     def _problems(exc: ConfigProblems) -> Response:
         return _error(400, "invalid", str(exc), problems=problem_list(exc.problems))
 
+    @app.errorhandler(NotReady)
+    def _not_ready(exc: NotReady) -> Response:
+        return _error(400, "not_ready", str(exc), problems=problem_list(exc.problems))
+
     @app.errorhandler(ConfigError)
     def _config_error(exc: ConfigError) -> Response:
         return _error(400, "bad_config", str(exc))
@@ -80,25 +112,64 @@ def _register_errors(app: Flask) -> None:
         return _error(exc.code or 500, name, exc.description or name)
 
 
-def create_app(workspace: Path, token: str | None = None) -> Flask:
-    """A web UI app over `workspace` (created if missing); with a token, every request must carry it."""
+def create_app(
+    workspace: Path,
+    token: str | None = None,
+    *,
+    stop_timeout: float = 10.0,
+    tensorboard_port: int = DEFAULT_PORT,
+    tensorboard: bool = False,
+    command: Callable[..., list[str]] = stage_command,
+) -> Flask:
+    """A web UI app over `workspace` (created if missing); with a token, every request must carry it.
+
+    The job queue starts at once (re-attaching to jobs a previous run left running); TensorBoard is
+    started by `start_services` (the server does it; tests that do not need it skip it).
+    """
     workspace = Path(workspace).expanduser().resolve()
     workspace.mkdir(parents=True, exist_ok=True)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
     store = Store(workspace / DB_NAME)
-    state = Studio(workspace, store, DemoBuilder(workspace, on_ready=lambda: state.import_demo()), token)
+    jobs = JobStore(store)
+    hub = Hub(lambda job_id: job_paths(workspace, job_id))
+    supervisor = Supervisor(workspace, jobs, hub, stop_timeout=stop_timeout, command=command)
+    board = TensorBoard(workspace / "logs" / "tensorboard.log", port=tensorboard_port, enabled=tensorboard)
+    state = Studio(
+        workspace,
+        store,
+        DemoBuilder(workspace, on_ready=lambda: state.import_demo()),
+        jobs,
+        hub,
+        supervisor,
+        board,
+        token,
+    )
     state.import_demo()
     app.extensions[EXTENSION] = state
     security.install(app, token)
     _register_errors(app)
+    hub.start()
+    supervisor.start()
 
     from .api_app import bp as api_app
     from .api_config import bp as api_config
+    from .api_dataset import bp as api_dataset
+    from .api_jobs import bp as api_jobs
     from .api_schema import bp as api_schema
+    from .api_tools import bp as api_tools
     from .pages import bp as pages
+    from .ws import bp as ws
+    from .ws import sock
 
-    for blueprint in (pages, api_app, api_schema, api_config):
+    sock.init_app(app)
+    for blueprint in (pages, api_app, api_schema, api_config, api_jobs, api_dataset, api_tools, ws):
         app.register_blueprint(blueprint)
     return app
+
+
+def start_services(app: Flask) -> None:
+    """Start TensorBoard on the remembered logging folder (when enabled)."""
+    state = studio_of(app)
+    state.tensorboard.start(state.tensorboard_logdir())

@@ -49,7 +49,7 @@ def demo_command(target: Path) -> list[str]:
     return [sys.executable, "-m", "qwen_image_studio.cli", "demo", "create", str(target)]
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     """This environment, with this package importable and the model hubs offline."""
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[2])
@@ -103,7 +103,7 @@ class DemoBuilder:
                     command,
                     stdout=out,
                     stderr=subprocess.STDOUT,
-                    env=_child_env(),
+                    env=child_env(),
                     cwd=self.workspace,
                     start_new_session=True,
                 )

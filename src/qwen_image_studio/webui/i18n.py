@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .i18n_run import EN_RUN, ZH_RUN
+
 DEFAULT_LANGUAGE = "zh-CN"
 
 EN: dict[str, str] = {
@@ -77,9 +79,6 @@ EN: dict[str, str] = {
     "cmd.copy": "Copy",
     "cmd.copied": "Copied",
     "jobs.title": "Jobs",
-    "jobs.placeholder": "Starting the stages from here (cache latents, cache text encoder, train and the full "
-    "pipeline) with live logs, progress and history arrives in a later version. Until then, copy a command "
-    "line above and run it in a terminal.",
     "import.title": "Import a configuration",
     "import.file": "JSON configuration (any version) or --config_file TOML",
     "import.name": "Save as (optional)",
@@ -196,8 +195,6 @@ ZH: dict[str, str] = {
     "cmd.copy": "复制",
     "cmd.copied": "已复制",
     "jobs.title": "任务",
-    "jobs.placeholder": "在此启动各阶段（缓存 latents、缓存文本编码器、训练与完整流程）并查看实时日志、进度和历史记录，"
-    "将在后续版本提供。在此之前，可复制上方的命令行在终端中运行。",
     "import.title": "导入配置",
     "import.file": "JSON 配置文件（任意版本）或 --config_file TOML",
     "import.name": "保存为（可选）",
@@ -244,6 +241,8 @@ ZH: dict[str, str] = {
     "footer.version": "版本",
 }
 
+EN.update(EN_RUN)
+ZH.update(ZH_RUN)
 TABLE: dict[str, dict[str, str]] = {"zh-CN": ZH, "en": EN}
 
 

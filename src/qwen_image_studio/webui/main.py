@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 from ..logging_setup import setup_logging
-from .app import create_app, studio_of
+from .app import create_app, start_services, studio_of
 from .security import is_loopback
+from .tensorboard import DEFAULT_PORT
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--token", help="access token (default: generated when --host is not loopback)")
     parser.add_argument("--no-demo", action="store_true", help="do not create the demo workspace")
+    parser.add_argument(
+        "--tensorboard_port",
+        "--tensorboard-port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"TensorBoard's port (default {DEFAULT_PORT}; it listens on 127.0.0.1)",
+    )
+    parser.add_argument("--no-tensorboard", action="store_true", help="do not start TensorBoard")
+    parser.add_argument(
+        "--stop_timeout",
+        "--stop-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a stopped job gets to end after SIGTERM before SIGKILL (default 10)",
+    )
     parser.add_argument("--debug", action="store_true", help="debug logging")
     return parser
 
@@ -54,7 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.debug)
     token = args.token or (None if is_loopback(args.host) else secrets.token_urlsafe(24))
-    app = create_app(Path(args.workspace), token=token)
+    app = create_app(
+        Path(args.workspace),
+        token=token,
+        stop_timeout=args.stop_timeout,
+        tensorboard_port=args.tensorboard_port,
+        tensorboard=not args.no_tensorboard,
+    )
     state = studio_of(app)
 
     from werkzeug.serving import make_server
@@ -67,11 +89,18 @@ def main(argv: list[str] | None = None) -> int:
             f"error: cannot listen on {args.host}:{args.port}: {reason} (is another server using the port? try --port)",
             file=sys.stderr,
         )
+        state.close()
         return 1
+    start_services(app)
     if not args.no_demo:
         state.demo.start()
     print(f"Qwen-Image Studio: {url_of(args.host, args.port, token)}", flush=True)
     print(f"workspace: {state.workspace}", flush=True)
+    board = state.tensorboard.status()
+    if board["enabled"]:
+        where = f"http://127.0.0.1:{board['port']}/ ({board['logdir']})"
+        note = f" — {board['message']}" if board["state"] == "port_busy" else ""
+        print(f"TensorBoard: {where}{note}", flush=True)
     if token and not is_loopback(args.host):
         print(
             "listening beyond this machine: the address above carries the access token; keep it private"
@@ -90,4 +119,5 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.server_close()
         state.demo.stop()
+        state.close()
     return 0

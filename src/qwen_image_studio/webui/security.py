@@ -103,6 +103,14 @@ def _check_write() -> Response | None:
     return None
 
 
+def _check_websocket() -> Response | None:
+    """A WebSocket upgrade must come from a page of this origin (browsers always send Origin)."""
+    origin = request.headers.get("Origin") or ""
+    if not origin or origin == "null" or urlsplit(origin).netloc.lower() != request.host.lower():
+        return _refuse(403, "cross_origin", "refused: the WebSocket does not come from this page (Origin)")
+    return None
+
+
 def install(app: Flask, token: str | None) -> None:
     """Check every request (token, Host, writes) and add security headers to every response."""
 
@@ -114,6 +122,8 @@ def install(app: Flask, token: str | None) -> None:
             refused = _check_token(token)
             if refused is not None:
                 return refused
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return _check_websocket()
         if request.method not in SAFE_METHODS:
             return _check_write()
         return None

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .jobs.schema import JOBS_MIGRATION
+
 DB_NAME = "studio.sqlite3"
 NAME_MAX = 100
 
@@ -27,6 +29,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    JOBS_MIGRATION,
 )
 
 
@@ -97,6 +100,18 @@ class Store:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """A short connection in autocommit mode (rows as sqlite3.Row)."""
+        with self._connect() as db:
+            yield db
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside one immediate transaction, rolled back on error."""
+        with self._transaction() as db:
+            yield db
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

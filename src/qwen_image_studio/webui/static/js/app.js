@@ -1,18 +1,27 @@
-// The studio page: builds the form from /api/schema and wires the configuration toolbar to the JSON API.
+// The studio page: builds the form from /api/schema and wires the configuration toolbar to the JSON API;
+// the dataset tab, the jobs tab (live over a WebSocket) and the helpers beside the form get a small context.
 import { api, configUrl, upload } from "./api.js";
+import { loadDraft, saveDraft } from "./draft.js";
+import { DatasetPanel } from "./dataset-panel.js";
+import { debounce } from "./dom.js";
 import { applyTranslations, currentLanguage, hasKey, setLanguage, t } from "./i18n.js";
 import { buildFormModel, checkValue, missingFor } from "./form-model.js";
 import { FormView } from "./form-view.js";
+import { JobsPanel } from "./jobs-panel.js";
+import { ToolsPanel } from "./tools-panel.js";
 
 const $ = (id) => document.getElementById(id);
 const PIPELINE_STAGES = ["cache_latents", "cache_text_encoder_outputs", "train_network"];
 const VALIDATE_DELAY_MS = 300;
 const STATUS_POLL_MS = 2000;
+const TABS = ["config", "dataset", "jobs"];
+const TAB_KEY = "studio_tab";
 
 const state = {
   model: null, view: null, current: null, dirty: false, configs: [],
   server: { problems: [], needs: [] }, staleFields: new Set(), commands: null,
   seq: 0, timer: null, status: null, statusTimer: null, message: null,
+  roles: {}, jobs: null, dataset: null, tools: null,
 };
 
 // ---- messages ---------------------------------------------------------------------------------
@@ -38,6 +47,50 @@ function say(text, level = "ok") {
 function markDirty(dirty = true) {
   state.dirty = dirty;
   $("dirty-flag").hidden = !dirty;
+  keepDraft();
+}
+
+/** Remember the form (values, name, selection) so that a reload restores it. */
+function keepDraftNow() {
+  if (!state.view) return;
+  saveDraft({ values: state.view.read(), current: state.current, name: $("config-name").value, dirty: state.dirty });
+}
+const keepDraft = debounce(keepDraftNow, 250);
+
+// ---- tabs -------------------------------------------------------------------------------------
+
+function switchTab(name) {
+  const tab = TABS.includes(name) ? name : TABS[0];
+  for (const id of TABS) {
+    $(`tab-${id}`).hidden = id !== tab;
+    const button = $(`tab-btn-${id}`);
+    button.setAttribute("aria-selected", id === tab ? "true" : "false");
+    button.classList.toggle("active", id === tab);
+  }
+  try { localStorage.setItem(TAB_KEY, tab); } catch (e) { /* storage off */ }
+  if (location.hash !== `#${tab}`) history.replaceState(null, "", `#${tab}`);
+  if (tab === "dataset" && state.dataset) state.dataset.sync();
+  if (tab === "jobs" && state.jobs) state.jobs.view.chart.resize();
+}
+
+function initialTab() {
+  const hash = location.hash.replace("#", "");
+  if (TABS.includes(hash)) return hash;
+  try { return localStorage.getItem(TAB_KEY) || TABS[0]; } catch (e) { return TABS[0]; }
+}
+
+// ---- values by role (the page names no parameter; the schema says which field plays which role) -----
+
+function roleValue(role) {
+  const name = state.roles[role];
+  return name && state.view ? state.view.read()[name] : null;
+}
+
+function setRole(role, value) {
+  const name = state.roles[role];
+  if (!name) return;
+  state.view.write({ [name]: value });
+  onFieldInput(name);
 }
 
 // ---- validation -------------------------------------------------------------------------------
@@ -116,6 +169,7 @@ function renderSummary(top, byField) {
 function focusField(name) {
   const input = state.view.inputs[name];
   if (!input) return;
+  switchTab("config");
   const details = input.closest("details");
   if (details) details.open = true;
   input.focus();
@@ -138,6 +192,7 @@ async function validateNow() {
   state.server = { problems: res.data.problems, needs: res.data.stage_problems };
   state.staleFields.clear();
   showProblems();
+  if (state.tools) state.tools.refreshVram();
   if (res.data.problems.length) {
     state.commands = null;
   } else {
@@ -148,8 +203,10 @@ async function validateNow() {
   renderCommands();
 }
 
-function onFieldInput(name) {
+function onFieldInput(name, type) {
   markDirty();
+  if (state.dataset) state.dataset.sync();
+  if (name === state.roles.logdir && type !== "input" && state.tools) state.tools.pointBoard();
   state.staleFields.add(name);
   if (state.model.editSwitch && name === state.model.editSwitch.field) state.view.syncMode();
   syncModeControls();
@@ -254,6 +311,8 @@ async function loadConfig(name) {
   renderList();
   say(res.data.problems.length ? t("msg.load_problems", { name }) : t("msg.loaded", { name }),
     res.data.problems.length ? "error" : "ok");
+  if (state.dataset) state.dataset.sync();
+  if (state.tools) state.tools.pointBoard();
   await validateNow();
 }
 
@@ -286,6 +345,7 @@ async function renameConfig() {
   if (!res.ok) { say(errorText(res), "error"); return; }
   state.current = res.data.config.name;
   $("config-name").value = state.current;
+  keepDraft();
   await refreshList();
   say(t("msg.renamed", { name: state.current }));
 }
@@ -368,6 +428,7 @@ function renderNotices() {
   const s = state.status;
   if (!s) return;
   $("workspace-path").textContent = s.workspace;
+  for (const hint of document.querySelectorAll(".paths-hint")) hint.textContent = t("paths.hint", { path: s.workspace });
   const add = (text, level) => {
     const p = document.createElement("p");
     p.className = `notice ${level}`;
@@ -404,6 +465,65 @@ function switchLanguage(lang) {
   showProblems();
   renderCommands();
   renderNotices();
+  if (state.jobs) state.jobs.retranslate();
+  if (state.dataset) state.dataset.render();
+  if (state.tools) state.tools.retranslate();
+}
+
+// ---- the other panels -------------------------------------------------------------------------
+
+/** Problems the server found when a job was to start: shown next to their fields. */
+function serverProblems(problems, code) {
+  if (code === "not_ready") state.server.needs = problems;
+  else state.server.problems = problems;
+  state.staleFields.clear();
+  showProblems();
+}
+
+function applyValues(values, message) {
+  state.view.write(values);
+  syncModeControls();
+  markDirty();
+  showProblems();
+  if (message) say(message);
+  validateNow();
+}
+
+function startPanels() {
+  const common = { say, errorText, focusField };
+  state.jobs = new JobsPanel({
+    ...common,
+    readValues: () => state.view.read(),
+    currentName: () => (state.dirty ? null : state.current),
+    serverProblems,
+  });
+  state.dataset = new DatasetPanel({
+    ...common,
+    datasetValue: () => roleValue("dataset"),
+    isEdit: () => Boolean(state.view && state.view.edit),
+    useDataset: (path) => setRole("dataset", path),
+  });
+  state.tools = new ToolsPanel({
+    readValues: () => state.view.read(),
+    applyValues,
+    logdirValue: () => roleValue("logdir"),
+  });
+  state.jobs.connect();
+  state.tools.start();
+}
+
+/** Put back the edits of the last visit (a reload mid-run loses nothing). */
+async function restoreDraft() {
+  const draft = loadDraft();
+  if (!draft) return false;
+  state.view.write(draft.values);
+  state.current = draft.current && state.configs.some((c) => c.name === draft.current) ? draft.current : null;
+  $("config-name").value = draft.name || "";
+  syncModeControls();
+  markDirty(Boolean(draft.dirty));
+  renderList();
+  if (draft.dirty) say(t("draft.restored"));
+  return true;
 }
 
 // ---- start ------------------------------------------------------------------------------------
@@ -412,6 +532,10 @@ async function start() {
   applyTranslations(document);
   $("lang-select").value = currentLanguage();
   $("lang-select").addEventListener("change", (e) => switchLanguage(e.target.value));
+  for (const button of document.querySelectorAll("[data-tab]")) {
+    button.addEventListener("click", () => switchTab(button.dataset.tab));
+  }
+  switchTab(initialTab());
   wireToolbar();
   wireImport();
   pollStatus();
@@ -422,6 +546,7 @@ async function start() {
     return;
   }
   state.model = buildFormModel(schema.data);
+  state.roles = schema.data["x-roles"] || {};
   state.view = new FormView($("config-form"), state.model, onFieldInput);
   state.view.render();
   const defaults = await api("GET", "/api/config/defaults");
@@ -433,7 +558,12 @@ async function start() {
   $("check-stages").addEventListener("change", () => { showProblems(); validateNow(); });
   syncModeControls();
   await refreshList();
+  startPanels();
+  await restoreDraft();
+  state.dataset.sync();
+  state.tools.baseline();
   await validateNow();
+  document.body.dataset.ready = "1";
 }
 
 start();

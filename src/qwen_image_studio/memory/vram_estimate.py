@@ -1,0 +1,119 @@
+"""A rough estimate of the GPU memory LoRA training of Qwen-Image needs, as a pure function (no torch).
+
+Calibrated on the seed document's table (1024x1024, batch 1, bf16, gradient checkpointing, rank 8,
+adamw8bit): base 42 GB; + fp8_base + fp8_scaled 30 GB; + blocks_to_swap 16 24 GB; + blocks_to_swap 45 12 GB.
+The terms:
+
+- DiT blocks resident on the GPU: 60 blocks, each ~0.414 GB in scaled fp8 (fitted from the two swap rows)
+  and ~1.48x that in bf16 (fitted from the base row); fp32 (mixed_precision no) doubles bf16.
+- A swap buffer while blocks_to_swap > 0 (~0.62 GB, fitted).
+- Activations: linear in tokens ((W/16)*(H/16) image tokens + text tokens; control-image tokens in edit
+  mode) and batch size. With gradient checkpointing one hidden state per block is kept plus one block's
+  full activations; without it every block's (~34 bytes per token and hidden unit, Megatron's rule).
+- LoRA weights, gradients and optimizer state: ~9.2 M parameters per unit of rank, fp32; AdamW keeps two
+  fp32 states, adamw8bit two 8-bit ones.
+- A fixed remainder (CUDA context, non-block weights, allocator slack), whatever the fit leaves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GB = 1e9
+BLOCKS = 60
+HIDDEN = 3072
+PATCH = 16  # pixels per image token side (VAE /8, patch 2)
+TEXT_TOKENS = 256
+LORA_PARAMS_PER_RANK = 153_600 * BLOCKS  # r * (in + out) summed over the targeted linears of one block
+FULL_ACT_BYTES = 34  # per token and hidden unit for one block's activations (bf16)
+CKPT_BYTES = 2  # one bf16 hidden state per block kept by gradient checkpointing
+
+# Fitted on the seed table (see the module docstring).
+SEED_TABLE_GB = {"base": 42.0, "fp8": 30.0, "fp8_swap16": 24.0, "fp8_swap45": 12.0}
+FP8_BLOCK_GB = (SEED_TABLE_GB["fp8_swap16"] - SEED_TABLE_GB["fp8_swap45"]) / (45 - 16)
+_REST_GB = SEED_TABLE_GB["fp8"] - BLOCKS * FP8_BLOCK_GB  # everything but the blocks at the reference point
+SWAP_BUFFER_GB = SEED_TABLE_GB["fp8_swap16"] - (BLOCKS - 16) * FP8_BLOCK_GB - _REST_GB
+BF16_BLOCK_GB = (SEED_TABLE_GB["base"] - _REST_GB) / BLOCKS
+
+OPTIMIZER_STATE_BYTES = {"adamw": 8.0, "adamw8bit": 2.0, "lion": 4.0, "sgd": 0.0, "adafactor": 1.0}
+DEFAULT_STATE_BYTES = 8.0  # an unknown optimizer: assume AdamW-like
+
+
+@dataclass(frozen=True)
+class VramOptions:
+    """The options that move the estimate."""
+
+    width: int = 1024
+    height: int = 1024
+    batch_size: int = 1
+    network_dim: int = 8
+    optimizer: str = "adamw8bit"
+    mixed_precision: str = "bf16"
+    gradient_checkpointing: bool = True
+    fp8_base: bool = False
+    fp8_scaled: bool = False
+    blocks_to_swap: int = 0
+    edit: bool = False
+    text_tokens: int = TEXT_TOKENS
+
+
+@dataclass(frozen=True)
+class VramEstimate:
+    """The estimate in GB and its parts."""
+
+    total_gb: float
+    weights_gb: float
+    swap_buffer_gb: float
+    activations_gb: float
+    lora_gb: float
+    fixed_gb: float
+
+    def as_json(self) -> dict[str, float]:
+        """Rounded to 0.1 GB."""
+        return {k: round(v, 1) for k, v in self.__dict__.items()}
+
+
+def tokens(opts: VramOptions) -> int:
+    """Sequence length of one sample: image tokens (twice in edit mode, for the control image) plus text."""
+    image = max(1, opts.width // PATCH) * max(1, opts.height // PATCH)
+    return image * (2 if opts.edit else 1) + opts.text_tokens
+
+
+def activations_gb(opts: VramOptions) -> float:
+    """Activation memory for the options' tokens and batch."""
+    per_token_unit = tokens(opts) * HIDDEN * max(1, opts.batch_size)
+    scale = 2.0 if opts.mixed_precision == "no" else 1.0
+    if opts.gradient_checkpointing:
+        return scale * per_token_unit * (BLOCKS * CKPT_BYTES + FULL_ACT_BYTES) / GB
+    return scale * per_token_unit * BLOCKS * FULL_ACT_BYTES / GB
+
+
+def lora_gb(opts: VramOptions) -> float:
+    """LoRA weights, gradients and optimizer state."""
+    state = OPTIMIZER_STATE_BYTES.get(opts.optimizer.lower(), DEFAULT_STATE_BYTES)
+    return LORA_PARAMS_PER_RANK * opts.network_dim * (4.0 + 4.0 + state) / GB
+
+
+_REFERENCE = VramOptions()
+FIXED_GB = _REST_GB - activations_gb(_REFERENCE) - lora_gb(_REFERENCE)
+
+
+def weights_gb(opts: VramOptions) -> float:
+    """DiT blocks kept on the GPU."""
+    per_block = (
+        FP8_BLOCK_GB if opts.fp8_base else BF16_BLOCK_GB * (2.0 if opts.mixed_precision == "no" else 1.0)
+    )
+    resident = BLOCKS - min(max(opts.blocks_to_swap, 0), BLOCKS - 1)
+    return resident * per_block
+
+
+def estimate_vram(opts: VramOptions) -> VramEstimate:
+    """The estimated peak GPU memory of a training run with these options."""
+    parts = {
+        "weights_gb": weights_gb(opts),
+        "swap_buffer_gb": SWAP_BUFFER_GB if opts.blocks_to_swap > 0 else 0.0,
+        "activations_gb": activations_gb(opts),
+        "lora_gb": lora_gb(opts),
+        "fixed_gb": FIXED_GB,
+    }
+    return VramEstimate(total_gb=sum(parts.values()), **parts)

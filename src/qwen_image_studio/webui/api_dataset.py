@@ -1,0 +1,97 @@
+"""The dataset panel: inspect a dataset TOML, or create one from a folder inside the workspace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Response, abort, jsonify
+
+from ..data.config import DatasetConfigError, parse_dataset_config, write_dataset_config
+from ..data.inspect import inspect_dataset
+from ..errors import DatasetError
+from .app import studio
+from .paths import inside, resolve_in
+from .store import NameTaken, check_name
+from .views_util import json_body
+
+bp = Blueprint("api_dataset", __name__, url_prefix="/api/dataset")
+
+DATASETS_DIR = "datasets"
+
+
+def _error(code: str, message: str, problems: list[str], status: int = 400) -> Response:
+    response = jsonify(error=message, code=code, problems=problems)
+    response.status_code = status
+    return response
+
+
+def _report(path: Path, edit: bool) -> dict[str, Any]:
+    return inspect_dataset(path, edit=edit).model_dump(mode="json")
+
+
+@bp.post("/inspect")
+def inspect() -> Response:
+    """What `dataset inspect` says about a TOML (relative paths from the workspace)."""
+    body = json_body()
+    raw = body.get("path")
+    if not isinstance(raw, str) or not raw.strip():
+        abort(400, description="'path' must be the dataset TOML's path")
+    path = resolve_in(studio().workspace, raw.strip())
+    try:
+        return jsonify(path=str(path), report=_report(path, bool(body.get("edit"))))
+    except DatasetError as exc:
+        return _error("dataset_invalid", str(exc), list(getattr(exc, "problems", [str(exc)])))
+
+
+def _size(value: Any) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value, value]
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return list(value)
+    abort(400, description="'resolution' must be a number or [width, height]")
+
+
+def _count(value: Any, name: str) -> int:
+    if value in (None, ""):
+        return 1
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    abort(400, description=f"'{name}' must be a whole number of at least 1")
+
+
+@bp.post("/create")
+def create() -> Response:
+    """Write WORKSPACE/datasets/<name>.toml from a folder of images; an existing file is never replaced."""
+    body = json_body()
+    state = studio()
+    name = check_name(body.get("name"))
+    folder = (state.workspace / DATASETS_DIR).resolve()
+    target = (folder / f"{name}.toml").resolve()
+    if target.parent != folder or not inside(target, state.workspace):
+        abort(400, description="the dataset name must be a plain file name")
+    if target.exists():
+        raise NameTaken(f"{target} exists already; choose another name (it is not overwritten)")
+    images = body.get("image_directory")
+    if not isinstance(images, str) or not images.strip():
+        return _error("dataset_invalid", "choose the folder of images", ["image_directory: required"])
+    table: dict[str, Any] = {
+        "image_directory": str(resolve_in(state.workspace, images.strip())),
+        "cache_directory": str(folder / f"{name}_cache"),
+    }
+    control = body.get("control_directory")
+    if isinstance(control, str) and control.strip():
+        table["control_directory"] = str(resolve_in(state.workspace, control.strip()))
+    general = {
+        "resolution": _size(body.get("resolution", 1024)),
+        "caption_extension": ".txt",
+        "batch_size": _count(body.get("batch_size"), "batch_size"),
+        "num_repeats": _count(body.get("num_repeats"), "num_repeats"),
+        "enable_bucket": True,
+    }
+    try:
+        config = parse_dataset_config({"general": general, "datasets": [table]}, path=target)
+        write_dataset_config(config, target)
+    except DatasetConfigError as exc:
+        return _error("dataset_invalid", str(exc), exc.problems)
+    return jsonify(path=str(target), report=_report(target, "control_directory" in table))

@@ -1,0 +1,110 @@
+"""Jobs over HTTP: start (validated first), list, details, stop, the full log, LoRA files and sample images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, Response, abort, jsonify, send_file
+
+from ..params.spec import Stage
+from .app import studio
+from .jobs.artifacts import artifacts, find_artifact, output_dir_of
+from .jobs.schema import JOB_KINDS
+from .paths import resolve_config
+from .views_util import json_body, params_from
+
+bp = Blueprint("api_jobs", __name__, url_prefix="/api/jobs")
+
+IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
+
+
+def _details(job_id: int) -> dict[str, object]:
+    state = studio()
+    job = state.jobs.get(job_id)
+    _, events = state.supervisor.paths(job_id)
+    root = output_dir_of(job, state.workspace)
+    return {
+        **job.as_json(with_params=True),
+        "output_folder": str(root) if root else None,
+        "files": [a.as_json() for a in artifacts(job, events, state.workspace)],
+    }
+
+
+@bp.post("")
+def start_job() -> Response:
+    """Queue a stage or the full pipeline with the form's values (400 with the fields to fix)."""
+    body = json_body()
+    kind = body.get("kind")
+    if kind not in JOB_KINDS:
+        abort(400, description=f"'kind' must be one of {', '.join(JOB_KINDS)}")
+    name = body.get("config_name")
+    state = studio()
+    config = resolve_config(params_from(body), state.workspace)
+    job = state.supervisor.submit(kind, config, name if isinstance(name, str) and name else None)
+    if Stage.TRAIN in JOB_KINDS[kind] and config.logging_dir:  # TensorBoard follows the run's logging folder
+        state.point_tensorboard(Path(config.logging_dir))
+    return jsonify(job=job.as_json())
+
+
+@bp.get("")
+def list_jobs() -> Response:
+    """The recent jobs, newest first."""
+    return jsonify(jobs=[j.as_json() for j in studio().jobs.recent()])
+
+
+@bp.get("/<int:job_id>")
+def job_details(job_id: int) -> Response:
+    """One job: its stages, configuration snapshot and the files it wrote."""
+    return jsonify(job=_details(job_id))
+
+
+@bp.post("/<int:job_id>/stop")
+def stop_job(job_id: int) -> Response:
+    """Stop a queued or running job (the whole process tree of its running stage)."""
+    return jsonify(job=studio().supervisor.stop(job_id).as_json())
+
+
+@bp.get("/<int:job_id>/log")
+def job_log(job_id: int) -> Response:
+    """The job's whole log file, as a download."""
+    state = studio()
+    state.jobs.get(job_id)
+    log_file, _ = state.supervisor.paths(job_id)
+    if not log_file.is_file():
+        abort(404, description="this job has no log yet")
+    return send_file(
+        log_file,
+        mimetype="text/plain; charset=utf-8",
+        as_attachment=True,
+        download_name=f"job-{job_id}.log",
+        max_age=0,
+    )
+
+
+def _artifact_file(job_id: int, name: str, kind: str) -> tuple[object, str]:
+    state = studio()
+    job = state.jobs.get(job_id)
+    _, events = state.supervisor.paths(job_id)
+    found = find_artifact(job, events, state.workspace, name, kind)
+    if found is None:
+        abort(404, description="no such file among this job's outputs")
+    return found.path, found.path.name
+
+
+@bp.get("/<int:job_id>/files/<path:name>")
+def job_file(job_id: int, name: str) -> Response:
+    """Download a LoRA file the job wrote (only announced files inside its output folder)."""
+    path, filename = _artifact_file(job_id, name, "checkpoint")
+    return send_file(
+        path, mimetype="application/octet-stream", as_attachment=True, download_name=filename, max_age=0
+    )
+
+
+@bp.get("/<int:job_id>/samples/<path:name>")
+def job_sample(job_id: int, name: str) -> Response:
+    """A sample image the job wrote (only announced images inside its output folder)."""
+    path, filename = _artifact_file(job_id, name, "sample")
+    mimetype = IMAGE_TYPES.get("." + filename.rsplit(".", 1)[-1].lower())
+    if mimetype is None:
+        abort(404, description="not an image")
+    return send_file(path, mimetype=mimetype, max_age=0)

@@ -1,0 +1,1 @@
+"""Jobs: stage processes run one at a time, their state in SQLite, their logs and events tailed live."""

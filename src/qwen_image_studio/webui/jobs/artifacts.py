@@ -1,0 +1,70 @@
+"""Files a job announced (LoRA checkpoints, sample images), limited to its own output folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..paths import inside, resolve_in
+from .store import Job
+
+DOWNLOADABLE = ("checkpoint", "sample")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One announced file inside the job's output folder."""
+
+    kind: str
+    name: str  # relative to the output folder, POSIX separators
+    path: Path
+
+    def as_json(self) -> dict[str, object]:
+        """Name, kind and size (None when the file is gone)."""
+        try:
+            size: int | None = self.path.stat().st_size
+        except OSError:
+            size = None
+        return {"kind": self.kind, "name": self.name, "size": size}
+
+
+def output_dir_of(job: Job, workspace: Path) -> Path | None:
+    """The output folder of a job's configuration snapshot, if it has one."""
+    value = job.params.get("output_dir")
+    return resolve_in(workspace, value) if isinstance(value, str) and value else None
+
+
+def artifacts(job: Job, events_file: Path, workspace: Path) -> list[Artifact]:
+    """Checkpoints and samples the job announced that lie inside its output folder (latest first per name)."""
+    root = output_dir_of(job, workspace)
+    if root is None:
+        return []
+    found: dict[str, Artifact] = {}
+    try:
+        with open(events_file, "rb") as fh:
+            for line in fh:
+                try:
+                    event = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    continue
+                if not isinstance(event, dict) or event.get("type") != "artifact":
+                    continue
+                kind, raw = event.get("kind"), event.get("path")
+                if kind not in DOWNLOADABLE or not isinstance(raw, str):
+                    continue
+                path = resolve_in(workspace, raw)
+                if inside(path, root) and path != root.resolve():
+                    name = path.relative_to(root.resolve()).as_posix()
+                    found[name] = Artifact(str(kind), name, path)
+    except FileNotFoundError:
+        return []
+    return list(found.values())
+
+
+def find_artifact(job: Job, events_file: Path, workspace: Path, name: str, kind: str) -> Artifact | None:
+    """The announced file of that name and kind, if it exists inside the job's output folder."""
+    for artifact in artifacts(job, events_file, workspace):
+        if artifact.name == name and artifact.kind == kind and artifact.path.is_file():
+            return artifact
+    return None

@@ -1,0 +1,52 @@
+"""The SQLite tables of jobs (one upgrade step of the studio's store) and the names of their states."""
+
+from __future__ import annotations
+
+from ...params.spec import Stage
+
+JOBS_MIGRATION = """
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    config_name TEXT,
+    params TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    stop_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX jobs_by_status ON jobs (status, id);
+CREATE TABLE job_stages (
+    job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    stage TEXT NOT NULL,
+    argv TEXT NOT NULL,
+    status TEXT NOT NULL,
+    pid INTEGER,
+    pid_start TEXT,
+    started_at REAL,
+    finished_at REAL,
+    exit_code INTEGER,
+    reason TEXT,
+    field TEXT,
+    log_tail TEXT,
+    PRIMARY KEY (job_id, idx)
+);
+"""
+
+PIPELINE = "pipeline"
+# What each kind of job runs, in order.
+JOB_KINDS: dict[str, tuple[Stage, ...]] = {
+    Stage.CACHE_LATENTS.value: (Stage.CACHE_LATENTS,),
+    Stage.CACHE_TEXT.value: (Stage.CACHE_TEXT,),
+    Stage.TRAIN.value: (Stage.TRAIN,),
+    PIPELINE: (Stage.CACHE_LATENTS, Stage.CACHE_TEXT, Stage.TRAIN),
+}
+
+# Job states: queued -> running -> done | failed | stopped | lost.
+QUEUED, RUNNING, DONE, FAILED, STOPPED, LOST = "queued", "running", "done", "failed", "stopped", "lost"
+# Stage states add pending (not reached yet) and skipped (not run because an earlier stage ended the job).
+PENDING, SKIPPED = "pending", "skipped"
+FINAL = frozenset({DONE, FAILED, STOPPED, LOST})
+ACTIVE = frozenset({QUEUED, RUNNING})

@@ -1,0 +1,265 @@
+"""Jobs and their stages in the studio's SQLite file: what ran, with which configuration, and how it ended."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..store import NotFound, Store
+from .schema import ACTIVE, FINAL, PENDING, QUEUED, RUNNING, SKIPPED
+
+
+@dataclass
+class StageRun:
+    """One stage of a job: its command line, process and result."""
+
+    index: int
+    stage: str
+    argv: list[str]
+    status: str
+    pid: int | None = None
+    pid_start: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    field: str | None = None
+    log_tail: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The stage as the page shows it."""
+        return {
+            "index": self.index,
+            "stage": self.stage,
+            "status": self.status,
+            "argv": self.argv,
+            "pid": self.pid,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration": _duration(self.started_at, self.finished_at),
+            "exit_code": self.exit_code,
+            "reason": self.reason,
+            "field": self.field,
+            "log_tail": self.log_tail,
+        }
+
+
+@dataclass
+class Job:
+    """A queued, running or finished job: its kind, configuration snapshot and stages."""
+
+    id: int
+    kind: str
+    status: str
+    config_name: str | None
+    params: dict[str, Any]
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    stop_requested: bool
+    stages: list[StageRun] = field(default_factory=list)
+
+    @property
+    def is_final(self) -> bool:
+        """Whether the job has ended."""
+        return self.status in FINAL
+
+    def current_stage(self) -> StageRun | None:
+        """The stage running now, else the first one not run yet."""
+        for run in self.stages:
+            if run.status == RUNNING:
+                return run
+        return next((run for run in self.stages if run.status == PENDING), None)
+
+    def as_json(self, with_params: bool = False) -> dict[str, Any]:
+        """The job as the page shows it (the configuration snapshot only when asked)."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "status": self.status,
+            "config_name": self.config_name,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration": _duration(self.started_at, self.finished_at),
+            "stop_requested": self.stop_requested,
+            "stages": [s.as_json() for s in self.stages],
+        }
+        if with_params:
+            out["params"] = self.params
+        return out
+
+
+def _duration(start: float | None, end: float | None) -> float | None:
+    if start is None:
+        return None
+    return round((end if end is not None else time.time()) - start, 1)
+
+
+class JobStore:
+    """Reads and writes the jobs tables through the studio's Store (one short connection per call)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def create(
+        self,
+        kind: str,
+        config_name: str | None,
+        params: dict[str, Any],
+        stages: list[str],
+        argv_for: Callable[[int], list[list[str]]],
+    ) -> Job:
+        """A new queued job; `argv_for(job_id)` gives each stage's command line (written in the same commit)."""
+        with self.store.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO jobs (kind, status, config_name, params, created_at) VALUES (?, ?, ?, ?, ?)",
+                (kind, QUEUED, config_name, json.dumps(params, ensure_ascii=False), time.time()),
+            )
+            job_id = int(cur.lastrowid or 0)
+            argvs = argv_for(job_id)
+            db.executemany(
+                "INSERT INTO job_stages (job_id, idx, stage, argv, status) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (job_id, i, stage, json.dumps(argv), PENDING)
+                    for i, (stage, argv) in enumerate(zip(stages, argvs, strict=True))
+                ],
+            )
+        return self.get(job_id)
+
+    def get(self, job_id: int) -> Job:
+        """One job with its stages (NotFound when absent)."""
+        with self.store.connect() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no job {job_id}")
+            stages = db.execute(
+                "SELECT * FROM job_stages WHERE job_id = ? ORDER BY idx", (job_id,)
+            ).fetchall()
+        return _job(row, stages)
+
+    def recent(self, limit: int = 50) -> list[Job]:
+        """The most recent jobs, newest first."""
+        with self.store.connect() as db:
+            rows = db.execute("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+            ids = [r["id"] for r in rows]
+            marks = ",".join("?" * len(ids))
+            stages = (
+                db.execute(
+                    f"SELECT * FROM job_stages WHERE job_id IN ({marks}) ORDER BY job_id, idx", ids
+                ).fetchall()
+                if ids
+                else []
+            )
+        by_job: dict[int, list[sqlite3.Row]] = {}
+        for s in stages:
+            by_job.setdefault(s["job_id"], []).append(s)
+        return [_job(r, by_job.get(r["id"], [])) for r in rows]
+
+    def with_status(self, *statuses: str) -> list[Job]:
+        """Jobs in any of these states, oldest first."""
+        marks = ",".join("?" * len(statuses))
+        with self.store.connect() as db:
+            ids = [
+                r[0]
+                for r in db.execute(
+                    f"SELECT id FROM jobs WHERE status IN ({marks}) ORDER BY id", statuses
+                ).fetchall()
+            ]
+        return [self.get(i) for i in ids]
+
+    def next_queued(self) -> Job | None:
+        """The oldest queued job, if any."""
+        jobs = self.with_status(QUEUED)
+        return jobs[0] if jobs else None
+
+    def active_count(self) -> int:
+        """How many jobs are queued or running."""
+        marks = ",".join("?" * len(ACTIVE))
+        with self.store.connect() as db:
+            return int(
+                db.execute(f"SELECT COUNT(*) FROM jobs WHERE status IN ({marks})", tuple(ACTIVE)).fetchone()[
+                    0
+                ]
+            )
+
+    def set_job(self, job_id: int, **values: Any) -> None:
+        """Update columns of a job (status, started_at, finished_at, stop_requested)."""
+        _update(self.store, "jobs", "id = ?", (job_id,), values)
+
+    def set_stage(self, job_id: int, index: int, **values: Any) -> None:
+        """Update columns of one stage run."""
+        _update(self.store, "job_stages", "job_id = ? AND idx = ?", (job_id, index), values)
+
+    def skip_pending(self, job_id: int) -> None:
+        """Mark the stages not reached as skipped."""
+        with self.store.transaction() as db:
+            db.execute(
+                "UPDATE job_stages SET status = ? WHERE job_id = ? AND status = ?", (SKIPPED, job_id, PENDING)
+            )
+
+    def request_stop(self, job_id: int) -> None:
+        """Remember that the user asked this job to stop."""
+        self.set_job(job_id, stop_requested=1)
+
+
+_COLUMNS = {
+    "jobs": {"status", "started_at", "finished_at", "stop_requested"},
+    "job_stages": {
+        "status",
+        "pid",
+        "pid_start",
+        "started_at",
+        "finished_at",
+        "exit_code",
+        "reason",
+        "field",
+        "log_tail",
+    },
+}
+
+
+def _update(store: Store, table: str, where: str, key: tuple[Any, ...], values: dict[str, Any]) -> None:
+    unknown = set(values) - _COLUMNS[table]
+    if unknown:
+        raise ValueError(f"unknown columns for {table}: {sorted(unknown)}")
+    if not values:
+        return
+    assignments = ", ".join(f"{name} = ?" for name in values)
+    with store.transaction() as db:
+        db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", (*values.values(), *key))
+
+
+def _job(row: sqlite3.Row, stages: list[sqlite3.Row]) -> Job:
+    return Job(
+        id=row["id"],
+        kind=row["kind"],
+        status=row["status"],
+        config_name=row["config_name"],
+        params=json.loads(row["params"]),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        stop_requested=bool(row["stop_requested"]),
+        stages=[
+            StageRun(
+                index=s["idx"],
+                stage=s["stage"],
+                argv=json.loads(s["argv"]),
+                status=s["status"],
+                pid=s["pid"],
+                pid_start=s["pid_start"],
+                started_at=s["started_at"],
+                finished_at=s["finished_at"],
+                exit_code=s["exit_code"],
+                reason=s["reason"],
+                field=s["field"],
+                log_tail=s["log_tail"],
+            )
+            for s in stages
+        ],
+    )

@@ -1,0 +1,333 @@
+"""Runs jobs one at a time: each stage as its own process group, stopped as a whole tree, re-attached after
+a restart of the web UI (a process is recognised by its pid and start time)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...params.schema import StudioConfig
+from ...params.spec import Stage
+from ...params.validate import ConfigProblems, validate_config
+from ..demo_setup import child_env
+from . import procs
+from .commands import NotReady, preflight, shown, stage_command
+from .hub import Hub
+from .outcome import Outcome, exit_code_of, final_event, outcome_of
+from .schema import DONE, FAILED, FINAL, JOB_KINDS, QUEUED, RUNNING, SKIPPED, STOPPED
+from .store import Job, JobStore, StageRun
+
+log = logging.getLogger(__name__)
+
+JOBS_DIR = "jobs"
+LOCK_NAME = ".supervisor.lock"  # one UI process per workspace runs its jobs
+LOG_NAME = "log.txt"
+EVENTS_NAME = "events.jsonl"
+WAIT_POLL_S = 0.25
+DETACHED = Outcome("detached")  # the web UI is closing: the stage goes on, the next UI re-attaches to it
+
+Command = Callable[[Stage, StudioConfig, Path], list[str]]
+
+
+def job_paths(workspace: Path, job_id: int) -> tuple[Path, Path]:
+    """A job's log file and events file (WORKSPACE/jobs/<id>/)."""
+    folder = workspace / JOBS_DIR / str(int(job_id))
+    return folder / LOG_NAME, folder / EVENTS_NAME
+
+
+@dataclass
+class _Current:
+    """The stage process running now."""
+
+    job_id: int
+    pid: int
+    start: str | None
+
+
+class Supervisor:
+    """The job queue: one job runs at a time, the others wait in order; state lives in SQLite."""
+
+    def __init__(
+        self,
+        workspace: Path,
+        jobs: JobStore,
+        hub: Hub,
+        stop_timeout: float = 10.0,
+        command: Command = stage_command,
+    ) -> None:
+        self.workspace = workspace
+        self.jobs = jobs
+        self.hub = hub
+        self.stop_timeout = stop_timeout
+        self.command = command
+        self._lock = threading.Lock()
+        self._current: _Current | None = None
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- files ------------------------------------------------------------------------------------
+
+    def job_dir(self, job_id: int) -> Path:
+        """The folder of a job's log and events."""
+        return self.workspace / JOBS_DIR / str(int(job_id))
+
+    def paths(self, job_id: int) -> tuple[Path, Path]:
+        """A job's log file and events file."""
+        return job_paths(self.workspace, job_id)
+
+    # ---- the API's side ---------------------------------------------------------------------------
+
+    def submit(self, kind: str, config: StudioConfig, config_name: str | None) -> Job:
+        """Queue a job of `kind` (a stage or the pipeline) with a validated, path-resolved configuration."""
+        stages = JOB_KINDS[kind]
+        problems = preflight(config, stages)
+        if problems:
+            raise NotReady(problems)
+        params = config.model_dump(mode="json")
+
+        def argv_for(job_id: int) -> list[list[str]]:
+            _, events = self.paths(job_id)
+            return [self.command(stage, config, events) for stage in stages]
+
+        job = self.jobs.create(kind, config_name, params, [s.value for s in stages], argv_for)
+        self.job_dir(job.id).mkdir(parents=True, exist_ok=True)
+        self.hub.announce(job.as_json())
+        self._wake.set()
+        return job
+
+    def stop(self, job_id: int) -> Job:
+        """Stop a job: a queued one never starts; a running one gets SIGTERM, then SIGKILL after the timeout."""
+        with self._lock:
+            job = self.jobs.get(job_id)
+            if job.is_final:
+                return job
+            self.jobs.request_stop(job_id)
+            current = self._current if self._current and self._current.job_id == job_id else None
+            if job.status == QUEUED:
+                self.jobs.skip_pending(job_id)
+                self.jobs.set_job(job_id, status=STOPPED, finished_at=time.time())
+        if current is not None:
+            threading.Thread(
+                target=self._end, args=(current,), name=f"stop-job-{job_id}", daemon=True
+            ).start()
+        job = self.jobs.get(job_id)
+        self.hub.announce(job.as_json())
+        self._wake.set()
+        return job
+
+    def _end(self, current: _Current) -> None:
+        left = procs.end_tree(current.pid, current.start, self.stop_timeout)
+        if left:
+            log.error("job %s: processes %s survived SIGKILL", current.job_id, left)
+
+    # ---- the worker thread ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker thread (it first re-attaches to jobs that were running)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="jobs-supervisor", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        """Stop taking new jobs; running stages go on (a restarted UI re-attaches to them)."""
+        self._closing.set()
+        self._wake.set()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no job is queued or running (for tests and shutdown); True when idle."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.jobs.active_count() == 0:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _next(self) -> Job | None:
+        running = self.jobs.with_status(RUNNING)
+        return running[0] if running else self.jobs.next_queued()
+
+    def _take_workspace(self) -> int | None:
+        """Hold the workspace's job lock (another UI on this workspace runs its jobs until it stops)."""
+        folder = self.workspace / JOBS_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        warned = False
+        while not self._closing.is_set():
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if not warned:
+                    log.warning(
+                        "another web UI runs the jobs of %s; this one waits until it stops", self.workspace
+                    )
+                    warned = True
+                self._closing.wait(1.0)
+        os.close(fd)
+        return None
+
+    def _loop(self) -> None:
+        fd = self._take_workspace()
+        if fd is None:
+            return
+        try:
+            self._serve()
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # releases the lock
+
+    def _serve(self) -> None:
+        while not self._closing.is_set():
+            job = self._next()
+            if job is None:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            try:
+                self._run(job)
+            except Exception as exc:  # noqa: BLE001 - a bug in one job must not stop the queue
+                log.exception("job %s failed in the supervisor", job.id)
+                self._finish(job.id, FAILED)
+                self.hub.announce({**self.jobs.get(job.id).as_json(), "error": str(exc)})
+
+    def _run(self, job: Job) -> None:
+        job = self.jobs.get(job.id)
+        if job.is_final:  # stopped while it was being picked
+            return
+        if job.status == QUEUED:
+            self.jobs.set_job(job.id, status=RUNNING, started_at=time.time())
+        self.hub.set_active(job.id, True)
+        self.hub.feed(job.id)
+        try:
+            for run in job.stages:
+                if run.status in FINAL or run.status == SKIPPED:
+                    continue
+                result = self._reattach(job, run) if run.status == RUNNING else self._launch(job.id, run)
+                if result is None:  # stopped before it started
+                    self._finish(job.id, STOPPED)
+                    return
+                if result is DETACHED:
+                    return
+                self._record(job.id, run, result)
+                if result.status != DONE:
+                    self._finish(job.id, result.status)
+                    return
+            self._finish(job.id, DONE)
+        finally:
+            self.hub.set_active(job.id, False)
+
+    def _launch(self, job_id: int, run: StageRun) -> Outcome | None:
+        """Start one stage and wait for it; None when the job was stopped before the stage started."""
+        job = self.jobs.get(job_id)
+        log_file, events_file = self.paths(job_id)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            config = validate_config(job.params)
+            problems = preflight(config, (Stage(run.stage),))
+        except ConfigProblems as exc:
+            problems = exc.problems
+        if problems:
+            self._note(log_file, *(f"cannot start {run.stage}: {p.message}" for p in problems))
+            return Outcome(FAILED, None, "; ".join(p.message for p in problems), problems[0].field or None)
+        self._note(log_file, f"$ {shown(run.argv)}")
+        with self._lock:
+            if self.jobs.get(job_id).stop_requested:
+                return None
+            try:
+                with open(log_file, "ab") as out:
+                    proc = subprocess.Popen(
+                        run.argv,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        cwd=self.workspace,
+                        env={**child_env(), "PYTHONUNBUFFERED": "1"},
+                        start_new_session=True,
+                    )
+            except OSError as exc:
+                reason = f"the stage could not be started: {exc}"
+                self._note(log_file, reason)
+                return Outcome(FAILED, None, reason)
+            start = procs.start_time(proc.pid)
+            self._current = _Current(job_id, proc.pid, start)
+            self.jobs.set_stage(
+                job_id, run.index, status=RUNNING, pid=proc.pid, pid_start=start, started_at=time.time()
+            )
+        self.hub.announce(self.jobs.get(job_id).as_json())
+        code = self._wait(proc)
+        if code is None:
+            return DETACHED
+        self._after_exit(proc.pid)
+        event = final_event(events_file, run.stage)
+        return outcome_of(code, event, self.jobs.get(job_id).stop_requested, log_file)
+
+    def _reattach(self, job: Job, run: StageRun) -> Outcome:
+        """Follow a stage that was started by an earlier run of the web UI."""
+        log_file, events_file = self.paths(job.id)
+        if run.pid is not None and procs.is_running(run.pid, run.pid_start):
+            log.info("job %s: re-attached to %s (pid %s)", job.id, run.stage, run.pid)
+            with self._lock:
+                self._current = _Current(job.id, run.pid, run.pid_start)
+            while procs.is_running(run.pid, run.pid_start):
+                if self._closing.wait(WAIT_POLL_S):
+                    return DETACHED
+            self._after_exit(run.pid)
+        event = final_event(events_file, run.stage)
+        return outcome_of(exit_code_of(event), event, self.jobs.get(job.id).stop_requested, log_file)
+
+    def _wait(self, proc: subprocess.Popen[bytes]) -> int | None:
+        """The exit code of a stage, or None when the web UI closes first."""
+        while True:
+            try:
+                return proc.wait(timeout=WAIT_POLL_S)
+            except subprocess.TimeoutExpired:
+                if self._closing.is_set():
+                    return None
+
+    def _after_exit(self, pid: int) -> None:
+        """End whatever the stage left behind in its process group, then forget it."""
+        if procs.tree_of(pid):
+            procs.end_tree(pid, None, self.stop_timeout)
+        with self._lock:
+            self._current = None
+
+    def _record(self, job_id: int, run: StageRun, result: Outcome) -> None:
+        log_file, _ = self.paths(job_id)
+        started = self.jobs.get(job_id).stages[run.index].started_at
+        now = time.time()
+        took = f", {now - started:.1f} s" if started else ""
+        code = "" if result.exit_code is None else f"exit code {result.exit_code}, "
+        self._note(log_file, f"[{run.stage}: {code}{result.status}{took}]")
+        self.jobs.set_stage(
+            job_id,
+            run.index,
+            status=result.status,
+            finished_at=now,
+            exit_code=result.exit_code,
+            reason=result.reason,
+            field=result.field,
+            log_tail=result.log_tail,
+        )
+        self.hub.announce(self.jobs.get(job_id).as_json())
+
+    def _finish(self, job_id: int, status: str) -> None:
+        self.jobs.skip_pending(job_id)
+        self.jobs.set_job(job_id, status=status, finished_at=time.time())
+        self.hub.announce(self.jobs.get(job_id).as_json())
+
+    @staticmethod
+    def _note(log_file: Path, *lines: str) -> None:
+        """Append the supervisor's own lines to a job's log (never while a stage writes to it)."""
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "a", encoding="utf-8") as fh:
+            for line in lines:
+                fh.write(line + "\n")

@@ -1,0 +1,68 @@
+// The loss chart: uPlot (vendored in static/vendor), redrawn at most a few times a second.
+import { t } from "./i18n.js";
+
+const REDRAW_MS = 400;
+
+export class LossChart {
+  constructor(box, empty) {
+    this.box = box;
+    this.empty = empty;
+    this.plot = null;
+    this.timer = null;
+    this.reset();
+    window.addEventListener("resize", () => this.resize());
+  }
+
+  reset() {
+    this.steps = [];
+    this.loss = [];
+    this.avg = [];
+    if (this.plot) { this.plot.destroy(); this.plot = null; }
+    this.box.replaceChildren();
+    this.empty.hidden = false;
+  }
+
+  /** Add one metric event's values (events without a loss are ignored). */
+  add(step, loss, avg) {
+    if (!Number.isFinite(step) || !Number.isFinite(loss)) return;
+    this.steps.push(step);
+    this.loss.push(loss);
+    this.avg.push(Number.isFinite(avg) ? avg : null);
+    if (this.timer === null) this.timer = setTimeout(() => this.draw(), REDRAW_MS);
+  }
+
+  /** Points drawn so far (for tests and the empty note). */
+  points() { return this.steps.length; }
+
+  width() { return Math.max(240, this.box.clientWidth || 480); }
+
+  draw() {
+    this.timer = null;
+    if (!this.steps.length || !window.uPlot) return;
+    this.empty.hidden = true;
+    const data = [this.steps, this.loss, this.avg];
+    if (this.plot) { this.plot.setData(data); return; }
+    const opts = {
+      width: this.width(),
+      height: 220,
+      scales: { x: { time: false } },
+      legend: { live: false },
+      series: [
+        { label: t("chart.step") },
+        { label: t("chart.loss"), stroke: "#4c6ef5", width: 1 },
+        { label: t("chart.loss_avg"), stroke: "#e8590c", width: 2, spanGaps: true },
+      ],
+    };
+    this.plot = new window.uPlot(opts, data, this.box);
+  }
+
+  /** Rebuild (e.g. after a language switch, so the legend is translated). */
+  redraw() {
+    if (this.plot) { this.plot.destroy(); this.plot = null; this.box.replaceChildren(); }
+    this.draw();
+  }
+
+  resize() {
+    if (this.plot) this.plot.setSize({ width: this.width(), height: 220 });
+  }
+}

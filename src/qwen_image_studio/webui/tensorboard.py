@@ -1,0 +1,203 @@
+"""TensorBoard beside the UI: started on the logging folder, restarted if it dies, re-pointed when the
+folder changes, stopped with the UI. A busy port is reported, not ignored."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from .jobs import procs
+from .jobs.outcome import log_tail
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 6006
+WATCH_S = 1.0
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 120.0
+BUSY_RETRY_S = 10.0
+
+# States: off (disabled), starting, running, restarting, port_busy, failed, stopped.
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether nothing listens on host:port (checked by binding it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def tensorboard_command(logdir: Path, port: int) -> list[str]:
+    """The TensorBoard command line (loopback only; the UI links to it)."""
+    return [
+        sys.executable,
+        "-m",
+        "tensorboard.main",
+        "--logdir",
+        str(logdir),
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+    ]
+
+
+class TensorBoard:
+    """One TensorBoard process watched by a thread."""
+
+    def __init__(self, log_file: Path, port: int = DEFAULT_PORT, enabled: bool = True) -> None:
+        self.log_file = log_file
+        self.port = port
+        self.enabled = enabled
+        self.logdir: Path | None = None
+        self.state = "off" if not enabled else "stopped"
+        self.message = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._restarts: deque[float] = deque()
+        self._lock = threading.RLock()
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_try = 0.0
+
+    def status(self) -> dict[str, Any]:
+        """What the page shows: state, port, folder and a message."""
+        with self._lock:
+            return {
+                "enabled": self.enabled,
+                "state": self.state,
+                "port": self.port,
+                "logdir": str(self.logdir) if self.logdir else None,
+                "message": self.message,
+                "pid": self._proc.pid if self._proc and self._proc.poll() is None else None,
+            }
+
+    def start(self, logdir: Path) -> None:
+        """Start TensorBoard on `logdir` and the thread that keeps it running."""
+        if not self.enabled:
+            return
+        with self._lock:
+            self.logdir = logdir
+            self._spawn()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, name="tensorboard", daemon=True)
+            self._thread.start()
+
+    def set_logdir(self, logdir: Path) -> bool:
+        """Point TensorBoard at another folder (restarting it); False when it already shows that one."""
+        if not self.enabled:
+            return False
+        with self._lock:
+            if self.logdir == logdir and self.state in ("starting", "running"):
+                return False
+            self.logdir = logdir
+            self._kill()
+            self._restarts.clear()
+            self._spawn()
+        return True
+
+    def stop(self) -> None:
+        """Stop TensorBoard and its watcher (with the UI)."""
+        self._closing.set()
+        with self._lock:
+            self._kill()
+            if self.enabled:
+                self.state, self.message = "stopped", ""
+
+    # ---- internals --------------------------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        assert self.logdir is not None
+        if not port_free(self.port):
+            self.state = "port_busy"
+            self.message = (
+                f"port {self.port} is in use by another program; TensorBoard was not started "
+                "(start the UI with --tensorboard_port N or --no-tensorboard)"
+            )
+            log.warning("%s", self.message)
+            self._next_try = time.monotonic() + BUSY_RETRY_S
+            return
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as out:
+            self._proc = subprocess.Popen(
+                tensorboard_command(self.logdir, self.port),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.state, self.message = "starting", ""
+        log.info("TensorBoard on %s: http://127.0.0.1:%d/ (pid %d)", self.logdir, self.port, self._proc.pid)
+
+    def _kill(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            procs.end_tree(proc.pid, procs.start_time(proc.pid), timeout=5.0)
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=1.0)
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=2) as res:
+                return res.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _watch(self) -> None:
+        while not self._closing.wait(WATCH_S):
+            try:
+                self._check()
+            except Exception:  # noqa: BLE001 - the watcher must keep watching
+                log.exception("TensorBoard watcher")
+
+    def _check(self) -> None:
+        with self._lock:
+            if self._closing.is_set():
+                return
+            if self.state == "port_busy":
+                if time.monotonic() >= self._next_try:
+                    self._spawn()
+                return
+            proc = self._proc
+            if proc is None or self.state == "failed":
+                return
+            code = proc.poll()
+            if code is None:
+                if self.state != "running" and self._answers():
+                    self.state, self.message = "running", ""
+                return
+            self._proc = None
+            tail = log_tail(self.log_file, lines=5)
+            if "could not bind" in tail.lower() or "already in use" in tail.lower():
+                self.state = "port_busy"
+                self.message = f"port {self.port} is in use: {tail.splitlines()[-1] if tail else ''}".strip()
+                self._next_try = time.monotonic() + BUSY_RETRY_S
+                return
+            now = time.monotonic()
+            while self._restarts and now - self._restarts[0] > RESTART_WINDOW_S:
+                self._restarts.popleft()
+            if len(self._restarts) >= MAX_RESTARTS:
+                self.state = "failed"
+                self.message = (
+                    f"TensorBoard keeps exiting (code {code}); last lines of {self.log_file}:\n{tail}"
+                )
+                log.error("%s", self.message)
+                return
+            self._restarts.append(now)
+            log.warning("TensorBoard exited with code %s; restarting", code)
+            self._spawn()
+            if self.state == "starting":
+                self.state = "restarting"

@@ -1,0 +1,355 @@
+"""The real app in headless Debian Chromium (Playwright), on a demo workspace the server creates itself.
+
+One server and one browser for the module; the tests run in order, as a user would: the form and its
+validation, saving and re-loading a configuration, the full pipeline to ✅ ✅ ✅ with a reload mid-run,
+stopping a job (no process left), TensorBoard, and Chinese. Screenshots go to artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qwen_image_studio.webui.jobs import procs
+from qwen_image_studio.webui.jobs.logtail import display_text
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SHOTS = ROOT / "artifacts" / "screenshots"
+TRAINING = ROOT / "src" / "qwen_image_studio" / "stages" / "train_network.py"
+
+if not Path(CHROMIUM).exists():
+    pytest.skip("Debian's chromium is not installed (.ci/run installs it)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as res:
+        return json.loads(res.read())
+
+
+class Studio:
+    """`python qwen_webui.py` on a temporary workspace, as a user starts it."""
+
+    def __init__(self, workspace: Path) -> None:
+        self.workspace = workspace
+        self.port = free_port()
+        self.tb_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log = open(workspace.parent / "server.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "qwen_webui.py"),
+                "--workspace",
+                str(workspace),
+                "--port",
+                str(self.port),
+                "--tensorboard_port",
+                str(self.tb_port),
+                "--stop_timeout",
+                "5",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+
+    def api(self, path: str) -> Any:
+        return get_json(self.url.rstrip("/") + path)
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            assert self.proc.poll() is None, (self.workspace.parent / "server.log").read_text()
+            try:
+                if self.api("/api/status")["demo"]["state"] == "ready":
+                    return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError("the demo workspace was not created in time")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
+    server = Studio(tmp_path_factory.mktemp("browser") / "ws")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser: Any, studio: Studio) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="en-US")
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    tab.on("dialog", lambda d: d.accept())
+    tab.goto(studio.url)
+    ready(tab)
+    tab.select_option("#lang-select", "en")
+    yield tab
+    assert errors == []
+    context.close()
+
+
+def ready(page: Any) -> None:
+    page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+
+
+def shot(page: Any, name: str, full_page: bool = False) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
+
+
+def load_config(page: Any, name: str) -> None:
+    """Choose a saved configuration and wait until the form holds it (the page sets the name field last)."""
+    page.select_option("#config-list", "")  # "not saved": loads nothing, so the next choice always loads
+    page.fill("#config-name", "")
+    page.select_option("#config-list", name)
+    page.wait_for_function("n => document.querySelector('#config-name').value === n", arg=name)
+
+
+def stage_status(page: Any, stage: str) -> str | None:
+    return page.get_attribute(f"#job-stages li[data-stage='{stage}']", "data-status")
+
+
+def test_the_form_shows_a_validation_error(page: Any) -> None:
+    load_config(page, "demo-t2i")
+    page.fill("#f-discrete_flow_shift", "9")
+    problem = page.locator("#p-discrete_flow_shift")
+    sync_api.expect(problem).to_have_text("--discrete_flow_shift: 9 is out of range; allowed 1.0 to 5.0")
+    sync_api.expect(page.locator("[data-row='discrete_flow_shift']")).to_have_class(
+        "field kind-float has-error"
+    )
+    sync_api.expect(page.locator("#form-summary .summary-errors")).to_be_visible()
+    page.locator("[data-row='discrete_flow_shift']").scroll_into_view_if_needed()
+    shot(page, "01-form-validation-error")
+    page.fill("#f-discrete_flow_shift", "2.2")
+    sync_api.expect(problem).to_have_text("")
+    sync_api.expect(page.locator("#vram-value")).to_contain_text("GB")
+
+
+def test_save_reload_and_load_a_configuration(page: Any) -> None:
+    load_config(page, "demo-t2i")
+    page.fill("#f-network_dim", "6")
+    page.fill("#config-name", "browser run")
+    page.click("#btn-save")
+    sync_api.expect(page.locator("#config-list option[value='browser run']")).to_have_count(1)
+    page.reload()
+    ready(page)
+    load_config(page, "demo-edit")
+    sync_api.expect(page.locator("#f-network_dim")).to_have_value("4")
+    load_config(page, "browser run")
+    sync_api.expect(page.locator("#f-network_dim")).to_have_value("6")
+    # an unsaved edit survives a reload (localStorage)
+    page.fill("#f-max_grad_norm", "0.5")
+    page.wait_for_timeout(400)
+    page.reload()
+    ready(page)
+    sync_api.expect(page.locator("#f-max_grad_norm")).to_have_value("0.5")
+    sync_api.expect(page.locator("#dirty-flag")).to_be_visible()
+    page.fill("#f-max_grad_norm", "1")
+    page.click("#btn-save")  # the name is still "browser run": confirm the overwrite (dialog accepted)
+    sync_api.expect(page.locator("#dirty-flag")).to_be_hidden()
+    shot(page, "02-configuration")
+
+
+def test_dataset_panel_inspects_the_demo_dataset(page: Any) -> None:
+    page.click("#tab-btn-dataset")
+    page.click("#dataset-inspect")
+    report = page.locator("#dataset-report")
+    sync_api.expect(report).to_contain_text("images: 6 found, 6 usable")
+    sync_api.expect(report).to_contain_text("No problems found.")
+    shot(page, "03-dataset")
+
+
+def rendered_lines(page: Any) -> list[tuple[int, str]]:
+    return page.eval_on_selector_all(
+        "#log .line:not(.partial)", "els => els.map(e => [Number(e.dataset.n), e.textContent])"
+    )
+
+
+def file_lines(studio: Studio, job_id: int) -> list[str]:
+    raw = (studio.workspace / "jobs" / str(job_id) / "log.txt").read_bytes()
+    return [display_text(line) for line in raw.split(b"\n")[:-1]]
+
+
+@pytest.mark.skipif(not TRAINING.exists(), reason="the training stage is not in this version yet")
+def test_full_pipeline_to_three_checks_with_a_reload_mid_run(page: Any, studio: Studio) -> None:
+    load_config(page, "browser run")
+    page.click("#tab-btn-jobs")
+    page.click("[data-run='pipeline']")
+    page.wait_for_selector("#job-stages li[data-stage='cache_latents']")
+    job_id = int(page.eval_on_selector("#history li.selected", "e => e.dataset.job"))
+    page.wait_for_selector(
+        "#job-stages li[data-stage='cache_latents'][data-status='running']", timeout=60_000
+    )
+    sync_api.expect(page.locator("#log .line").first).to_be_visible(timeout=30_000)
+    page.wait_for_selector(
+        "#job-stages li[data-stage='train_network'][data-status='running']", timeout=180_000
+    )
+    shot(page, "04-pipeline-running", full_page=True)
+    page.reload()  # mid-run: the page picks the job up again and misses no line
+    ready(page)
+    page.wait_for_selector("#job-stages li[data-stage='train_network']", timeout=30_000)
+    page.wait_for_selector(
+        "#job-summary[data-status='done'], #job-summary[data-status='failed']", timeout=240_000
+    )
+    assert [
+        stage_status(page, s) for s in ("cache_latents", "cache_text_encoder_outputs", "train_network")
+    ] == ["done", "done", "done"], page.inner_text("#job-error")
+    sync_api.expect(page.locator("#job-stages .icon")).to_have_text(["✅", "✅", "✅"])
+    assert page.get_attribute("#progress-bar", "aria-valuenow") == "100"
+    expected = file_lines(studio, job_id)
+    page.wait_for_function(
+        "n => document.querySelectorAll('#log .line:not(.partial)').length >= n",
+        arg=len(expected),
+        timeout=20_000,
+    )
+    lines = rendered_lines(page)
+    assert [n for n, _ in lines] == list(range(1, len(expected) + 1))  # every line once, in order
+    assert [text for _, text in lines] == expected
+    sync_api.expect(page.locator("#loss-chart canvas").first).to_be_visible(timeout=20_000)
+    sync_api.expect(page.locator("#samples img").first).to_be_visible(timeout=20_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#samples img')].some(i => i.naturalWidth > 0)"
+    )
+    sync_api.expect(page.locator("#files a").last).to_have_text("demo_t2i.safetensors")
+    href = page.get_attribute("#files a >> nth=-1", "href")
+    with urllib.request.urlopen(studio.url.rstrip("/") + href, timeout=10) as res:
+        assert res.status == 200 and len(res.read()) > 100
+    shot(page, "05-pipeline-done", full_page=True)
+
+
+def many_images(studio: Studio, count: int) -> Path:
+    """A folder of `count` captioned copies of the demo images (a dataset that takes a while to cache)."""
+    source = studio.workspace / "demo" / "dataset" / "images"
+    target = studio.workspace / "many"
+    target.mkdir(exist_ok=True)
+    images = sorted(p for p in source.iterdir() if p.suffix == ".png")
+    for i in range(count):
+        image = images[i % len(images)]
+        shutil.copy(image, target / f"img_{i:04d}.png")
+        (target / f"img_{i:04d}.txt").write_text(f"picture {i}", encoding="utf-8")
+    return target
+
+
+def job_processes(studio: Studio, job_id: int) -> list[int]:
+    """Processes whose command line names this job's events file."""
+    marker = str(studio.workspace / "jobs" / str(job_id)).encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if marker in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def test_stopping_a_job_leaves_no_process(page: Any, studio: Studio) -> None:
+    many_images(studio, 300)
+    page.click("#tab-btn-dataset")
+    page.fill("#ds-name", "many")
+    page.fill("#ds-images", "many")
+    page.fill("#ds-resolution", "256")
+    page.click("#ds-create")
+    sync_api.expect(page.locator("#ds-create-result")).to_contain_text("images: 300 found, 300 usable")
+    sync_api.expect(page.locator("#dataset-path")).to_have_value(
+        str(studio.workspace / "datasets" / "many.toml")
+    )
+    page.click("#ds-create")  # the same name again: refused, the file is kept
+    sync_api.expect(page.locator("#ds-create-result")).to_contain_text("exists already")
+    page.click("#tab-btn-jobs")
+    page.click("[data-run='cache_latents']")
+    page.wait_for_selector("#job-summary[data-status='running']", timeout=60_000)
+    job_id = int(page.eval_on_selector("#history li.selected", "e => e.dataset.job"))
+    sync_api.expect(page.locator("#progress-text")).to_contain_text("/ 300", timeout=120_000)
+    sync_api.expect(page.locator("#progress-text")).to_contain_text("ETA")
+    pid = studio.api(f"/api/jobs/{job_id}")["job"]["stages"][0]["pid"]
+    assert job_processes(studio, job_id) and procs.tree_of(pid)
+    page.click("#job-stop")
+    page.wait_for_selector("#job-summary[data-status='stopped']", timeout=30_000)
+    sync_api.expect(page.locator("#job-stages .icon")).to_have_text(["⏰"])
+    sync_api.expect(page.locator("#job-error")).to_contain_text("Stopped by you.")
+    assert procs.tree_of(pid) == [] and job_processes(studio, job_id) == []
+    shot(page, "06-job-stopped", full_page=True)
+
+
+def test_the_tensorboard_link_opens_tensorboard(page: Any, studio: Studio) -> None:
+    sync_api.expect(page.locator("#tb-state")).to_have_attribute("data-state", "running", timeout=60_000)
+    with page.context.expect_page() as popup:
+        page.click("#tb-link")
+    board = popup.value
+    board.wait_for_load_state()
+    assert board.url.startswith(f"http://127.0.0.1:{studio.tb_port}/")
+    sync_api.expect(board).to_have_title("TensorBoard", timeout=30_000)
+    board.wait_for_timeout(1500)
+    shot(board, "09-tensorboard")
+    board.close()
+
+
+def test_switching_to_chinese_is_remembered(page: Any) -> None:
+    page.select_option("#lang-select", "zh-CN")
+    sync_api.expect(page.locator("#tab-btn-config")).to_have_text("配置")
+    sync_api.expect(page.locator("#tab-btn-jobs")).to_have_text("运行与监控")
+    sync_api.expect(page.locator("#run-title")).to_have_text("启动")
+    page.reload()
+    ready(page)
+    assert page.get_attribute("html", "lang") == "zh-CN"
+    sync_api.expect(page.locator("#history-title")).to_have_text("历史记录")
+    sync_api.expect(page.locator("#job-summary")).to_contain_text("已停止")
+    shot(page, "07-chinese-jobs", full_page=True)
+    page.click("#tab-btn-config")
+    sync_api.expect(page.locator("details[data-group='models'] > summary")).to_have_text("模型路径")
+    shot(page, "08-chinese-form")
