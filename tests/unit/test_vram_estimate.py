@@ -49,7 +49,6 @@ def test_each_option_moves_the_estimate_the_right_way() -> None:
     assert gb(replace(BASE, network_dim=64)) > gb(replace(BASE, network_dim=16)) > gb(BASE)
     assert gb(replace(BASE, optimizer="adamw")) > gb(BASE)  # 8-bit states save memory
     assert gb(replace(BASE, gradient_checkpointing=False)) > gb(BASE) + 10
-    assert gb(replace(BASE, mixed_precision="no")) > gb(BASE)
     assert gb(replace(BASE, edit=True)) > gb(BASE)  # control-image tokens
     assert gb(replace(BASE, blocks_to_swap=16)) < gb(BASE)
 

@@ -24,7 +24,6 @@ class MemoryPreset:
             batch_size=b.batch_size,
             network_dim=b.network_dim,
             optimizer=b.optimizer,
-            mixed_precision=b.mixed_precision,
             edit=b.edit,
             gradient_checkpointing=bool(self.values["gradient_checkpointing"]),
             fp8_base=bool(self.values["fp8_base"]),

@@ -5,7 +5,9 @@ adamw8bit): base 42 GB; + fp8_base + fp8_scaled 30 GB; + blocks_to_swap 16 24 GB
 The terms:
 
 - DiT blocks resident on the GPU: 60 blocks, each ~0.414 GB in scaled fp8 (fitted from the two swap rows)
-  and ~1.48x that in bf16 (fitted from the base row); fp32 (mixed_precision no) doubles bf16.
+  and ~1.48x that in bf16 (fitted from the base row). On a GPU the trainer keeps the frozen weights and
+  the activations in bf16 (fp16 with mixed_precision fp16) whatever the mixed_precision, so it does not
+  change the estimate.
 - A swap buffer while blocks_to_swap > 0 (~0.62 GB, fitted).
 - Activations: linear in tokens ((W/16)*(H/16) image tokens + text tokens; control-image tokens in edit
   mode) and batch size. With gradient checkpointing one hidden state per block is kept plus one block's
@@ -48,7 +50,6 @@ class VramOptions:
     batch_size: int = 1
     network_dim: int = 8
     optimizer: str = "adamw8bit"
-    mixed_precision: str = "bf16"
     gradient_checkpointing: bool = True
     fp8_base: bool = False
     fp8_scaled: bool = False
@@ -82,10 +83,9 @@ def tokens(opts: VramOptions) -> int:
 def activations_gb(opts: VramOptions) -> float:
     """Activation memory for the options' tokens and batch."""
     per_token_unit = tokens(opts) * HIDDEN * max(1, opts.batch_size)
-    scale = 2.0 if opts.mixed_precision == "no" else 1.0
     if opts.gradient_checkpointing:
-        return scale * per_token_unit * (BLOCKS * CKPT_BYTES + FULL_ACT_BYTES) / GB
-    return scale * per_token_unit * BLOCKS * FULL_ACT_BYTES / GB
+        return per_token_unit * (BLOCKS * CKPT_BYTES + FULL_ACT_BYTES) / GB
+    return per_token_unit * BLOCKS * FULL_ACT_BYTES / GB
 
 
 def lora_gb(opts: VramOptions) -> float:
@@ -100,9 +100,7 @@ FIXED_GB = _REST_GB - activations_gb(_REFERENCE) - lora_gb(_REFERENCE)
 
 def weights_gb(opts: VramOptions) -> float:
     """DiT blocks kept on the GPU."""
-    per_block = (
-        FP8_BLOCK_GB if opts.fp8_base else BF16_BLOCK_GB * (2.0 if opts.mixed_precision == "no" else 1.0)
-    )
+    per_block = FP8_BLOCK_GB if opts.fp8_base else BF16_BLOCK_GB
     resident = BLOCKS - min(max(opts.blocks_to_swap, 0), BLOCKS - 1)
     return resident * per_block
 

@@ -49,7 +49,6 @@ def vram_for(params: dict[str, Any], workspace: Path) -> dict[str, Any]:
         batch_size=batch,
         network_dim=max(1, _value(params, "network_dim", int)),
         optimizer=str(params.get("optimizer_type") or _DEFAULTS.optimizer_type),
-        mixed_precision=str(params.get("mixed_precision") or _DEFAULTS.mixed_precision),
         gradient_checkpointing=_value(params, "gradient_checkpointing", bool),
         fp8_base=_value(params, "fp8_base", bool),
         fp8_scaled=_value(params, "fp8_scaled", bool),
