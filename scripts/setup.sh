@@ -15,8 +15,10 @@ fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
 
-stamp=".venv/.installed-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)${extras:+-dev}"
-if [ ! -f "$stamp" ]; then
+base=".venv/.installed-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+stamp="$base${extras:+-dev}"
+# a dev install also satisfies a plain one
+if [ ! -f "$stamp" ] && { [ -n "$extras" ] || [ ! -f "$base-dev" ]; }; then
   echo "== installing dependencies into .venv (first run takes a few minutes)"
   # torch first: 2.13.0 is the CPU build on this project's machines; a looser spec would pull CUDA wheels.
   pip install --quiet --disable-pip-version-check "torch==2.13.0"
