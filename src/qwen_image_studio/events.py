@@ -137,7 +137,9 @@ def read_events(path: str | Path, offset: int = 0) -> tuple[list[dict[str, Any]]
     events = []
     for line in data[:end].splitlines():
         try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
+            event = json.loads(line)
+        except ValueError:  # not JSON, or not UTF-8
             continue
+        if isinstance(event, dict):
+            events.append(event)
     return events, offset + end

@@ -7,6 +7,10 @@ them into its host buffers. Only one block is ever duplicated, so CPU and GPU ea
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -49,3 +53,34 @@ def place_dit(
             note += f"; {kept} kept as the file stored them"
         notes.append(note)
     return notes
+
+
+def load_placed_dit(
+    config: Any,
+    device: torch.device,
+    dtype: torch.dtype,
+    before_placing: Callable[[nn.Module], None] | None = None,
+) -> nn.Module:
+    """The frozen DiT of `config` on `device` (fp8 block linears with --fp8_base; swapped blocks on the CPU).
+
+    `before_placing` runs on the loaded weights in the compute dtype first (generation merges LoRAs there);
+    without it an fp8 file's block linears stay in fp8 straight from the file.
+    """
+    from ..models.loading import load_dit
+
+    swap = config.blocks_to_swap
+    dit = load_dit(
+        config.dit,
+        dtype=dtype,
+        device="cpu" if swap else device,  # swapped blocks must not all reach the GPU at once
+        model_version=config.model_version,
+        keep_fp8=config.fp8_base and before_placing is None,
+    )
+    dit.requires_grad_(False)
+    if before_placing is not None:
+        before_placing(dit)
+    for note in place_dit(
+        dit, device, dtype, fp8=config.fp8_base, scaled=config.fp8_scaled, blocks_to_swap=swap
+    ):
+        logging.getLogger(__name__).info(note)
+    return dit

@@ -16,13 +16,14 @@ import logging
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 from ..events import EventWriter
 from ..memory.attention import attention_mode, check_backend
-from ..memory.placement import place_dit
+from ..memory.placement import load_placed_dit
 from ..memory.setup import configure_dit
-from ..models.loading import load_dit, load_vae
+from ..models.loading import load_vae
 from ..models.lora_apply import merge_loras, multipliers_for, read_lora
 from ..params.schema import StudioConfig
 from ..training.sampling import (
@@ -81,25 +82,15 @@ def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> 
     log.info("generating %d image(s) on %s in %s", len(prompts), device, str(dtype).removeprefix("torch."))
     prepared = prepare_sample_embeddings(config, prompts)
 
-    swap = config.blocks_to_swap
-    dit = load_dit(
-        config.dit,  # type: ignore[arg-type]
-        dtype=dtype,
-        device="cpu" if swap else device,  # swapped blocks must not all reach the GPU at once
-        model_version=config.model_version,
-        keep_fp8=config.fp8_base and not loras,  # merging needs the weights in the compute dtype
-    )
-    if loras:
+    def merge(dit: Any) -> None:
         changed = merge_loras(dit, loras, multipliers)
         for lora, m in zip(loras, multipliers, strict=True):
             log.info(
                 "LoRA %s (%s form, rank %s) x %g", lora.path, lora.form, "/".join(map(str, lora.ranks)), m
             )
         log.info("LoRA updates merged into %d linear layers", changed)
-    for note in place_dit(
-        dit, device, dtype, fp8=config.fp8_base, scaled=config.fp8_scaled, blocks_to_swap=swap
-    ):
-        log.info(note)
+
+    dit = load_placed_dit(config, device, dtype, before_placing=merge if loras else None)
     memory = configure_dit(dit, config, device, training=False)  # attention, swap, compile
     vae = load_vae(config.vae, dtype=dtype, device=device)  # type: ignore[arg-type]
 

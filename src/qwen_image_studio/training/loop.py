@@ -297,27 +297,6 @@ def make_accelerator(config: StudioConfig) -> Any:
     return Accelerator(mixed_precision=config.mixed_precision, cpu=not cuda, kwargs_handlers=[ddp])
 
 
-def load_transformer(config: StudioConfig, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """The frozen DiT on `device` (fp8 block linears with --fp8_base; swapped blocks still on the CPU)."""
-    from ..memory.placement import place_dit
-    from ..models.loading import load_dit
-
-    swap = config.blocks_to_swap
-    dit = load_dit(
-        config.dit,  # type: ignore[arg-type]
-        dtype=dtype,
-        device="cpu" if swap else device,  # swapped blocks must not all reach the GPU at once
-        model_version=config.model_version,
-        keep_fp8=config.fp8_base,
-    )
-    dit.requires_grad_(False)
-    for note in place_dit(
-        dit, device, dtype, fp8=config.fp8_base, scaled=config.fp8_scaled, blocks_to_swap=swap
-    ):
-        log.info(note)
-    return dit
-
-
 def train(config: StudioConfig, events: EventWriter) -> dict[str, Any]:
     """Train a LoRA as `config` says; returns a summary (steps, final loss average, final file)."""
     from accelerate.utils import set_seed
@@ -354,7 +333,9 @@ def train(config: StudioConfig, events: EventWriter) -> dict[str, Any]:
 
     # model: frozen DiT with LoRA layers on its block linears
     dtype = weight_dtype(config.mixed_precision, device)
-    dit = load_transformer(config, device, dtype)
+    from ..memory.placement import load_placed_dit
+
+    dit = load_placed_dit(config, device, dtype)
     args = config.network_arg_dict()
     network = apply_lora(
         dit,

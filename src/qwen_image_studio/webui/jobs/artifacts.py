@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...events import read_events
 from ..paths import inside, resolve_in
 from .store import Job
 
@@ -41,24 +41,14 @@ def artifacts(job: Job, events_file: Path, workspace: Path) -> list[Artifact]:
     if root is None:
         return []
     found: dict[str, Artifact] = {}
-    try:
-        with open(events_file, "rb") as fh:
-            for line in fh:
-                try:
-                    event = json.loads(line)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    continue
-                if not isinstance(event, dict) or event.get("type") != "artifact":
-                    continue
-                kind, raw = event.get("kind"), event.get("path")
-                if kind not in DOWNLOADABLE or not isinstance(raw, str):
-                    continue
-                path = resolve_in(workspace, raw)
-                if inside(path, root) and path != root.resolve():
-                    name = path.relative_to(root.resolve()).as_posix()
-                    found[name] = Artifact(str(kind), name, path)
-    except FileNotFoundError:
-        return []
+    for event in read_events(events_file)[0]:
+        kind, raw = event.get("kind"), event.get("path")
+        if event.get("type") != "artifact" or kind not in DOWNLOADABLE or not isinstance(raw, str):
+            continue
+        path = resolve_in(workspace, raw)
+        if inside(path, root) and path != root.resolve():
+            name = path.relative_to(root.resolve()).as_posix()
+            found[name] = Artifact(str(kind), name, path)
     return list(found.values())
 
 

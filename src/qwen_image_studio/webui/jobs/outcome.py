@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...events import read_events
 from ...params.fields import flag_to_field
 from .logtail import display_text
 from .schema import DONE, FAILED, LOST, STOPPED
@@ -37,27 +37,12 @@ def field_of(reason: str) -> str | None:
 
 def final_event(events_file: Path, stage: str) -> dict[str, Any] | None:
     """The last `finished` or `failed` event a stage wrote, if any."""
-    last = None
-    try:
-        with open(events_file, "rb") as fh:
-            for line in fh:
-                try:
-                    event = json.loads(line)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    continue
-                if (
-                    isinstance(event, dict)
-                    and event.get("stage") == stage
-                    and event.get("type")
-                    in (
-                        "finished",
-                        "failed",
-                    )
-                ):
-                    last = event
-    except FileNotFoundError:
-        return None
-    return last
+    finals = [
+        e
+        for e in read_events(events_file)[0]
+        if e.get("stage") == stage and e.get("type") in ("finished", "failed")
+    ]
+    return finals[-1] if finals else None
 
 
 def exit_code_of(event: dict[str, Any] | None) -> int | None:

@@ -1,16 +1,7 @@
 // Renders the form model as HTML inputs and reads them back. All text goes in through textContent.
 import { currentLanguage, t } from "./i18n.js";
+import { el } from "./dom.js";
 import { formatNumber, fromInput, toInput, visibleIn } from "./form-model.js";
-
-function el(tag, attrs = {}, text = null) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === true) node.setAttribute(key, "");
-    else if (value !== false && value !== null && value !== undefined) node.setAttribute(key, String(value));
-  }
-  if (text !== null) node.textContent = text;
-  return node;
-}
 
 function shownDefault(field) {
   const d = field.default;
