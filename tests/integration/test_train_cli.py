@@ -20,6 +20,11 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
+def _model_flags(m: dict[str, Path]) -> list[str]:
+    """--dit, --vae and --text_encoder pointing at the demo's single files."""
+    return ["--dit", str(m["dit"]), "--vae", str(m["vae"]), "--text_encoder", str(m["te"])]
+
+
 def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
     out = subprocess.run(list(cmd), capture_output=True, text=True, timeout=600, env=_env(), cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -47,12 +52,7 @@ def test_seed_command_lines_cache_and_train_with_tensorboard(demo: Path, tmp_pat
     _run(
         py,
         "qwen_image_train_network.py",
-        "--dit",
-        str(m["dit"]),
-        "--vae",
-        str(m["vae"]),
-        "--text_encoder",
-        str(m["te"]),
+        *_model_flags(m),
         "--dataset_config",
         str(toml),
         "--mixed_precision",
@@ -113,12 +113,7 @@ def test_seed_command_lines_cache_and_train_with_tensorboard(demo: Path, tmp_pat
         "-m",
         "qwen_image_studio.cli",
         "generate",
-        "--dit",
-        str(m["dit"]),
-        "--vae",
-        str(m["vae"]),
-        "--text_encoder",
-        str(m["te"]),
+        *_model_flags(m),
         "--prompt",
         "a red square",
         "--image_size",
