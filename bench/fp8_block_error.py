@@ -4,7 +4,8 @@ One `QwenImageTransformerBlock` at the release width (3072 = 24 heads x 128) wit
 (PyTorch's default init, plus optionally a few outlier input channels as trained DiTs have), a short
 sequence (256 image + 32 text tokens), computed in fp32 on the CPU. Weight variants: bf16 (rounded),
 fp8 with one scale per output row (--fp8_base) and fp8 with one scale per 64 weights of a row
-(--fp8_scaled). Errors are ||out - ref|| / ||ref|| for the block's output and for its update (output
+(--fp8_scaled), and fp8 tensor-core matmuls (--fp8_matmul native: per-row weight scales, inputs
+quantised to fp8 per token). Errors are ||out - ref|| / ||ref|| for the block's output and for its update (output
 minus input, the part the block adds to the residual stream), for the image and text streams.
 
 Usage: python bench/fp8_block_error.py [--threads 2] [--outliers]
@@ -23,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from qwen_image_studio.memory.fp8_linear import SCALED_BLOCK, quantize_linears, relative_error  # noqa: E402
+from qwen_image_studio.memory.placement import quantize_block  # noqa: E402
 
 
 def build(outliers: bool) -> tuple[torch.nn.Module, tuple]:
@@ -79,6 +81,9 @@ def main() -> None:
         q = copy.deepcopy(block)
         quantize_linears(q, torch.float32, block_size=size)
         variants[label] = q
+    native = copy.deepcopy(block)
+    quantize_block(native, torch.float32, native=True)
+    variants["fp8 tensor-core matmuls, inputs per token (--fp8_matmul native)"] = native
     img, txt = inputs[0], inputs[1]
     print(f"one block, 3072 wide, 256 image + 32 text tokens, fp32 compute; outliers: {args.outliers}\n")
     print("| weights | image output | text output | image update | text update |")

@@ -32,6 +32,7 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("fp8", {"path": "ours", **FP8}),
     ("fp8_swap16", {"path": "ours", **FP8, "swap": 16}),
     ("fp8_swap45", {"path": "ours", **FP8, "swap": 45}),
+    ("fp8_upcast", {"path": "ours", **FP8, "fp8_matmul": "upcast"}),
     # last, so that the time budget cuts these first: torch.compile of the blocks (one graph for all 60)
     ("bf16_compile", {"path": "ours", "compile": True, "timeout": 240}),
     ("fp8_compile", {"path": "ours", **FP8, "compile": True, "timeout": 240}),
@@ -43,6 +44,7 @@ LABELS = {
     "fp8": "ours: fp8_base + fp8_scaled",
     "fp8_swap16": "ours: fp8 + blocks_to_swap 16",
     "fp8_swap45": "ours: fp8 + blocks_to_swap 45",
+    "fp8_upcast": "ours: fp8, --fp8_matmul upcast (the reference trainer's matmuls)",
     "bf16_compile": "ours: bf16 + compile",
     "fp8_compile": "ours: fp8_base + fp8_scaled + compile",
 }
@@ -131,11 +133,12 @@ def markdown(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         + (" — TINY logic check, figures not meaningful" if meta["tiny"] else ""),
         "",
         f"{mm.get('matmul_n', '?')}^3 matmul: {_f(tflops, '{:.1f}')} TFLOP/s"
+        + (f" (fp8 with per-row scales: {mm['fp8_tflops']:.1f})" if mm.get("fp8_tflops") else "")
         + (f"; compute floor of a step ({STEP_TFLOP:.0f} TFLOP): {floor:.3f} s" if floor else ""),
         "",
         "| configuration | s/step | vs diffusers+peft | target (time) | peak allocated GiB | nvidia-smi peak GiB "
-        "| target (memory) | reference trainer s/step, GiB | % of compute floor | host RSS peak GiB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| target (memory) | reference trainer s/step, GiB | % of compute floor | host RSS peak GiB | first loss |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, label in LABELS.items():
         if name == "matmul":
@@ -144,10 +147,12 @@ def markdown(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
             continue
         r = results[name]
         if not r.get("ok"):
-            lines.append(f"| {label} | failed: {r.get('error', '?')} | | | | | | | | |")
+            lines.append(f"| {label} | failed: {r.get('error', '?')} | | | | | | | | | |")
             continue
         if r.get("swap") is not None and f"swap{r['swap']}" not in name and "swap" in name:
             label += f" (swaps {r['swap']} of the tiny DiT's blocks)"
+        if r.get("fp8_matmul"):
+            label += f" [{r['fp8_matmul']} matmuls]"
         t = v.get(name)
         time_target = mem_target = ""
         if t:
@@ -159,7 +164,8 @@ def markdown(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         lines.append(
             f"| {label} | {r['s_per_step']:.3f} | {_f(_ratio(results, name, 'baseline'))}x | {time_target} "
             f"| {_f(r.get('peak_alloc_gib'))} | {_f(r.get('smi_peak_gib'))} | {mem_target} "
-            f"| {'–' if ref is None else f'{ref[0]}, {ref[1]}'} | {share} | {_f(None if rss is None else rss / 1024)} |"
+            f"| {'–' if ref is None else f'{ref[0]}, {ref[1]}'} | {share} | {_f(None if rss is None else rss / 1024)} "
+            f"| {_f((r.get('losses') or [None])[0], '{:.4f}')} |"
         )
     return "\n".join(lines) + "\n"
 

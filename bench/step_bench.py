@@ -6,7 +6,8 @@ build the spec). Prints one JSON line with the result as its last line. Spec key
 - name; path: "ours" (our trainer's parts: fp8 layers, LoRA, checkpointing, block swapper), "baseline"
   (diffusers + peft, facts §8) or "matmul"; device: "cuda" or "cpu"; size: "full" or "tiny" (random
   weights built directly on the device);
-- fp8, scaled, swap, checkpointing, offload, compile; image (pixels), text (tokens), rank;
+- fp8, scaled, fp8_matmul (auto/native/upcast), swap, checkpointing, offload, compile; image (pixels),
+  text (tokens), rank;
 - warmup, steps, max_seconds (timed steps stop at whichever comes first, after at least two);
 - matmul_n for the matmul.
 
@@ -112,7 +113,22 @@ def run_matmul(spec: dict[str, Any]) -> dict[str, Any]:
         a @ b
     sync(device)
     seconds = (time.perf_counter() - start) / iters
-    return {"tflops": 2 * n**3 / seconds / 1e12, "matmul_n": n, "seconds": seconds}
+    result = {"tflops": 2 * n**3 / seconds / 1e12, "matmul_n": n, "seconds": seconds}
+    try:  # the fp8 tensor-core rate, with per-row scales as --fp8_matmul native uses them
+        a8, b8 = a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn)
+        sa, sb = torch.ones(n, 1, device=device), torch.ones(1, n, device=device)
+        out = torch.bfloat16 if device.type == "cuda" else torch.float32
+        for _ in range(3):
+            torch._scaled_mm(a8, b8.t(), scale_a=sa, scale_b=sb, out_dtype=out)
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(iters):
+            torch._scaled_mm(a8, b8.t(), scale_a=sa, scale_b=sb, out_dtype=out)
+        sync(device)
+        result["fp8_tflops"] = 2 * n**3 / ((time.perf_counter() - start) / iters) / 1e12
+    except (RuntimeError, AttributeError, NotImplementedError) as exc:
+        result["fp8_error"] = str(exc).splitlines()[0]
+    return result
 
 
 def build_dit(spec: dict[str, Any], device: Any, dtype: Any) -> Any:
@@ -139,24 +155,28 @@ def prepare_ours(
     """Our trainer's setup: fp8 block linears, LoRA, checkpointing (+offload), block swap, compile."""
     from qwen_image_studio.memory.block_swap import BlockSwapper
     from qwen_image_studio.memory.checkpointing import enable_checkpointing
+    from qwen_image_studio.memory.fp8_linear import use_native_matmul
     from qwen_image_studio.memory.placement import place_dit
     from qwen_image_studio.memory.setup import compile_blocks
     from qwen_image_studio.training.lora import apply_lora
 
     layers = len(model.transformer_blocks)
     swap = min(int(spec.get("swap", 0)), layers - 1)
+    fp8 = spec.get("fp8", False)
+    native = fp8 and use_native_matmul(spec.get("fp8_matmul", "auto"), device, dtype)
     place_dit(
         model,
         device,
         dtype,
-        fp8=spec.get("fp8", False),
+        fp8=fp8,
         scaled=spec.get("scaled", False),
         blocks_to_swap=swap,
+        native=native,
     )
     network = apply_lora(model, spec["rank"], spec["rank"])
     if spec.get("checkpointing", True):
         enable_checkpointing(model, cpu_offload=spec.get("offload", False))
-    info: dict[str, Any] = {"swap": swap}
+    info: dict[str, Any] = {"swap": swap, "fp8_matmul": ("native" if native else "upcast") if fp8 else None}
     if swap:
         swapper = BlockSwapper(model.transformer_blocks, swap, device).attach(model)
         info |= {

@@ -62,11 +62,11 @@ def get_json(url: str) -> Any:
 class Studio:
     """`python qwen_webui.py` on a temporary workspace, as a user starts it."""
 
-    def __init__(self, workspace: Path) -> None:
+    def __init__(self, workspace: Path, *extra: str, host_name: str = "127.0.0.1") -> None:
         self.workspace = workspace
         self.port = free_port()
         self.tb_port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
+        self.url = f"http://{host_name}:{self.port}/"
         self.log = open(workspace.parent / "server.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
@@ -80,6 +80,7 @@ class Studio:
                 str(self.tb_port),
                 "--stop_timeout",
                 "5",
+                *extra,
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -338,6 +339,64 @@ def test_the_tensorboard_link_opens_tensorboard(page: Any, studio: Studio) -> No
     board.wait_for_timeout(1500)
     shot(board, "09-tensorboard")
     board.close()
+    # opened from this machine the page also links to TensorBoard through the UI's own port
+    via_ui = page.locator("#tb-link-ui")
+    sync_api.expect(via_ui).to_be_visible()
+    sync_api.expect(via_ui).to_have_attribute("href", f"{studio.url}tensorboard/")
+    with page.context.expect_page() as popup:
+        via_ui.click()
+    board = popup.value
+    sync_api.expect(board).to_have_title("TensorBoard", timeout=30_000)
+    sync_api.expect(board.locator("tb-webapp")).to_have_count(1)
+    board.close()
+
+
+def test_a_remote_browser_gets_tensorboard_through_the_ui(browser: Any, tmp_path: Path) -> None:
+    """Started with a token and opened by another machine's name: the link goes through the UI's port,
+    and TensorBoard's page, scripts and data load with the token cookie the address set."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(tmp_path / "ws" / "logs" / "run1"))
+    for step in range(5):
+        writer.add_scalar("loss/current", 1.0 / (step + 1), step)
+    writer.close()
+    token = "remote-token"
+    server = Studio(tmp_path / "ws", "--no-demo", "--token", token, host_name="gpu-server.test")
+    remote = browser.browser_type.launch(
+        executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, "--host-resolver-rules=MAP gpu-server.test 127.0.0.1"]
+    )
+    try:
+        tab = remote.new_context(locale="en-US").new_page()
+        errors: list[str] = []
+        tab.on("pageerror", lambda e: errors.append(str(e)))
+        end = time.monotonic() + 60
+        while True:  # the server starts (the page answers 401 without the cookie, so load the token address)
+            assert server.proc.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                if tab.goto(f"{server.url}?token={token}").ok:
+                    break
+            except sync_api.Error:
+                assert time.monotonic() < end, "the server did not start"
+                time.sleep(0.5)
+        ready(tab)
+        sync_api.expect(tab.locator("#tb-state")).to_have_attribute("data-state", "running", timeout=30_000)
+        link = tab.locator("#tb-link")
+        sync_api.expect(link).to_have_attribute("href", f"{server.url}tensorboard/")
+        sync_api.expect(tab.locator("#tb-link-ui")).to_be_hidden()
+        with tab.context.expect_page() as popup:
+            link.click()
+        board = popup.value
+        refused: list[str] = []
+        board.on("pageerror", lambda e: errors.append(str(e)))
+        board.on("response", lambda r: r.status in (401, 403, 502) and refused.append(f"{r.status} {r.url}"))
+        assert board.url == f"{server.url}tensorboard/"
+        sync_api.expect(board).to_have_title("TensorBoard", timeout=30_000)
+        sync_api.expect(board.get_by_text("loss/current").first).to_be_visible(timeout=30_000)
+        shot(board, "10-tensorboard-through-the-ui")
+        assert refused == [] and errors == []
+    finally:
+        remote.close()
+        server.stop()
 
 
 def test_switching_to_chinese_is_remembered(page: Any) -> None:
@@ -354,3 +413,31 @@ def test_switching_to_chinese_is_remembered(page: Any) -> None:
     page.click("#tab-btn-config")
     sync_api.expect(page.locator("details[data-group='models'] > summary")).to_have_text("模型路径")
     shot(page, "08-chinese-form")
+    # validation messages in Chinese: an out-of-range value (the form's check and the server's agree) ...
+    load_config(page, "demo-t2i")
+    page.fill("#f-discrete_flow_shift", "9")
+    sync_api.expect(page.locator("#p-discrete_flow_shift")).to_have_text(
+        "--discrete_flow_shift：9 超出范围；允许 1.0 到 5.0"
+    )
+    sync_api.expect(page.locator("[data-row='discrete_flow_shift'] .meta")).to_contain_text(
+        "允许: 1.0 到 5.0"
+    )
+    page.locator("[data-row='discrete_flow_shift']").scroll_into_view_if_needed()
+    shot(page, "10-chinese-validation")
+    page.fill("#f-discrete_flow_shift", "2.2")
+    sync_api.expect(page.locator("#p-discrete_flow_shift")).to_have_text("")
+    # ... a value only the server judges, and a rule over two fields (in the summary), ...
+    page.fill("#f-optimizer_type", "bogus")
+    sync_api.expect(page.locator("#p-optimizer_type")).to_have_text(
+        "--optimizer_type：必须是 adamw, adamw8bit, lion, sgd, adafactor 之一，或 module.Class 路径（当前为 'bogus'）"
+    )
+    page.fill("#f-optimizer_type", "adamw")
+    page.uncheck("#f-fp8_base")
+    page.check("#f-fp8_scaled")
+    summary = page.locator("#form-summary .summary-errors")
+    sync_api.expect(summary).to_contain_text("--fp8_scaled 需要 --fp8_base")
+    # ... re-worded at once when the language changes
+    page.select_option("#lang-select", "en")
+    sync_api.expect(summary).to_contain_text("--fp8_scaled needs --fp8_base")
+    page.uncheck("#f-fp8_scaled")
+    sync_api.expect(summary).to_be_hidden()

@@ -65,7 +65,7 @@ def test_tiny_run_on_the_cpu_isolates_a_failing_configuration(tmp_path: Path) ->
     payload = json.loads((tmp_path / "gpu_bench.json").read_text())
     results = payload["results"]
     assert list(results) == ["matmul", "baseline", "fp8_swap45", "bf16_compile"]
-    assert results["matmul"]["ok"] and results["matmul"]["tflops"] > 0
+    assert results["matmul"]["ok"] and results["matmul"]["tflops"] > 0 and results["matmul"]["fp8_tflops"] > 0
     for name in ("baseline", "fp8_swap45"):
         r = results[name]
         assert r["ok"] and r["s_per_step"] > 0 and len(r["step_times"]) >= 2 and r["rss_peak_mib"] > 0
@@ -73,4 +73,5 @@ def test_tiny_run_on_the_cpu_isolates_a_failing_configuration(tmp_path: Path) ->
     assert "failure injected" in results["bf16_compile"]["error"]
     text = (tmp_path / "gpu_bench.md").read_text()
     assert "TINY logic check" in text and "failed: RuntimeError: failure injected" in text
-    assert "| ours: fp8 + blocks_to_swap 45 (swaps 1 of the tiny DiT's blocks) |" in text
+    # on the CPU --fp8_matmul auto upcasts
+    assert "| ours: fp8 + blocks_to_swap 45 (swaps 1 of the tiny DiT's blocks) [upcast matmuls] |" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,10 @@ import torch
 import train_support as ts
 from safetensors import safe_open
 
+from qwen_image_studio.data.cache_paths import CONTROL_FINGERPRINT_KEY, control_fingerprint
 from qwen_image_studio.data.config import load_dataset_config
 from qwen_image_studio.data.images import load_image, load_image_for_bucket
+from qwen_image_studio.data.inspect import inspect_dataset
 from qwen_image_studio.data.items import discover_items
 from qwen_image_studio.events import read_events
 from qwen_image_studio.params.spec import Stage
@@ -334,3 +337,86 @@ def test_missing_captions_and_unreadable_images_are_listed_and_skipped(demo: Pat
         "demo_00_0096x0096_qi.safetensors",
         "demo_01_0120x0072_qi.safetensors",
     ]
+
+
+def _files(cache: Path) -> dict[str, tuple[int, int]]:
+    """(inode, mtime) per cache file: a file written again (atomically, by rename) gets a new inode."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in cache.iterdir()}
+
+
+def test_skip_existing_encodes_an_item_again_when_its_control_image_changes(
+    demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Edit mode: both caches record their control images; replacing one (same size, so the same bucket)
+    makes inspect flag that item alone, and --skip_existing re-encodes exactly it."""
+    from PIL import Image, ImageOps
+
+    shutil.copytree(demo / "dataset", tmp_path / "ws" / "dataset")
+    toml = ts.dataset_toml(tmp_path / "ws", tmp_path, edit=True, batch_size=2)
+    cache = tmp_path / "cache"
+    m = _models(demo)
+    events = tmp_path / "events.jsonl"
+    common = ["--dataset_config", str(toml), "--model_version", "edit-2509", "--device", "cpu"]
+    common += ["--events_file", str(events)]
+    latents = [*common, "--vae", str(m["vae"])]
+    text = [*common, "--text_encoder", str(m["te"])]
+    assert run_stage(Stage.CACHE_LATENTS, latents) == 0
+    assert run_stage(Stage.CACHE_TEXT, text) == 0
+
+    items = discover_items(load_dataset_config(toml).datasets[0], edit=True).items
+    for item in items:
+        for path in (item.latent_cache_path, item.text_cache_path):
+            assert _read(path)[1][CONTROL_FINGERPRINT_KEY] == control_fingerprint(item.control_paths)
+    assert inspect_dataset(toml, edit=True).problems == []
+
+    changed = items[3]
+    (control,) = changed.control_paths
+    with Image.open(control) as im:
+        ImageOps.invert(im.convert("RGB")).save(control)
+    old_embed = _read(changed.text_cache_path)[0]
+    before = _files(cache)
+    (s,) = inspect_dataset(toml, edit=True).datasets
+    assert s.text_cache.outdated == [str(changed.text_cache_path)]
+    assert s.latent_cache.outdated == [str(changed.latent_cache_path)]
+    assert str(control) in s.text_cache.reasons[str(changed.text_cache_path)]
+    # training refuses the stale caches and says why
+    from types import SimpleNamespace
+
+    from qwen_image_studio.errors import DatasetError
+    from qwen_image_studio.training.data import collect_items
+
+    config = SimpleNamespace(dataset_config=toml, model_version="edit-2509", is_edit=True)
+    with pytest.raises(DatasetError) as err:
+        collect_items(config)
+    assert f"{changed.text_cache_path}: control image {control} changed since it was cached" in str(err.value)
+
+    capsys.readouterr()
+    assert run_stage(Stage.CACHE_TEXT, [*text, "--skip_existing"]) == 0
+    assert run_stage(Stage.CACHE_LATENTS, [*latents, "--skip_existing"]) == 0
+    log = capsys.readouterr().err
+    assert f"encoding {changed.text_cache_path.name} again: control image {control} changed" in log
+    assert f"encoding {changed.latent_cache_path.name} again: control image {control} changed" in log
+    assert "1 item(s) left to encode (0 missing, 1 outdated)" in log
+    after = _files(cache)
+    assert sorted(n for n in after if after[n] != before[n]) == sorted(
+        [changed.latent_cache_path.name, changed.text_cache_path.name]
+    )
+    metrics = [e["written"] for e in read_events(events)[0] if e["type"] == "metric"]
+    assert metrics[-2:] == [1, 1]
+    (new,) = _read(changed.text_cache_path)[0].values()
+    (old,) = old_embed.values()
+    assert not torch.equal(new, old), "the text encoder saw the new control image"
+    assert inspect_dataset(toml, edit=True).problems == []
+
+
+def test_text_to_image_latents_ignore_a_control_directory(demo: Path, tmp_path: Path) -> None:
+    """A dataset with control_directory cached for text-to-image: targets only, no control record."""
+    toml = ts.dataset_toml(demo, tmp_path, edit=True)  # has control_directory
+    argv = ["--dataset_config", str(toml), "--vae", str(_models(demo)["vae"]), "--device", "cpu"]
+    assert run_stage(Stage.CACHE_LATENTS, argv) == 0
+    items = discover_items(load_dataset_config(toml).datasets[0]).items
+    for item in items:
+        tensors, meta = _read(item.latent_cache_path)
+        assert [k for k in tensors if k.startswith("latents_control_")] == []
+        assert CONTROL_FINGERPRINT_KEY not in meta
+    assert inspect_dataset(toml).problems == []

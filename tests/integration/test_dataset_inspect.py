@@ -12,6 +12,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from qwen_image_studio.data.cache_paths import (
+    control_fingerprint,
     control_tensor_key,
     expected_latent_shape,
     latent_cache_metadata,
@@ -116,20 +117,27 @@ def test_missing_and_unmatched_controls(demo: dict[str, Path]) -> None:
     assert s.controls.unmatched == [str(demo["controls"] / "stray.png")]
 
 
-def fake_cache(config_path: Path, edit: bool = False) -> list:
-    """Write cache files for every item as the caching stages would (shapes and caption metadata)."""
+def fake_cache(config_path: Path, edit: bool = False, record_controls: bool = True) -> list:
+    """Write cache files for every item as the caching stages would (shapes, caption and control metadata).
+
+    ``record_controls=False`` writes edit-mode files as older versions did, without ``control_sha256``.
+    """
     (dataset,) = load_dataset_config(config_path).datasets
     items = discover_items(dataset, edit=edit).items
     for item in items:
+        fingerprint = None
+        if record_controls and item.encoded_controls:
+            fingerprint = control_fingerprint(item.encoded_controls)
         shape = expected_latent_shape(item.bucket)
         tensors = {latent_tensor_key(shape, "bfloat16"): np.zeros((16, *shape), np.float32)}
         for i, b in enumerate(item.control_buckets):
             c = expected_latent_shape(b)
             tensors[control_tensor_key(i, c, "bfloat16")] = np.zeros((16, *c), np.float32)
         item.latent_cache_path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(item.latent_cache_path), metadata=latent_cache_metadata(item.size))
+        meta = latent_cache_metadata(item.size, fingerprint)
+        save_file(tensors, str(item.latent_cache_path), metadata=meta)
         emb = {text_tensor_key("bfloat16"): np.zeros((4, 8), np.float32)}
-        save_file(emb, str(item.text_cache_path), metadata=text_cache_metadata(item.caption))
+        save_file(emb, str(item.text_cache_path), metadata=text_cache_metadata(item.caption, fingerprint))
     return items
 
 
@@ -155,6 +163,68 @@ def test_caches_present_outdated_and_stale(demo: dict[str, Path]) -> None:
     assert any("latent cache file(s) were made with other settings" in p for p in report.problems)
     # the text-to-image view of the same folder does not count edit caches as its own
     assert inspect_dataset(demo["t2i_toml"]).datasets[0].stale_cache_files == []
+
+
+def _replace_keeping_size(path: Path) -> None:
+    """Write another picture of the same size (and so the same bucket) under the same name."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        ImageOps.invert(im.convert("RGB")).save(path)
+
+
+def test_a_replaced_control_image_makes_both_caches_outdated(demo: dict[str, Path], capsys) -> None:
+    """Only the item whose control image changed is outdated, with a reason naming that control image."""
+    items = fake_cache(demo["edit_toml"], edit=True)
+    control = demo["controls"] / "demo_03.png"
+    assert items[3].control_paths == (control,)
+    _replace_keeping_size(control)
+    report = inspect_dataset(demo["edit_toml"], edit=True)
+    (s,) = report.datasets
+    latent, text = str(items[3].latent_cache_path), str(items[3].text_cache_path)
+    assert s.latent_cache.outdated == [latent] and s.text_cache.outdated == [text]
+    for cache, path in ((s.latent_cache, latent), (s.text_cache, text)):
+        assert cache.reasons == {path: f"control image {control} changed since it was cached"}
+    assert len(report.problems) == 2
+    assert all("demo_03" in p and str(control) in p for p in report.problems)
+
+    assert run_inspect([str(demo["edit_toml"]), "--edit", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["datasets"][0]["text_cache"]["outdated"] == [text]
+    assert str(control) in data["datasets"][0]["text_cache"]["reasons"][text]
+    assert run_inspect([str(demo["edit_toml"]), "--edit"]) == 0
+    out = capsys.readouterr().out
+    assert f"outdated: demo_03_qie_te.safetensors: control image {control} changed" in out
+    assert "text cache: 6 present, 0 missing, 1 outdated" in out
+
+    fake_cache(demo["edit_toml"], edit=True)  # cached again from the new control image
+    assert inspect_dataset(demo["edit_toml"], edit=True).problems == []
+
+
+def test_edit_caches_without_a_control_record_are_outdated(demo: dict[str, Path]) -> None:
+    """Edit-mode files from older versions (no control_sha256) count as outdated; text-to-image ones never."""
+    fake_cache(demo["edit_toml"], edit=True, record_controls=False)
+    (s,) = inspect_dataset(demo["edit_toml"], edit=True).datasets
+    assert len(s.latent_cache.outdated) == 6 and len(s.text_cache.outdated) == 6
+    assert all(r.startswith("no record of the control images") for r in s.text_cache.reasons.values())
+    fake_cache(demo["t2i_toml"])
+    assert inspect_dataset(demo["t2i_toml"]).problems == []
+
+
+def test_a_copied_dataset_keeps_its_caches_valid(demo_template: Path, tmp_path: Path) -> None:
+    """The control record is content-based: a copy (new paths, inodes and times) needs no re-caching."""
+
+    def copy(src: Path, dst: Path) -> Path:
+        shutil.copytree(src, dst)
+        toml = dst / "dataset_edit.toml"
+        toml.write_text(toml.read_text().replace(src.as_posix(), dst.as_posix()))
+        return toml
+
+    fake_cache(copy(demo_template, tmp_path / "original"), edit=True)
+    toml = copy(tmp_path / "original", tmp_path / "copy")
+    report = inspect_dataset(toml, edit=True)
+    (s,) = report.datasets
+    assert (s.latent_cache.present, s.text_cache.present, report.problems) == (6, 6, [])
 
 
 def test_shared_cache_directory_is_an_invalid_config(demo: dict[str, Path], capsys) -> None:

@@ -154,6 +154,51 @@ def test_refusals_are_honest(demo: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert "--model_version edit-2509 needs a control image" in _one_line_error(edit, capsys)
 
 
+def test_save_merged_model_writes_the_dit_with_the_lora_merged_in(
+    demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--save_merged_model: no images; a ComfyUI single file (same keys as the release file, bf16) whose
+    weights are the base plus multiplier x the LoRA update, which loads back as a DiT."""
+    from safetensors import safe_open
+
+    from qwen_image_studio.models.loading import load_dit
+    from qwen_image_studio.models.lora_apply import merge_loras, read_lora
+
+    lora = _tiny_lora(demo, tmp_path / "lora.safetensors")
+    merged = tmp_path / "merged" / "qwen_image_merged.safetensors"
+    events = tmp_path / "events.jsonl"
+    argv = [*_models(demo), "--lora_weight", str(lora), "--lora_multiplier", "0.8", "--save_path",
+            str(tmp_path / "out"), "--save_merged_model", str(merged), "--events_file", str(events)]  # fmt: skip
+    assert run_stage(Stage.GENERATE, argv) == 0
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.png"))
+    log, _ = read_events(events)
+    assert [(e["kind"], e["path"]) for e in log if e["type"] == "artifact"] == [("model", str(merged))]
+    release = demo / "models" / "comfyui" / "qwen_image_bf16.safetensors"
+    with safe_open(str(merged), "pt") as new, safe_open(str(release), "pt") as old:
+        keys = list(new.keys())
+        assert set(keys) == set(old.keys())
+        assert {new.get_slice(k).get_dtype() for k in keys} == {"BF16"}
+        assert str(lora) in new.metadata()["qwen_image_studio.merged_loras"]
+    expected = load_dit(release, dtype=torch.bfloat16)
+    assert merge_loras(expected, [read_lora(lora)], [0.8]) > 0
+    reloaded = load_dit(merged, dtype=torch.bfloat16)
+    want = expected.state_dict()
+    got = reloaded.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    base = load_dit(release, dtype=torch.bfloat16).state_dict()
+    q = "transformer_blocks.0.attn.to_q.weight"
+    assert not torch.equal(got[q], base[q])
+    # refusals: nothing to merge, not a .safetensors name
+    no_lora = [*_models(demo), "--save_path", str(tmp_path), "--save_merged_model", str(tmp_path / "m.st")]
+    assert _one_line_error([*no_lora[:-1], str(tmp_path / "m.safetensors")], capsys) == (
+        "error: --save_merged_model needs --lora_weight: there is nothing to merge"
+    )
+    bad_name = [*argv[: argv.index("--save_merged_model")], "--save_merged_model", str(tmp_path / "m.ckpt")]
+    assert _one_line_error(bad_name, capsys) == (
+        f"error: --save_merged_model: {tmp_path / 'm.ckpt'}: give a file name ending in .safetensors"
+    )
+
+
 def test_sample_images_with_the_live_training_model(demo: Path, tmp_path: Path) -> None:
     from qwen_image_studio.models.loading import load_dit, load_vae
     from qwen_image_studio.params.validate import validate_config

@@ -257,16 +257,25 @@ def test_sample_images_during_training_leave_the_loss_curve_unchanged(
     assert ts.losses(sampled / "events.jsonl") == ts.losses(plain / "events.jsonl")
 
 
-def test_fp8_training_gives_the_plain_loss_within_a_bound(demo: Path, t2i: Path, tmp_path: Path) -> None:
-    """Same seed, same t and noise: fp8 weights (row or block scales) change the first loss by under 2 %."""
+def test_fp8_training_gives_the_plain_loss_within_a_bound(
+    demo: Path, t2i: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Same seed, same t and noise: fp8 weights (row or block scales, upcast or fp8 tensor-core matmuls)
+    change the first loss by under 2 %."""
     first = {}
     for name, flags in {
         "plain": {},
         "fp8": {"fp8_base": True},
         "fp8_scaled": {"fp8_base": True, "fp8_scaled": True},
+        "fp8_native": {"fp8_base": True, "fp8_scaled": True, "fp8_matmul": "native"},
     }.items():
         out = tmp_path / name
+        capsys.readouterr()
         assert ts.train(ts.train_argv(demo, t2i, out, max_train_steps=2, **flags)) == 0
         first[name] = ts.losses(out / "events.jsonl")[0]
-    for name in ("fp8", "fp8_scaled"):
+        if name == "fp8_native":
+            assert "matmuls on fp8 tensor cores (--fp8_matmul native)" in capsys.readouterr().err
+    for name in ("fp8", "fp8_scaled", "fp8_native"):
         assert abs(first[name] - first["plain"]) / first["plain"] < 0.02, first
+    # native weights have one scale per row, like "fp8"s: a different loss means the fp8 inputs were used
+    assert first["fp8_native"] != first["fp8"]

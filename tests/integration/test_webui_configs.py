@@ -95,11 +95,8 @@ def test_invalid_or_taken_names_overwrite_nothing(client: FlaskClient) -> None:
     post(client, "/api/configs", {"name": "a", "params": CUSTOM})
     bad = post(client, "/api/configs", {"name": "a", "params": {"discrete_flow_shift": 9}, "overwrite": True})
     assert bad.status_code == 400
-    assert bad.get_json()["problems"] == [
-        {
-            "field": "discrete_flow_shift",
-            "message": "--discrete_flow_shift: 9 is out of range; allowed 1.0 to 5.0",
-        }
+    assert [(p["field"], p["message"]) for p in bad.get_json()["problems"]] == [
+        ("discrete_flow_shift", "--discrete_flow_shift: 9 is out of range; allowed 1.0 to 5.0")
     ]
     taken = post(client, "/api/configs", {"name": "a", "params": {}})
     assert taken.status_code == 409 and taken.get_json()["code"] == "exists"

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from qwen_image_studio.params.json_schema import form_schema
 from qwen_image_studio.params.schema import EDIT_VERSIONS
 from qwen_image_studio.webui.app import create_app
-from qwen_image_studio.webui.i18n import TABLE
+from qwen_image_studio.webui.i18n import LANG_HEADER, TABLE
 
 WEBUI = Path(__file__).resolve().parents[2] / "src" / "qwen_image_studio" / "webui"
 STATIC_JS = WEBUI / "static" / "js"
@@ -123,7 +123,32 @@ def test_no_field_list_is_typed_into_the_page() -> None:
         assert not (quoted & names), f"{file} names parameters: {sorted(quoted & names)}"
 
 
+def plain(problems: list[dict[str, object]]) -> list[tuple[object, object]]:
+    """Problems as (field, message) pairs (without their structured form)."""
+    return [(p["field"], p["message"]) for p in problems]
+
+
+RENDER_SCRIPT = f"""
+import {{ readFileSync }} from "node:fs";
+import {{ buildFormModel, checkValue }} from "{(STATIC_JS / "form-model.js").as_uri()}";
+import {{ fill, render }} from "{(STATIC_JS / "messages.js").as_uri()}";
+const input = JSON.parse(readFileSync(0, "utf8"));
+const model = buildFormModel(input.schema);
+const out = {{}};
+for (const [lang, cases] of Object.entries(input.cases)) {{
+  const tables = [input.table[lang], input.table.en];
+  out[lang] = cases.map(([name, value, server]) => {{
+    const p = checkValue(model.byName[name], value);
+    return [fill(tables, p.key, p.vars), render(tables, server)];
+  }});
+}}
+console.log(JSON.stringify(out));
+"""
+
+
 def test_client_messages_match_the_servers(client: FlaskClient) -> None:
+    """In both languages the form's own checks word a value as the server does, and the page renders the
+    server's structured message to the server's text."""
     schema = client.get("/api/schema").get_json()
     cases = [
         ("discrete_flow_shift", 9),
@@ -131,41 +156,44 @@ def test_client_messages_match_the_servers(client: FlaskClient) -> None:
         ("learning_rate", 0.5),
         ("blocks_to_swap", 60),
         ("network_dropout", 1),
+        ("network_alpha", 0),
         ("mixed_precision", "fp64"),
     ]
-    script = f"""
-import {{ readFileSync }} from "node:fs";
-import {{ buildFormModel, checkValue }} from "{(STATIC_JS / "form-model.js").as_uri()}";
-const input = JSON.parse(readFileSync(0, "utf8"));
-const model = buildFormModel(input.schema);
-const en = input.en;
-const fill = (p) => en[p.key].replace(/\\{{(\\w+)\\}}/g, (m, k) => String(p.vars[k]));
-console.log(JSON.stringify(input.cases.map(([name, value]) => fill(checkValue(model.byName[name], value)))));
-"""
-    client_messages = _node(script, json.dumps({"schema": schema, "en": TABLE["en"], "cases": cases}))
-    for (name, value), message in zip(cases, client_messages, strict=True):
-        res = client.post("/api/validate", json={"params": {name: value}}, headers=ORIGIN)
-        assert res.get_json()["problems"] == [{"field": name, "message": message}]
+    server: dict[str, list[tuple[str, object, dict[str, object]]]] = {}
+    texts: dict[str, list[str]] = {}
+    for lang in TABLE:
+        server[lang], texts[lang] = [], []
+        for name, value in cases:
+            res = client.post(
+                "/api/validate", json={"params": {name: value}}, headers={**ORIGIN, LANG_HEADER: lang}
+            )
+            [problem] = res.get_json()["problems"]
+            assert problem["field"] == name
+            server[lang].append((name, value, problem["message_i18n"]))
+            texts[lang].append(problem["message"])
+    rendered = _node(RENDER_SCRIPT, json.dumps({"schema": schema, "table": TABLE, "cases": server}))
+    for lang in TABLE:
+        assert [client_text for client_text, _ in rendered[lang]] == texts[lang], lang
+        assert [page_text for _, page_text in rendered[lang]] == texts[lang], lang
+    assert texts["zh-CN"][0] == "--discrete_flow_shift：9 超出范围；允许 1.0 到 5.0"
+    assert texts["zh-CN"][4] == "--network_dropout：1 超出范围；允许 0 到 1.0（不含 1.0）"
 
 
 def test_validation_returns_the_schemas_messages(client: FlaskClient) -> None:
     res = client.post("/api/validate", json={"params": {"discrete_flow_shift": 9}}, headers=ORIGIN)
     body = res.get_json()
     assert res.status_code == 200 and body["ok"] is False
-    assert body["problems"] == [
-        {
-            "field": "discrete_flow_shift",
-            "message": "--discrete_flow_shift: 9 is out of range; allowed 1.0 to 5.0",
-        }
+    assert plain(body["problems"]) == [
+        ("discrete_flow_shift", "--discrete_flow_shift: 9 is out of range; allowed 1.0 to 5.0")
     ]
     res = client.post("/api/validate", json={"params": {"fp8_scaled": True}}, headers=ORIGIN)
-    assert res.get_json()["problems"] == [{"field": "", "message": "--fp8_scaled needs --fp8_base"}]
+    assert plain(res.get_json()["problems"]) == [("", "--fp8_scaled needs --fp8_base")]
     res = client.post(
         "/api/validate", json={"params": {"fp8_scaled": True, "fp8_base": True}}, headers=ORIGIN
     )
     assert res.get_json() == {"ok": True, "problems": [], "stage_problems": []}
     res = client.post("/api/validate", json={"params": {"bogus": 1}}, headers=ORIGIN)
-    assert res.get_json()["problems"] == [{"field": "bogus", "message": "unknown parameter 'bogus'"}]
+    assert plain(res.get_json()["problems"]) == [("bogus", "unknown parameter 'bogus'")]
 
 
 def test_stage_checks_name_missing_fields_and_files(client: FlaskClient, tmp_path: Path) -> None:

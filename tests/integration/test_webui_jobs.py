@@ -23,10 +23,20 @@ from flask.testing import FlaskClient
 
 from qwen_image_studio.params.schema import StudioConfig
 from qwen_image_studio.params.spec import Stage
+from qwen_image_studio.params.validate import Message
 from qwen_image_studio.webui.app import create_app, studio_of
+from qwen_image_studio.webui.i18n import TABLE
 from qwen_image_studio.webui.jobs import procs
 
 ORIGIN = {"Origin": "http://localhost"}
+
+
+def in_chinese(stage: dict[str, Any]) -> str:
+    """A stage's reason as the Chinese page shows it (from its structured form)."""
+    msg = Message.from_json(stage["reason_i18n"])
+    assert msg is not None, stage["reason"]
+    return msg.render(TABLE["zh-CN"], TABLE["en"])
+
 
 FAKE_STAGE = r"""
 import argparse, json, os, signal, subprocess, sys, time
@@ -233,6 +243,7 @@ def test_a_failing_stage_stops_the_pipeline_with_its_reason(make_app, fake, tmp_
     assert [s["status"] for s in stages] == ["done", "failed", "skipped"]
     assert stages[1]["exit_code"] == 2 and stages[1]["field"] == "text_encoder"
     assert stages[1]["reason"] == "--text_encoder: not found: /models/te.safetensors"
+    assert in_chinese(stages[1]) == "--text_encoder：找不到 /models/te.safetensors"
     assert "error: --text_encoder: not found" in stages[1]["log_tail"]
 
 
@@ -241,17 +252,39 @@ def test_out_of_memory_and_crashes_are_explained(make_app, fake, tmp_path: Path)
         "--exit",
         "4",
         "--reason",
-        "out of GPU memory; try --fp8_base --fp8_scaled",
+        "out of GPU memory; try --fp8_base --fp8_scaled, a lower resolution in the dataset config",
     ]
     client = make_app().test_client()
     oom = wait_status(client, start(client, "cache_latents", ready_params(tmp_path))["id"], "failed")
     assert oom["stages"][0]["exit_code"] == 4 and "--fp8_base --fp8_scaled" in oom["stages"][0]["reason"]
+    assert (
+        in_chinese(oom["stages"][0]) == "显存不足；请尝试 --fp8_base --fp8_scaled、数据集配置中更低的分辨率"
+    )
     fake.options["cache_latents"] = ["--exit", "1", "--lines", "40"]
     crash = wait_status(client, start(client, "cache_latents", ready_params(tmp_path))["id"], "failed")
     stage = crash["stages"][0]
     assert stage["exit_code"] == 1 and stage["reason"] == "exited with code 1"
+    assert in_chinese(stage) == "以退出码 1 结束"
     tail = stage["log_tail"].splitlines()
     assert len(tail) == 20 and tail[-2] == "cache_latents line 40"
+
+
+def test_a_stage_whose_input_vanished_says_so_in_both_languages(make_app, fake, tmp_path: Path) -> None:
+    params = ready_params(tmp_path)
+    gate = tmp_path / "go"
+    fake.options["cache_latents"] = ["--wait-for", str(gate)]
+    client = make_app().test_client()
+    job = start(client, "pipeline", params)
+    wait_for(
+        lambda: job_of(client, job["id"])["stages"][0]["status"] == "running", what="cache_latents to run"
+    )
+    Path(params["text_encoder"]).unlink()  # gone before the next stage starts
+    gate.touch()
+    failed = wait_status(client, job["id"], "failed", "done")["stages"][1]
+    assert failed["status"] == "failed" and failed["field"] == "text_encoder"
+    assert failed["reason"] == f"--text_encoder: not found: {params['text_encoder']}"
+    assert failed["reason_i18n"]["key"] == "v.not_found"
+    assert in_chinese(failed) == f"--text_encoder：找不到 {params['text_encoder']}"
 
 
 def test_one_job_at_a_time_the_others_queued(make_app, fake, tmp_path: Path) -> None:
@@ -361,6 +394,7 @@ def test_a_job_whose_process_vanished_is_marked_lost(make_app, tmp_path: Path) -
     lost = wait_status(client, job.id, "lost")
     assert lost["stages"][0]["status"] == "lost" and lost["stages"][0]["exit_code"] is None
     assert "left no result" in lost["stages"][0]["reason"]
+    assert in_chinese(lost["stages"][0]) == "进程在 Web UI 未运行期间结束，且没有留下结果"
 
 
 def test_start_is_refused_with_the_fields_to_fix(make_app, tmp_path: Path) -> None:

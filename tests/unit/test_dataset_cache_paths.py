@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +14,18 @@ from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
 from qwen_image_studio.data.cache_paths import (
+    CONTROL_FINGERPRINT_KEY,
     CacheEntry,
     cache_arch,
     cache_state,
+    cached_control_fingerprint,
+    control_fingerprint,
     control_tensor_key,
     expected_latent_shape,
+    latent_cache_current,
     latent_cache_metadata,
     latent_cache_name,
+    latent_cache_outdated_reason,
     latent_cache_path,
     latent_cache_shape,
     latent_tensor_key,
@@ -25,8 +33,10 @@ from qwen_image_studio.data.cache_paths import (
     parse_text_cache_name,
     read_safetensors_header,
     text_cache_caption,
+    text_cache_current,
     text_cache_metadata,
     text_cache_name,
+    text_cache_outdated_reason,
     text_cache_path,
     text_tensor_key,
 )
@@ -63,23 +73,29 @@ def test_names_parse_back(key: str, size: tuple[int, int], arch: str) -> None:
     assert parse_latent_cache_name(text) is None
 
 
-def write_latent(path: Path, bucket: tuple[int, int], controls: tuple[tuple[int, int], ...] = ()) -> None:
-    """A latent cache file laid out like the reference trainer's."""
+def write_latent(
+    path: Path,
+    bucket: tuple[int, int],
+    controls: tuple[tuple[int, int], ...] = (),
+    fingerprint: str | None = None,
+) -> None:
+    """A latent cache file laid out like the reference trainer's (plus a control record if given)."""
     f, h, w = expected_latent_shape(bucket)
     tensors = {latent_tensor_key((f, h, w), "bfloat16"): np.zeros((16, f, h, w), np.float32)}
     for i, b in enumerate(controls):
         f, h, w = expected_latent_shape(b)
         tensors[control_tensor_key(i, (f, h, w), "float8_e4m3fn")] = np.zeros((16, f, h, w), np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=latent_cache_metadata((96, 96)))
+    save_file(tensors, str(path), metadata=latent_cache_metadata((96, 96), fingerprint))
 
 
-def write_text(path: Path, caption: str) -> None:
-    """A text-encoder cache file with its caption in the metadata."""
+def write_text(path: Path, caption: str, fingerprint: str | None = None) -> None:
+    """A text-encoder cache file with its caption (and control record, if given) in the metadata."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {"varlen_vl_embed_bf16": np.zeros((3, 8), np.float32)}, str(path), metadata={"caption1": caption}
-    )
+    meta = {"caption1": caption}
+    if fingerprint is not None:
+        meta[CONTROL_FINGERPRINT_KEY] = fingerprint
+    save_file({"varlen_vl_embed_bf16": np.zeros((3, 8), np.float32)}, str(path), metadata=meta)
 
 
 def entry(
@@ -156,3 +172,93 @@ def test_cache_state_without_a_folder(tmp_path: Path) -> None:
     """Nothing cached yet: all missing, nothing stale."""
     state = cache_state([entry(tmp_path / "none", "a")], tmp_path / "none", "qi")
     assert len(state.latents_missing) == 1 and state.stale == []
+
+
+def test_control_fingerprint_is_the_sha256_of_each_file_in_order(tmp_path: Path) -> None:
+    """One SHA-256 of the bytes per control image, comma-joined in order; names and times do not count."""
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    a.write_bytes(b"first image")
+    b.write_bytes(b"second image")
+    da, db = (hashlib.sha256(p.read_bytes()).hexdigest() for p in (a, b))
+    assert control_fingerprint([a]) == da
+    assert control_fingerprint([a, b]) == f"{da},{db}"
+    assert control_fingerprint([b, a]) == f"{db},{da}", "the order of the control images counts"
+    assert control_fingerprint([]) == ""
+    copy = tmp_path / "sub" / "copy of a.png"
+    copy.parent.mkdir()
+    shutil.copy(a, copy)
+    os.utime(copy, ns=(1, 1))
+    assert control_fingerprint([copy]) == da, "content-based: a copy elsewhere, with other times, matches"
+    with pytest.raises(OSError):
+        control_fingerprint([tmp_path / "missing.png"])
+
+
+def test_control_fingerprint_sees_a_rewrite_with_the_same_size_and_mtime(tmp_path: Path) -> None:
+    """Digests are remembered per process, but a rewritten file is hashed again even if its mtime is put back."""
+    a = tmp_path / "a.png"
+    a.write_bytes(b"AAAA")
+    before = control_fingerprint([a])
+    stat = a.stat()
+    a.write_bytes(b"BBBB")
+    os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert control_fingerprint([a]) == hashlib.sha256(b"BBBB").hexdigest() != before
+
+
+def test_metadata_records_the_control_fingerprint() -> None:
+    """Edit-mode files carry ``control_sha256``; text-to-image files do not."""
+    assert text_cache_metadata("c", "ab,cd")[CONTROL_FINGERPRINT_KEY] == "ab,cd"
+    assert latent_cache_metadata((64, 64), "ab")[CONTROL_FINGERPRINT_KEY] == "ab"
+    assert CONTROL_FINGERPRINT_KEY not in text_cache_metadata("c")
+    assert CONTROL_FINGERPRINT_KEY not in latent_cache_metadata((64, 64))
+
+
+def test_a_changed_control_image_makes_edit_caches_outdated(tmp_path: Path) -> None:
+    """Caption and control record are both checked; a missing record is outdated only in edit mode."""
+    controls = [tmp_path / "c1.png", tmp_path / "c2.png"]
+    for i, c in enumerate(controls):
+        c.write_bytes(f"control {i}".encode())
+    e = entry(tmp_path / "cache", "k", controls=((64, 64), (64, 64)), arch="qie")
+    e.control_paths = tuple(controls)
+    fingerprint = control_fingerprint(controls)
+    write_latent(e.latent_path, (64, 64), ((64, 64), (64, 64)), fingerprint)
+    write_text(e.text_path, "c", fingerprint)
+    assert cached_control_fingerprint(e.text_path) == fingerprint
+    assert text_cache_current(e) and latent_cache_current(e)
+
+    controls[1].write_bytes(b"another control image")
+    why = f"control image {controls[1]} changed since it was cached"
+    assert text_cache_outdated_reason(e) == why and latent_cache_outdated_reason(e) == why
+    state = cache_state([e], tmp_path / "cache", "qie")
+    assert state.text_outdated == [e.text_path] and state.latents_outdated == [e.latent_path]
+    assert state.outdated_reasons == {e.text_path: why, e.latent_path: why}
+
+    e.control_paths = (controls[0],)
+    assert text_cache_outdated_reason(e) == "made with 2 control image(s), now 1"
+    e.control_paths = tuple(controls)
+    e.caption = "another caption"
+    assert text_cache_outdated_reason(e) == "made from another caption"
+
+    e.caption = "c"
+    write_text(e.text_path, "c")  # no control record: an older version wrote it
+    assert text_cache_outdated_reason(e).startswith("no record of the control images")
+    e.control_paths = ()  # text-to-image (or a caller that does not check controls)
+    assert text_cache_outdated_reason(e) is None
+
+
+def test_file_digests_are_remembered_until_the_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unchanged file is read once per process; a touched one is hashed again (to the same digest)."""
+    from qwen_image_studio.data import cache_paths
+
+    monkeypatch.setattr(cache_paths, "_RECENT_S", -1e9)  # treat every file as old enough to remember
+    a = tmp_path / "a.png"
+    a.write_bytes(b"AAAA")
+    digest = cache_paths.file_sha256(a)
+    hits = cache_paths._digest_memo.cache_info().hits
+    assert cache_paths.file_sha256(a) == digest
+    assert cache_paths._digest_memo.cache_info().hits == hits + 1
+    os.utime(a, ns=(5, 5))
+    misses = cache_paths._digest_memo.cache_info().misses
+    assert cache_paths.file_sha256(a) == digest
+    assert cache_paths._digest_memo.cache_info().misses == misses + 1

@@ -67,6 +67,20 @@ def test_lora_update_is_up_down_times_alpha_over_rank_times_multiplier() -> None
     assert float(layer.lora_down.weight.detach().abs().max()) <= bound
 
 
+def test_under_autocast_lora_computes_in_the_autocast_dtype_and_keeps_float32_weights() -> None:
+    base = nn.Linear(32, 16).to(torch.bfloat16)
+    layer = LoRALinear(base, rank=4, alpha=4)
+    nn.init.normal_(layer.lora_up.weight)
+    x = torch.randn(5, 32, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    assert out.dtype == torch.bfloat16
+    expected = base(x).float() + (x.float() @ layer.lora_down.weight.T @ layer.lora_up.weight.T)
+    assert torch.allclose(out.float(), expected, rtol=0.05, atol=0.05)
+    out.float().square().sum().backward()
+    assert layer.lora_down.weight.grad is not None and layer.lora_down.weight.grad.dtype == torch.float32
+
+
 def test_dropout_acts_on_the_down_output_in_training_only() -> None:
     layer = LoRALinear(nn.Linear(16, 16), rank=8, alpha=8, dropout=0.5)
     nn.init.normal_(layer.lora_up.weight)

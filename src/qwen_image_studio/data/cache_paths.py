@@ -13,6 +13,13 @@ Inside, tensors are named like the reference's: ``latents_{F}x{H}x{W}_{dtype}`` 
 ``latents_control_{i}_{F}x{H}x{W}_{dtype}`` (edit) and ``varlen_vl_embed_{dtype}``, with ``dtype`` the
 torch name (``bfloat16``); the text file's metadata keeps the caption as ``caption1``.
 
+In edit mode both files also depend on the control images (the VAE encodes them into the latent file;
+Qwen2.5-VL sees them when encoding the caption), so both record them in the metadata key
+``control_sha256``: see :func:`control_fingerprint`. A file whose record differs from the current control
+images is outdated; so is an edit-mode file without the record (written by an older version of this
+program or by another trainer), since nothing shows which control images it was made from. Text-to-image
+files never carry or need the record. The reference trainer ignores the extra key.
+
 Because the name does not carry the bucket, a cache written before ``resolution`` changed keeps its name;
 :func:`latent_cache_shape` reads the latent shape from the safetensors header (without torch) so such a
 file can be told apart from a current one.
@@ -20,10 +27,15 @@ file can be told apart from a current one.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import struct
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 ARCH_T2I = "qi"
@@ -33,6 +45,8 @@ FORMAT_VERSION = "1.0.1"
 TEXT_EMBED_PREFIX = "varlen_vl_embed"
 LATENT_SCALE = 8
 """Pixels per latent cell (the VAE's spatial compression)."""
+CONTROL_FINGERPRINT_KEY = "control_sha256"
+"""The metadata key of both edit-mode cache files that records their control images."""
 
 _LATENT_RE = re.compile(r"^(?P<key>.+)_(?P<w>\d{4,})x(?P<h>\d{4,})_(?P<arch>[a-z0-9]+)\.safetensors$")
 _TEXT_RE = re.compile(r"^(?P<key>.+)_(?P<arch>[a-z0-9]+)_te\.safetensors$")
@@ -109,19 +123,99 @@ def text_tensor_key(dtype: object) -> str:
     return f"{TEXT_EMBED_PREFIX}_{dtype_name(dtype)}"
 
 
-def latent_cache_metadata(original_size: tuple[int, int]) -> dict[str, str]:
-    """The safetensors metadata of a latent cache file, as the reference trainer writes it."""
-    return {
+def latent_cache_metadata(
+    original_size: tuple[int, int], control_fingerprint: str | None = None
+) -> dict[str, str]:
+    """The safetensors metadata of a latent cache file, as the reference trainer writes it.
+
+    ``control_fingerprint`` (edit mode: :func:`control_fingerprint` of the item's control images) is
+    stored as ``control_sha256`` so that a replaced control image makes the file outdated.
+    """
+    meta = {
         "architecture": ARCH_FULL_NAME,
         "width": str(original_size[0]),
         "height": str(original_size[1]),
         "format_version": FORMAT_VERSION,
     }
+    if control_fingerprint is not None:
+        meta[CONTROL_FINGERPRINT_KEY] = control_fingerprint
+    return meta
 
 
-def text_cache_metadata(caption: str) -> dict[str, str]:
-    """The safetensors metadata of a text cache file; ``caption1`` lets inspect spot a changed caption."""
-    return {"architecture": ARCH_FULL_NAME, "caption1": caption, "format_version": FORMAT_VERSION}
+def text_cache_metadata(caption: str, control_fingerprint: str | None = None) -> dict[str, str]:
+    """The safetensors metadata of a text cache file; ``caption1`` lets inspect spot a changed caption.
+
+    In edit mode ``control_fingerprint`` (:func:`control_fingerprint` of the control images the text
+    encoder saw) is stored as ``control_sha256`` so that a replaced control image is spotted too.
+    """
+    meta = {"architecture": ARCH_FULL_NAME, "caption1": caption, "format_version": FORMAT_VERSION}
+    if control_fingerprint is not None:
+        meta[CONTROL_FINGERPRINT_KEY] = control_fingerprint
+    return meta
+
+
+def file_sha256(path: Path | str) -> str:
+    """The SHA-256 (hex) of a file's bytes; OSError if it cannot be read.
+
+    Digests are remembered per process, keyed by the file's device, inode, size, mtime and ctime, so that
+    inspecting a dataset again (the web UI does it often) reads no unchanged file twice. The key only
+    decides when to hash again: the digest itself depends on the content alone, so a copied or touched
+    file keeps its digest. As git does with its index, a file changed in the last few seconds is always
+    hashed (file times are coarse, so a quick same-size rewrite could keep its key), and so is one that
+    changes while it is read.
+    """
+    real = os.path.realpath(path)
+    before = os.stat(real)
+    key = _stat_key(before)
+    if time.time() - max(before.st_mtime_ns, before.st_ctime_ns) / 1e9 < _RECENT_S:
+        return _hash_file(real)
+    digest = _digest_memo(real, key)
+    if _stat_key(os.stat(real)) != key:
+        return _hash_file(real)  # written to while read: hash again (the old key never comes back)
+    return digest
+
+
+_RECENT_S = 3.0
+"""Files changed less than this many seconds ago are hashed every time (see :func:`file_sha256`)."""
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@lru_cache(maxsize=65536)
+def _digest_memo(real: str, key: tuple[int, ...]) -> str:
+    """``_hash_file(real)``, remembered while ``key`` (the file's identity and stat) stays the same."""
+    return _hash_file(real)
+
+
+def _hash_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def control_fingerprint(paths: Sequence[Path | str]) -> str:
+    """The record of an item's control images kept in its edit-mode cache files: ``control_sha256``.
+
+    It is the SHA-256 of each control file's bytes (:func:`file_sha256`), in the order the images are
+    fed to the models, joined by commas. Choices:
+
+    * file bytes rather than decoded or resized pixels: no image is decoded to check a cache, and the
+      record does not change when Pillow or diffusers resize differently; a file re-saved with the same
+      pixels counts as changed (one needless re-encode, never a stale cache);
+    * content rather than names or modification times: copying or moving a dataset with its caches keeps
+      them valid, while a control image replaced under the same name is found;
+    * one digest per image, in order, so a report can name the control image that changed and a
+      reordered set of controls (``Picture 1`` / ``Picture 2`` in 2509/2511 prompts) counts as changed.
+    """
+    return ",".join(file_sha256(p) for p in paths)
+
+
+def _split_fingerprint(value: str) -> tuple[str, ...]:
+    return tuple(value.split(",")) if value else ()
 
 
 def read_safetensors_header(path: Path) -> dict:
@@ -170,11 +264,22 @@ def expected_latent_shape(bucket: tuple[int, int]) -> tuple[int, int, int]:
     return 1, bucket[1] // LATENT_SCALE, bucket[0] // LATENT_SCALE
 
 
+def cache_file_metadata(path: Path) -> dict[str, str]:
+    """The ``__metadata__`` of a cache file (string values only); ValueError if it is no safetensors file."""
+    meta = read_safetensors_header(path).get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        return {}
+    return {k: v for k, v in meta.items() if isinstance(v, str)}
+
+
 def text_cache_caption(path: Path) -> str | None:
     """The caption a text-encoder cache file was made from (its ``caption1`` metadata), if recorded."""
-    meta = read_safetensors_header(path).get("__metadata__") or {}
-    caption = meta.get("caption1")
-    return caption if isinstance(caption, str) else None
+    return cache_file_metadata(path).get("caption1")
+
+
+def cached_control_fingerprint(path: Path) -> str | None:
+    """The ``control_sha256`` record of a cache file (see :func:`control_fingerprint`), if it has one."""
+    return cache_file_metadata(path).get(CONTROL_FINGERPRINT_KEY)
 
 
 @dataclass
@@ -187,6 +292,9 @@ class CacheEntry:
     bucket: tuple[int, int]
     control_buckets: tuple[tuple[int, int], ...] = ()
     caption: str | None = None
+    control_paths: tuple[Path, ...] = ()
+    """Edit mode: the control images both cache files are made from, checked against ``control_sha256``;
+    empty (text-to-image, or a caller that does not check) skips the check."""
 
 
 @dataclass
@@ -200,40 +308,81 @@ class CacheState:
     text_missing: list[Path] = field(default_factory=list)
     text_outdated: list[Path] = field(default_factory=list)
     stale: list[Path] = field(default_factory=list)
+    outdated_reasons: dict[Path, str] = field(default_factory=dict)
+    """Why each file in ``latents_outdated`` / ``text_outdated`` is outdated (one short phrase)."""
 
 
-def _latent_outdated(entry: CacheEntry) -> bool:
-    """Whether a present latent cache was made for another bucket or another set of control images."""
+def _shape_text(shape: tuple[int, int, int] | None) -> str:
+    return "none" if shape is None else "x".join(map(str, shape))
+
+
+def _control_reason(entry: CacheEntry, recorded: str | None) -> str | None:
+    """Why a cache file's ``control_sha256`` record does not match the entry's control images, if it does not."""
+    if not entry.control_paths:
+        return None
+    if recorded is None:
+        return (
+            "no record of the control images it was made from (an older version or another trainer wrote it)"
+        )
+    old = _split_fingerprint(recorded)
+    try:
+        now = [file_sha256(p) for p in entry.control_paths]
+    except OSError as exc:
+        return f"control image cannot be read: {exc}"
+    if len(old) != len(now):
+        return f"made with {len(old)} control image(s), now {len(now)}"
+    changed = [p for p, a, b in zip(entry.control_paths, old, now, strict=True) if a != b]
+    if not changed:
+        return None
+    more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+    return f"control image {changed[0]} changed since it was cached{more}"
+
+
+def latent_cache_outdated_reason(entry: CacheEntry) -> str | None:
+    """Why the entry's present latent file is outdated (other bucket, control sizes or control images), or None."""
     try:
         info = latent_cache_shape(entry.latent_path)
-    except (OSError, ValueError):
-        return True
-    if info.target != expected_latent_shape(entry.bucket):
-        return True
+        recorded = cached_control_fingerprint(entry.latent_path) if entry.control_paths else None
+    except (OSError, ValueError) as exc:
+        return f"unreadable ({exc})"
+    want = expected_latent_shape(entry.bucket)
+    if info.target != want:
+        return f"made for another bucket (latent {_shape_text(info.target)}, now {_shape_text(want)})"
     if entry.control_buckets:
-        return info.controls != tuple(expected_latent_shape(b) for b in entry.control_buckets)
-    return False
+        want_controls = tuple(expected_latent_shape(b) for b in entry.control_buckets)
+        if info.controls != want_controls:
+            return (
+                "made for other control image sizes (control latents "
+                f"{', '.join(map(_shape_text, info.controls)) or 'none'}, now "
+                f"{', '.join(map(_shape_text, want_controls))})"
+            )
+    return _control_reason(entry, recorded)
 
 
-def _text_outdated(entry: CacheEntry) -> bool:
-    """Whether a present text cache was made from another caption."""
-    if entry.caption is None:
-        return False
+def text_cache_outdated_reason(entry: CacheEntry) -> str | None:
+    """Why the entry's present text file is outdated (another caption or other control images), or None.
+
+    A file without a recorded caption is taken as made from the current one (the reference trainer's
+    files always have one); in edit mode a file without a control record is outdated (see the module doc).
+    """
     try:
-        cached = text_cache_caption(entry.text_path)
-    except (OSError, ValueError):
-        return True
-    return cached is not None and cached != entry.caption
+        meta = cache_file_metadata(entry.text_path)
+    except (OSError, ValueError) as exc:
+        return f"unreadable ({exc})"
+    cached = meta.get("caption1")
+    if entry.caption is not None and cached is not None and cached != entry.caption:
+        return "made from another caption"
+    return _control_reason(entry, meta.get(CONTROL_FINGERPRINT_KEY))
 
 
 def latent_cache_current(entry: CacheEntry) -> bool:
-    """Whether the entry's latent file exists and was made for its current bucket and control sizes."""
-    return entry.latent_path.is_file() and not _latent_outdated(entry)
+    """Whether the entry's latent file exists and was made for its current bucket and control images."""
+    return entry.latent_path.is_file() and latent_cache_outdated_reason(entry) is None
 
 
 def text_cache_current(entry: CacheEntry) -> bool:
-    """Whether the entry's text file exists and was made from its current caption."""
-    return entry.text_path.is_file() and not _text_outdated(entry)
+    """Whether the entry's text file exists and was made from its current caption and control images."""
+    return entry.text_path.is_file() and text_cache_outdated_reason(entry) is None
 
 
 def cache_state(
@@ -244,14 +393,16 @@ def cache_state(
     for e in entries:
         if e.latent_path.is_file():
             state.latents_present.append(e.latent_path)
-            if check_contents and _latent_outdated(e):
+            if check_contents and (reason := latent_cache_outdated_reason(e)) is not None:
                 state.latents_outdated.append(e.latent_path)
+                state.outdated_reasons[e.latent_path] = reason
         else:
             state.latents_missing.append(e.latent_path)
         if e.text_path.is_file():
             state.text_present.append(e.text_path)
-            if check_contents and _text_outdated(e):
+            if check_contents and (reason := text_cache_outdated_reason(e)) is not None:
                 state.text_outdated.append(e.text_path)
+                state.outdated_reasons[e.text_path] = reason
         else:
             state.text_missing.append(e.text_path)
     state.stale = stale_cache_files(cache_dir, entries, arch)

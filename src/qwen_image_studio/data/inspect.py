@@ -20,6 +20,9 @@ from qwen_image_studio.data.config import load_dataset_config
 from qwen_image_studio.data.items import DatasetItems, discover_items
 from qwen_image_studio.errors import DatasetError
 
+_LISTED = 10
+"""Outdated cache files of one kind listed by name (with the reason) in the text report."""
+
 
 class BucketReport(BaseModel):
     """One bucket: its size, how many images fall in it and what num_repeats and batch_size make of them."""
@@ -33,11 +36,16 @@ class BucketReport(BaseModel):
 
 
 class CacheReport(BaseModel):
-    """Cache files of one kind (latents or text-encoder outputs) for the usable images."""
+    """Cache files of one kind (latents or text-encoder outputs) for the usable images.
+
+    ``reasons`` maps each ``outdated`` file to why it is outdated (another bucket, caption or control
+    image, ...): what the caching stage with ``--skip_existing`` will encode again.
+    """
 
     present: int
     missing: list[str]
     outdated: list[str]
+    reasons: dict[str, str] = {}
 
 
 class ControlReport(BaseModel):
@@ -153,18 +161,24 @@ def _summarise(found: DatasetItems) -> DatasetSummary:
         batches_per_epoch=sum(b.batches for b in buckets),
         controls=controls,
         unreadable=[UnreadableReport(path=str(u.path), reason=u.reason) for u in found.unreadable],
-        latent_cache=CacheReport(
-            present=len(state.latents_present),
-            missing=[str(p) for p in state.latents_missing],
-            outdated=[str(p) for p in state.latents_outdated],
+        latent_cache=_cache_report(
+            state, state.latents_present, state.latents_missing, state.latents_outdated
         ),
-        text_cache=CacheReport(
-            present=len(state.text_present),
-            missing=[str(p) for p in state.text_missing],
-            outdated=[str(p) for p in state.text_outdated],
-        ),
+        text_cache=_cache_report(state, state.text_present, state.text_missing, state.text_outdated),
         stale_cache_files=[str(p) for p in state.stale],
         problems=problems,
+    )
+
+
+def _cache_report(
+    state: CacheState, present: list[Path], missing: list[Path], outdated: list[Path]
+) -> CacheReport:
+    """One kind of cache file, with the reason each outdated file is outdated."""
+    return CacheReport(
+        present=len(present),
+        missing=[str(p) for p in missing],
+        outdated=[str(p) for p in outdated],
+        reasons={str(p): state.outdated_reasons.get(p, "outdated") for p in outdated},
     )
 
 
@@ -198,9 +212,11 @@ def _cache_problems(state: CacheState, usable: int) -> list[str]:
         if 0 < len(present) < usable:
             out.append(f"{kind} cache covers {len(present)} of {usable} images; run {stage} again")
         if outdated:
+            first = Path(outdated[0])
+            why = state.outdated_reasons.get(first, "outdated")
             out.append(
-                f"{len(outdated)} {kind} cache file(s) were made with other settings or captions; "
-                f"run {stage} again (e.g. {Path(outdated[0]).name})"
+                f"{len(outdated)} {kind} cache file(s) were made with other settings, captions or control "
+                f"images; run {stage} again (e.g. {first.name}: {why})"
             )
     if state.stale:
         out.append(
@@ -262,6 +278,10 @@ def _format_dataset(s: DatasetSummary) -> list[str]:
         lines.append(
             f"  {name}: {cache.present} present, {len(cache.missing)} missing, {len(cache.outdated)} outdated"
         )
+        for path in cache.outdated[:_LISTED]:
+            lines.append(f"    outdated: {Path(path).name}: {cache.reasons.get(path, 'outdated')}")
+        if len(cache.outdated) > _LISTED:
+            lines.append(f"    ... and {len(cache.outdated) - _LISTED} more outdated")
     lines.append(f"  stale cache files: {len(s.stale_cache_files)}")
     return lines
 

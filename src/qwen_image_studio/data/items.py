@@ -48,6 +48,12 @@ class DatasetItem:
         own = tuple(b for b in self.control_buckets if b != self.bucket)
         return (self.bucket, *self.control_buckets) if own else (self.bucket,)
 
+    @property
+    def encoded_controls(self) -> tuple[Path, ...]:
+        """The control images the caching stages encode with this item: in edit mode (where control
+        buckets are set) all of them, in text-to-image mode none, even when a control_directory matched."""
+        return self.control_paths if self.control_buckets else ()
+
     def cache_entry(self) -> CacheEntry:
         """The cache files this item needs and what they should contain."""
         return CacheEntry(
@@ -57,6 +63,7 @@ class DatasetItem:
             bucket=self.bucket,
             control_buckets=self.control_buckets,
             caption=self.caption,
+            control_paths=self.encoded_controls,
         )
 
 

@@ -14,7 +14,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from .fp8_linear import SCALED_BLOCK, Fp8Linear, quantize_linears
+from .fp8_linear import SCALED_BLOCK, Fp8Linear, quantize_linears, use_native_matmul
+
+MODULATION = ("img_mod", "txt_mod")  # a block's shift/scale/gate linears, fed the timestep embedding
+
+
+def quantize_block(
+    block: nn.Module, dtype: torch.dtype, block_size: int | None = None, native: bool = False
+) -> int:
+    """Store a DiT block's linears in fp8; with `native` all but the modulation linears (one row per
+    sample: fp8 inputs would cost accuracy and save nothing) multiply on fp8 tensor cores. Returns the count."""
+    count = quantize_linears(block, compute_dtype=dtype, block_size=block_size, native=native)
+    if native:
+        for name, layer in block.named_modules():
+            if isinstance(layer, Fp8Linear) and name.split(".")[0] in MODULATION:
+                layer.set_native(False)
+    return count
 
 
 def place_dit(
@@ -25,8 +40,12 @@ def place_dit(
     fp8: bool = False,
     scaled: bool = False,
     blocks_to_swap: int = 0,
+    native: bool = False,
 ) -> list[str]:
-    """Move `dit` to `device` (the last `blocks_to_swap` blocks end on the CPU), fp8 block linears if asked."""
+    """Move `dit` to `device` (the last `blocks_to_swap` blocks end on the CPU), fp8 block linears if asked.
+
+    `native`: the fp8 linears multiply on fp8 tensor cores (see :mod:`fp8_linear`).
+    """
     blocks = dit.transformer_blocks
     first_swapped = len(blocks) - blocks_to_swap if blocks_to_swap else len(blocks)
     for child in dit.children():
@@ -37,20 +56,30 @@ def place_dit(
     for i, block in enumerate(blocks):
         swapped = i >= first_swapped and device.type != "cpu"
         kept += sum(isinstance(m, Fp8Linear) for m in block.modules())
-        quantize = fp8 and any(isinstance(m, nn.Linear) for m in block.modules())
+        todo = nn.Linear | Fp8Linear if native else nn.Linear  # native re-scales the file's fp8 layers
+        quantize = fp8 and any(isinstance(m, todo) for m in block.modules())
         if swapped and not quantize:
             continue  # stays on the CPU, where the block swapper packs it
         block.to(device)  # quantising on the GPU is fast; a swapped block then goes back
         if quantize:
-            quantized += quantize_linears(block, compute_dtype=dtype, block_size=block_size)
+            quantized += quantize_block(block, dtype, block_size, native)
         if swapped:
             block.to("cpu")
     notes = []
     if fp8:
-        how = f"one scale per {block_size} weights of a row" if block_size else "one scale per output row"
+        how = (
+            f"one scale per {block_size} weights of a row"
+            if block_size and not native
+            else "one scale per output row"
+        )
         note = f"--fp8_base: {quantized} block linears stored in float8_e4m3fn with {how}"
         if kept:
-            note += f"; {kept} kept as the file stored them"
+            note += f"; {kept} kept as the file stored them" + (" (re-scaled per row)" if native else "")
+        note += (
+            "; matmuls on fp8 tensor cores (--fp8_matmul native)"
+            if native
+            else "; weights upcast for each matmul (--fp8_matmul upcast)"
+        )
         notes.append(note)
     return notes
 
@@ -69,6 +98,7 @@ def load_placed_dit(
     from ..models.loading import load_dit
 
     swap = config.blocks_to_swap
+    native = config.fp8_base and use_native_matmul(getattr(config, "fp8_matmul", "auto"), device, dtype)
     dit = load_dit(
         config.dit,
         dtype=dtype,
@@ -80,7 +110,7 @@ def load_placed_dit(
     if before_placing is not None:
         before_placing(dit)
     for note in place_dit(
-        dit, device, dtype, fp8=config.fp8_base, scaled=config.fp8_scaled, blocks_to_swap=swap
+        dit, device, dtype, fp8=config.fp8_base, scaled=config.fp8_scaled, blocks_to_swap=swap, native=native
     ):
         logging.getLogger(__name__).info(note)
     return dit

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,6 +20,40 @@ def save_safetensors(
 
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=metadata or {"format": "pt"})
+    return path
+
+
+SAFETENSORS_DTYPES = {
+    torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+    torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2", torch.int64: "I64", torch.int32: "I32",
+    torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+}  # fmt: skip
+
+
+def stream_safetensors(
+    state: Mapping[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> Path:
+    """Write a .safetensors file one tensor at a time (safetensors' save_file builds the whole file in memory
+    first: twice a 40 GB DiT's size in RAM). Same format: 8-byte header size, JSON header padded with spaces
+    to 8 bytes, then the tensors' little-endian bytes in header order."""
+    header: dict[str, object] = {"__metadata__": dict(metadata or {"format": "pt"})}
+    offset = 0
+    for key, tensor in state.items():
+        size = tensor.numel() * tensor.element_size()
+        header[key] = {
+            "dtype": SAFETENSORS_DTYPES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(blob)))
+        fh.write(blob)
+        for tensor in state.values():
+            if tensor.numel():
+                fh.write(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
     return path
 
 

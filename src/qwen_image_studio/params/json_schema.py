@@ -8,11 +8,16 @@ from typing import Any
 from .fields import all_fields
 from .schema import StudioConfig
 from .spec import GROUPS
+from .validate import Message, allowed_message
 
 
 @cache
 def form_schema() -> dict[str, Any]:
-    """StudioConfig's JSON Schema plus, per property, its flag, group, order and allowed-values text."""
+    """StudioConfig's JSON Schema plus, per property, its flag, group, order and allowed-values text.
+
+    ``x-allowed`` is the English text; ``x-allowed-i18n`` the same as a message ({"key", "vars"}) that
+    the page renders in its language (absent where the text is only values, e.g. a list of choices).
+    """
     schema = StudioConfig.model_json_schema()
     for order, (name, spec) in enumerate(all_fields().items()):
         prop = schema["properties"][name]
@@ -22,5 +27,8 @@ def form_schema() -> dict[str, Any]:
         allowed = spec.allowed()
         if allowed:
             prop["x-allowed"] = allowed
+            message = allowed_message(spec)
+            if isinstance(message, Message):
+                prop["x-allowed-i18n"] = message.as_json()
     schema["x-groups"] = list(GROUPS)
     return schema

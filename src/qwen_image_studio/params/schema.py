@@ -398,6 +398,18 @@ class StudioConfig(BaseModel):
             "FP8 缩放量化（分块缩放，精度更好）；需要同时启用 fp8_base",
         ),
     )
+    fp8_matmul: Literal["auto", "native", "upcast"] = param(
+        "auto",
+        ParamMeta(
+            "memory",
+            (T, G),
+            "How fp8 DiT weights multiply: native = fp8 tensor cores (inputs quantised per token; "
+            "GPUs with compute capability 8.9+), upcast = weights upcast to bf16 per matmul as the "
+            "reference trainer does; auto = native where the GPU supports it",
+            "FP8 权重的矩阵乘法方式：native = FP8 张量核心（输入按 token 量化；需算力 8.9+ 显卡），"
+            "upcast = 每次乘法前将权重转为 bf16（与参考训练器相同）；auto = 显卡支持时用 native",
+        ),
+    )
     fp8_vl: bool = param(
         False,
         ParamMeta(
@@ -621,6 +633,20 @@ class StudioConfig(BaseModel):
             "生成图像（PNG）的保存目录",
             required_for=(G,),
             path="out_dir",
+        ),
+    )
+
+    save_merged_model: str | None = param(
+        None,
+        ParamMeta(
+            "samples",
+            (G,),
+            "Instead of generating, write the DiT with the --lora_weight files merged in to this "
+            ".safetensors file (ComfyUI layout, bf16, or fp16 with --mixed_precision fp16; the model is "
+            "merged on the CPU)",
+            "不生成图像，而是把 --lora_weight 的 LoRA 合并进 DiT 并保存到此 .safetensors 文件"
+            "（ComfyUI 格式，bf16；--mixed_precision fp16 时为 fp16；在 CPU 上合并）",
+            extra={"x-metavar": "PATH"},
         ),
     )
 

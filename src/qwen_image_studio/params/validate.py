@@ -2,28 +2,255 @@
 
 Two levels: `validate_config` checks values and cross-field rules (always); `check_for_stage`
 adds what a command needs to run (required parameters present, input paths existing).
+
+Every message is structured: a `Message` is a key of the message table plus its variables, rendered
+per language. `MESSAGES` below holds the English templates (what the CLI prints); the web UI adds the
+Chinese ones to its translation table under the same keys and renders `Problem.i18n` in the page's
+language. Variables are plain strings (flags, values, paths, numbers as written), nested messages
+(e.g. the allowed-values text) or a `Join` of items.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dc_field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from ..errors import ConfigError
-from .fields import all_fields, fields_for
+from .fields import FieldSpec, _num, all_fields, fields_for
 from .schema import StudioConfig
 from .spec import Stage
+
+# English templates, one per message key: {name} placeholders only (the page fills them the same way).
+MESSAGES: dict[str, str] = {
+    # one value
+    "v.range": "{flag}: {value} is out of range; allowed {allowed}",
+    "v.choice": "{flag}: {value} is not allowed; choose one of {allowed}",
+    "v.not_int": "{flag}: {value} is not a whole number",
+    "v.not_number": "{flag}: {value} is not a number",
+    "v.not_bool": "{flag}: {value} is not true or false",
+    "v.with_allowed": "{problem}; allowed {allowed}",
+    "v.pattern": "{flag}: {value} is not a valid value",
+    "v.string_type": "{flag}: Input should be a valid string",
+    "v.list_type": "{flag}: Input should be a valid list",
+    "v.string_too_long": "{flag}: String should have at most {max_length} characters",
+    "v.unknown": "unknown parameter {name}",
+    "v.detail": "{flag}: {detail}",
+    "v.text": "{text}",
+    "v.problems": "{problems}",  # several problems, joined
+    # what a stage needs
+    "v.required": "{flag} is required",
+    "v.not_found": "{flag}: not found: {path}",
+    "v.inside_file": "{flag}: {path} is inside a file, not a folder",
+    "v.is_folder": "{flag}: {path} is a folder; a file is expected",
+    "v.is_file": "{flag}: {path} is a file; a folder is expected",
+    "v.needs_control": "{flag} {version} needs control images: {dataset} of {path} has no control_directory",
+    # allowed values (the same text as FieldSpec.allowed(); a test keeps them equal)
+    "allowed.range": "{low} to {high}",
+    "allowed.range_gt": "above {low} to {high}",
+    "allowed.range_lt": "{low} to below {high}",
+    "allowed.range_gt_lt": "above {low} to below {high}",
+    "allowed.min": "at least {low}",
+    "allowed.min_gt": "at least above {low}",
+    "allowed.max": "at most {high}",
+    "allowed.max_lt": "at most below {high}",
+    "allowed.or_class": "{choices} or a module.Class path",
+    # separators of joined items
+    "sep.list": ", ",
+    "sep.semi": "; ",
+}
+
+# The rules of the schema (field validators and cross-field rules) as it words them today. The schema
+# raises plain ValueErrors, so their text is matched against these templates (see `parse`); a rule
+# raised as `PydanticCustomError(KEY, template, vars)` with one of these keys needs no matching.
+RULES: dict[str, str] = {
+    "rule.needs": "{flag} needs {other}",
+    "rule.need_three": "{first}, {second} and {third} need {other}",
+    "rule.one_kernel_of_three": "choose one attention kernel, not {first} and {second} and {third}",
+    "rule.one_kernel": "choose one attention kernel, not {first} and {second}",
+    "rule.below": "{flag} ({value}) must be below {other} ({other_value})",
+    "rule.at_most": "{flag} ({value}) must be at most {other} ({other_value})",
+    "rule.per_file": "{flag}: {count} values for {files} {other} files; give one value, or one per file",
+    "rule.not_both": "give {first} or {second}, not both",
+    "rule.one_of_or_class": "must be one of {choices} or a module.Class path (got {value})",
+    "rule.two_numbers": "give two numbers, height and width (got {count})",
+    "rule.multiple_of_16": "{height} {width}: height and width must be multiples of 16 from 16 to 8192",
+    "rule.key_value": "{flag}: {item} is not key=value",
+    "rule.unknown_key": "unknown key {key}; allowed: {keys}",
+    "rule.lora_ratio": "loraplus_lr_ratio must be a number from above 0 to 64 (got {value})",
+}
+MESSAGES.update(RULES)
+
+# Messages of a stage's own checks (the same as `stage_problems`) that a stage's failure may repeat.
+STAGE_KEYS = (
+    "v.required",
+    "v.not_found",
+    "v.inside_file",
+    "v.is_folder",
+    "v.is_file",
+    "v.needs_control",
+    *RULES,
+)
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def register_messages(table: Mapping[str, str]) -> None:
+    """Add the English templates of another area (the web UI's) so that `Message.render()` knows them."""
+    clash = {k for k in table if k in MESSAGES and MESSAGES[k] != table[k]}
+    if clash:
+        raise ValueError(f"message keys defined twice: {sorted(clash)}")
+    MESSAGES.update(table)
+
+
+@dataclass(frozen=True)
+class Join:
+    """Items shown one after the other, separated by the message table's `sep` entry."""
+
+    items: tuple[Any, ...]
+    sep: str = "sep.list"
+
+    def as_json(self) -> dict[str, Any]:
+        """The form the page renders: {"join": [...], "sep": key}."""
+        return {"join": [_var_json(i) for i in self.items], "sep": self.sep}
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message as a key of the message table plus its variables; `render` fills in a language's template."""
+
+    key: str
+    vars: Mapping[str, Any] = dc_field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "vars", {k: _var(v) for k, v in self.vars.items()})
+
+    def render(self, *tables: Mapping[str, str]) -> str:
+        """The text in the first table that has the key (English when none has it)."""
+        template = _lookup(self.key, tables)
+        return _PLACEHOLDER.sub(
+            lambda m: _text(self.vars[m.group(1)], tables) if m.group(1) in self.vars else m.group(0),
+            template,
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """The form the page renders: {"key": ..., "vars": {...}} (nested messages in the same form)."""
+        return {"key": self.key, "vars": {k: _var_json(v) for k, v in self.vars.items()}}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Message | None:
+        """The message `as_json` wrote (None when `data` is not one)."""
+        if not isinstance(data, dict) or not isinstance(data.get("key"), str):
+            return None
+        raw = data.get("vars")
+        return cls(
+            data["key"], {k: _var_from_json(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+        )
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+def _var(value: Any) -> Any:
+    return value if isinstance(value, Message | Join) else str(value)
+
+
+def _var_json(value: Any) -> Any:
+    return value.as_json() if isinstance(value, Message | Join) else value
+
+
+def _var_from_json(value: Any) -> Any:
+    if isinstance(value, dict) and isinstance(value.get("join"), list):
+        return Join(tuple(_var_from_json(v) for v in value["join"]), str(value.get("sep") or "sep.list"))
+    if isinstance(value, dict):
+        return Message.from_json(value) or str(value)
+    return str(value)
+
+
+def _lookup(key: str, tables: Iterable[Mapping[str, str]]) -> str:
+    for table in tables:
+        if key in table:
+            return table[key]
+    return MESSAGES.get(key, key)
+
+
+def _text(value: Any, tables: tuple[Mapping[str, str], ...]) -> str:
+    if isinstance(value, Message):
+        return value.render(*tables)
+    if isinstance(value, Join):
+        return _lookup(value.sep, tables).join(_text(item, tables) for item in value.items)
+    return str(value)
+
+
+@cache
+def _pattern(template: str, sep: str) -> re.Pattern[str]:
+    """A template as a regular expression capturing each placeholder ({flag} starts with "--"; no
+    placeholder spans `sep`)."""
+    gap = f"(?:(?!{re.escape(sep)}).)+?" if sep else ".+?"
+    parts = _PLACEHOLDER.split(template)  # literal, name, literal, name, ..., literal
+    return re.compile(
+        "".join(
+            re.escape(p) if i % 2 == 0 else f"(?P<{p}>{'--' if p == 'flag' else ''}{gap})"
+            for i, p in enumerate(parts)
+        ),
+        re.DOTALL,
+    )
+
+
+def parse(
+    text: str, keys: Iterable[str], table: Mapping[str, str] = MESSAGES, sep: str = ""
+) -> Message | None:
+    """The message of the first key whose English template produces `text` exactly, else None.
+
+    Only for text from code that words its messages itself (the schema's rules, a stage's failure
+    reason): rendering the result in English gives `text` back unchanged.
+    """
+    for key in keys:
+        match = _pattern(table[key], sep).fullmatch(text)
+        if match:
+            return Message(key, match.groupdict())
+    return None
+
+
+def parse_joined(
+    text: str, keys: Iterable[str], table: Mapping[str, str] = MESSAGES, sep: str = "; "
+) -> Message | Join | None:
+    """`parse` for messages joined by `sep` (a template may contain `sep`); None unless all are known."""
+    keys = tuple(keys)
+    parts = text.split(sep)
+    found: list[Message] = []
+    start = 0
+    while start < len(parts):
+        for end in range(len(parts), start, -1):  # the longest run of parts that is one message
+            msg = parse(sep.join(parts[start:end]), keys, table, sep)
+            if msg is not None:
+                found.append(msg)
+                start = end
+                break
+        else:
+            return None
+    return found[0] if len(found) == 1 else Join(tuple(found), "sep.semi")
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One invalid parameter: the field (or '' for a rule over several) and a one-line message."""
+    """One invalid parameter: the field (or '' for a rule over several), a one-line English message and,
+    when known, the same message structured (`i18n`) for other languages."""
 
     field: str
     message: str
+    i18n: Message | None = dc_field(default=None, compare=False)
+
+    @classmethod
+    def of(cls, field: str, msg: Message) -> Problem:
+        """A problem whose English message is `msg` rendered."""
+        return cls(field, msg.render(), msg)
 
 
 class ConfigProblems(ConfigError):
@@ -32,6 +259,25 @@ class ConfigProblems(ConfigError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("; ".join(p.message for p in problems))
+
+    @property
+    def i18n(self) -> Message:
+        """All the problems as one message (joined as the English one is)."""
+        return problems_message(self.problems)
+
+
+def problems_message(problems: list[Problem]) -> Message:
+    """Problems as one message: theirs when there is one, else all of them joined with "; "."""
+    items = tuple(p.i18n or Message("v.text", {"text": p.message}) for p in problems)
+    return items[0] if len(items) == 1 else Message("v.problems", {"problems": Join(items, "sep.semi")})
+
+
+class MessageError(ConfigError):
+    """A ConfigError worded as a Message (the CLI prints it in English, the web UI in the page's language)."""
+
+    def __init__(self, msg: Message) -> None:
+        self.i18n = msg
+        super().__init__(msg.render())
 
 
 class _Raw(str):
@@ -45,6 +291,35 @@ def _describe(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+def allowed_message(spec: FieldSpec) -> Message | str:
+    """The allowed values of a field as a message (the same English text as `spec.allowed()`)."""
+    if spec.choices:
+        text = ", ".join(spec.choices)
+        return Message("allowed.or_class", {"choices": text}) if spec.name == "optimizer_type" else text
+    low, high, low_inc, high_inc = spec.bounds()
+    if low is None and high is None:
+        return ""
+    if low is not None and high is not None:
+        key = "allowed.range" + ("" if low_inc else "_gt") + ("" if high_inc else "_lt")
+    elif low is not None:
+        key = "allowed.min" if low_inc else "allowed.min_gt"
+    else:
+        key = "allowed.max" if high_inc else "allowed.max_lt"
+    bounds = {name: _num(v) for name, v in (("low", low), ("high", high)) if v is not None}
+    return Message(key, bounds)
+
+
+# Pydantic errors with a message of their own (used while pydantic words them as MESSAGES does).
+_PYDANTIC = frozenset({"string_type", "list_type", "string_too_long"})
+
+
+def _rule(raw: str, typ: str, ctx: Mapping[str, Any]) -> Message:
+    """A rule's message: its own key when raised as a custom error, else its text matched to RULES."""
+    if typ in RULES:
+        return Message(typ, ctx)
+    return parse(raw, RULES) or Message("v.text", {"text": raw})
+
+
 def _message(err: dict[str, Any]) -> Problem:
     """Turn one pydantic error into a Problem naming the flag and the allowed values."""
     loc = err.get("loc") or ()
@@ -53,27 +328,36 @@ def _message(err: dict[str, Any]) -> Problem:
     raw = err.get("msg", "invalid value")
     if raw.startswith("Value error, "):
         raw = raw[len("Value error, ") :]
+    typ = err.get("type", "")
+    ctx = err.get("ctx") or {}
     if spec is None:
-        if err.get("type") == "extra_forbidden":
-            return Problem(name, f"unknown parameter {name!r}")
-        return Problem("", raw)
+        if typ == "extra_forbidden":
+            return Problem.of(name, Message("v.unknown", {"name": repr(name)}))
+        return Problem.of("", _rule(raw, typ, ctx))
     value = err.get("input")
     if spec.kind in ("int", "float") and isinstance(value, str):
         value = _Raw(value)
-    typ = err.get("type", "")
-    allowed = spec.allowed()
+    allowed = allowed_message(spec)
+    said = {"flag": spec.flag, "value": _describe(value)}
     if typ in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"} and allowed:
-        msg = f"{spec.flag}: {_describe(value)} is out of range; allowed {allowed}"
+        msg = Message("v.range", {**said, "allowed": allowed})
     elif typ == "literal_error":
-        msg = f"{spec.flag}: {_describe(value)} is not allowed; choose one of {allowed}"
+        msg = Message("v.choice", {**said, "allowed": allowed})
     elif typ.startswith(("int_", "float_", "bool_")):
-        wanted = {"int": "a whole number", "float": "a number", "bool": "true or false"}[typ.split("_")[0]]
-        msg = f"{spec.flag}: {_describe(value)} is not {wanted}" + (f"; allowed {allowed}" if allowed else "")
+        key = {"int": "v.not_int", "float": "v.not_number", "bool": "v.not_bool"}[typ.split("_")[0]]
+        msg = Message(key, said)
+        if allowed:
+            msg = Message("v.with_allowed", {"problem": msg, "allowed": allowed})
     elif typ == "string_pattern_mismatch":
-        msg = f"{spec.flag}: {_describe(value)} is not a valid value"
+        msg = Message("v.pattern", said)
+    elif (
+        typ in _PYDANTIC and Message(f"v.{typ}", {"flag": spec.flag, **ctx}).render() == f"{spec.flag}: {raw}"
+    ):
+        msg = Message(f"v.{typ}", {"flag": spec.flag, **ctx})  # pydantic's own wording, as it reads today
     else:
-        msg = raw if raw.startswith("--") else f"{spec.flag}: {raw}"
-    return Problem(name, msg)
+        rule = _rule(raw, typ, ctx)
+        msg = rule if raw.startswith("--") else Message("v.detail", {"flag": spec.flag, "detail": rule})
+    return Problem.of(name, msg)
 
 
 def validate_config(data: dict[str, Any]) -> StudioConfig:
@@ -93,19 +377,19 @@ def problems_of(data: dict[str, Any]) -> list[Problem]:
     return []
 
 
-def _path_problem(flag: str, kind: str, value: str) -> str | None:
+def _path_problem(flag: str, kind: str, value: str) -> Message | None:
     path = Path(value).expanduser()
     if kind == "out_dir":
         parent = next((p for p in [path, *path.parents] if p.exists()), None)
         if parent is not None and not parent.is_dir():
-            return f"{flag}: {value} is inside a file, not a folder"
+            return Message("v.inside_file", {"flag": flag, "path": value})
         return None
     if not path.exists():
-        return f"{flag}: not found: {path}"
+        return Message("v.not_found", {"flag": flag, "path": path})
     if kind == "file" and not path.is_file():
-        return f"{flag}: {path} is a folder; a file is expected"
+        return Message("v.is_folder", {"flag": flag, "path": path})
     if kind == "dir" and not path.is_dir():
-        return f"{flag}: {path} is a file; a folder is expected"
+        return Message("v.is_file", {"flag": flag, "path": path})
     return None
 
 
@@ -116,11 +400,11 @@ def stage_problems(config: StudioConfig, stage: Stage) -> list[Problem]:
     for spec in fields_for(stage):
         value = getattr(config, spec.name)
         if stage in spec.meta.required_for and value in (None, ""):
-            missing.append(Problem(spec.name, f"{spec.flag} is required"))
+            missing.append(Problem.of(spec.name, Message("v.required", {"flag": spec.flag})))
         elif spec.meta.path and value:
             msg = _path_problem(spec.flag, spec.meta.path, value)
             if msg:
-                bad_paths.append(Problem(spec.name, msg))
+                bad_paths.append(Problem.of(spec.name, msg))
     if not bad_paths and config.is_edit and config.dataset_config and stage != Stage.GENERATE:
         bad_paths += _edit_dataset_problems(config)
     return bad_paths + missing
@@ -131,15 +415,24 @@ def _edit_dataset_problems(config: StudioConfig) -> list[Problem]:
     from ..data.config import load_dataset_config
     from ..errors import DatasetError
 
+    fields = all_fields()
+    flag = fields["dataset_config"].flag
     try:
         datasets = load_dataset_config(config.dataset_config).datasets  # type: ignore[arg-type]
     except DatasetError as exc:
-        return [Problem("dataset_config", f"--dataset_config: {exc}")]
+        return [Problem.of("dataset_config", Message("v.detail", {"flag": flag, "detail": exc}))]
     return [
-        Problem(
+        Problem.of(
             "dataset_config",
-            f"--model_version {config.model_version} needs control images: "
-            f"{ds.label} of {config.dataset_config} has no control_directory",
+            Message(
+                "v.needs_control",
+                {
+                    "flag": fields["model_version"].flag,
+                    "version": config.model_version,
+                    "dataset": ds.label,
+                    "path": config.dataset_config,
+                },
+            ),
         )
         for ds in datasets
         if ds.image_directory is not None and ds.control_directory is None

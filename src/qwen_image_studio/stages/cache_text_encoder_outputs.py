@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..data.cache_paths import text_cache_metadata, text_tensor_key
+from ..data.cache_paths import control_fingerprint, text_cache_metadata, text_tensor_key
 from ..data.images import load_image
 from ..data.items import DatasetItem
 from ..events import EventWriter
@@ -126,11 +126,18 @@ def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> 
 
 
 def _encode_batch(pipe: Any, model_version: str, batch: list[DatasetItem], device: torch.device) -> None:
+    """Encode one batch of captions (with their control images in edit mode) and write one file per item.
+
+    In edit mode each file records the control images the text encoder saw (``control_sha256``, hashed
+    before they are read for encoding, so a file changed meanwhile shows up as outdated next time).
+    """
     captions = [i.caption for i in batch]
     controls = None
+    fingerprints: list[str | None] = [None] * len(batch)
     if model_version != "original":
+        fingerprints = [control_fingerprint(i.control_paths) for i in batch]
         controls = [[load_image(p) for p in i.control_paths] for i in batch]
-    for item, embed in zip(batch, encode(pipe, model_version, captions, controls, device), strict=True):
-        save_cache_file(
-            {text_tensor_key(embed.dtype): embed}, item.text_cache_path, text_cache_metadata(item.caption)
-        )
+    embeds = encode(pipe, model_version, captions, controls, device)
+    for item, embed, fingerprint in zip(batch, embeds, fingerprints, strict=True):
+        meta = text_cache_metadata(item.caption, fingerprint)
+        save_cache_file({text_tensor_key(embed.dtype): embed}, item.text_cache_path, meta)

@@ -57,7 +57,7 @@ def batches(items: list[DatasetItem], size: int) -> Iterator[list[DatasetItem]]:
     """Items grouped by bucket (and control sizes), then cut into batches of at most `size`."""
     groups: dict[tuple, list[DatasetItem]] = {}
     for item in items:
-        groups.setdefault((item.batch_key, len(item.control_paths)), []).append(item)
+        groups.setdefault((item.batch_key, len(item.encoded_controls)), []).append(item)
     for key in sorted(groups):
         group = groups[key]
         for start in range(0, len(group), size):
@@ -102,6 +102,47 @@ def remove_stale(found: DatasetItems, kind: str, keep: bool, events: EventWriter
     return len(stale)
 
 
+_LOGGED_REASONS = 10
+"""Outdated files --skip_existing names at info level (the rest at debug level)."""
+
+
+def _encode_reason(kind: str, item: DatasetItem) -> str | None:
+    """Why --skip_existing must encode `item` again ("missing", or why its file is outdated); None if current."""
+    from ..data.cache_paths import latent_cache_outdated_reason, text_cache_outdated_reason
+
+    entry = item.cache_entry()
+    path = entry.latent_path if kind == "latent" else entry.text_path
+    if not path.is_file():
+        return "missing"
+    outdated = latent_cache_outdated_reason if kind == "latent" else text_cache_outdated_reason
+    return outdated(entry)
+
+
+def _skip_current(
+    kind: str, todo: list[tuple[DatasetItems, DatasetItem]]
+) -> list[tuple[DatasetItems, DatasetItem]]:
+    """--skip_existing: the items whose `kind` cache is missing or outdated; the first outdated ones are logged."""
+    left = []
+    outdated = 0
+    for result, item in todo:
+        reason = _encode_reason(kind, item)
+        if reason is None:
+            continue
+        left.append((result, item))
+        if reason != "missing":
+            outdated += 1
+            level = logging.INFO if outdated <= _LOGGED_REASONS else logging.DEBUG
+            path = item.latent_cache_path if kind == "latent" else item.text_cache_path
+            log.log(level, "--skip_existing: encoding %s again: %s", path.name, reason)
+    log.info(
+        "--skip_existing: %d item(s) left to encode (%d missing, %d outdated)",
+        len(left),
+        len(left) - outdated,
+        outdated,
+    )
+    return left
+
+
 def run_cache_stage(
     config: StudioConfig,
     events: EventWriter,
@@ -111,15 +152,14 @@ def run_cache_stage(
     """The loop both caching stages share: discover, skip what is current, encode in batches, drop stale files.
 
     `kind` is "latent" or "text"; `load(device, dtype)` loads the model once and returns the batch encoder.
+    With --skip_existing an item is encoded again when its file is missing or outdated (another bucket,
+    caption or control image: see ``data.cache_paths``); the first ten outdated ones are logged with
+    the reason (the rest at debug level).
     """
-    from ..data.cache_paths import latent_cache_current, text_cache_current
-
-    current = latent_cache_current if kind == "latent" else text_cache_current
     found = discover(config, events)
     todo = [(r, item) for r in found for item in r.items]
     if config.skip_existing:
-        todo = [(r, i) for r, i in todo if not current(i.cache_entry())]
-        log.info("--skip_existing: %d item(s) left to encode", len(todo))
+        todo = _skip_current(kind, todo)
     written = 0
     if todo:
         device = resolve_device(config.device)

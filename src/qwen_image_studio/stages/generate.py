@@ -7,11 +7,16 @@ one big model in memory at a time: check the LoRA files, encode every prompt wit
 free it, load the DiT and merge the LoRAs into its weights (then fp8 storage when asked, and the memory
 options: attention kernel, --blocks_to_swap, --compile), load the VAE, and render each prompt with
 diffusers' Qwen-Image pipeline. Files: ``save_path/{time}_{i:02d}_{seed}.png``.
+
+``--save_merged_model FILE`` (musubi's flag) renders nothing: the DiT is loaded on the CPU, the LoRAs are
+merged into its weights and it is written to FILE in the ComfyUI single-file layout, streamed tensor by
+tensor (one copy of the model in RAM), atomically (a crash leaves no partial file).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from dataclasses import replace
@@ -23,8 +28,9 @@ from ..events import EventWriter
 from ..memory.attention import attention_mode, check_backend
 from ..memory.placement import load_placed_dit
 from ..memory.setup import configure_dit
-from ..models.loading import load_vae
-from ..models.lora_apply import merge_loras, multipliers_for, read_lora
+from ..models.loading import load_dit, load_vae
+from ..models.lora_apply import LoraFile, merge_loras, multipliers_for, read_lora
+from ..models.writing import comfy_dit_state_dict, stream_safetensors
 from ..params.schema import StudioConfig
 from ..training.sampling import (
     SamplePrompt,
@@ -69,11 +75,44 @@ def output_paths(save_path: Path, seeds: list[int]) -> list[Path]:
     return paths
 
 
+def save_merged_model(
+    config: StudioConfig, loras: list[LoraFile], multipliers: list[float], events: EventWriter
+) -> Path:
+    """--save_merged_model: the DiT with the LoRAs merged in, written as a ComfyUI single file."""
+    import torch
+
+    from ..training.atomic import atomic_write
+
+    target = Path(config.save_merged_model).expanduser()  # type: ignore[arg-type]
+    if target.suffix != ".safetensors":
+        raise ConfigError(f"--save_merged_model: {target}: give a file name ending in .safetensors")
+    if not loras:
+        raise ConfigError("--save_merged_model needs --lora_weight: there is nothing to merge")
+    if target.exists() and target.resolve() == Path(config.dit).expanduser().resolve():  # type: ignore[arg-type]
+        raise ConfigError(f"--save_merged_model: {target} is the --dit file itself; choose another name")
+    if target.is_dir():
+        raise ConfigError(f"--save_merged_model: {target} is a folder; give a file name")
+    dtype = torch.float16 if config.mixed_precision == "fp16" else torch.bfloat16
+    dit = load_dit(config.dit, dtype=dtype, device="cpu", model_version=config.model_version)  # type: ignore[arg-type]
+    changed = merge_loras(dit, loras, multipliers)
+    log.info("LoRA updates merged into %d linear layers", changed)
+    state = comfy_dit_state_dict(dit.state_dict(), edit_2511_flag=config.model_version == "edit-2511")
+    merged = [{"file": str(lora.path), "multiplier": m} for lora, m in zip(loras, multipliers, strict=True)]
+    metadata = {"format": "pt", "qwen_image_studio.merged_loras": json.dumps(merged)}
+    atomic_write(target, lambda tmp: stream_safetensors(state, tmp, metadata))
+    size = target.stat().st_size / 2**30
+    log.info("merged model written to %s (%.2f GiB, %s)", target, size, str(dtype).removeprefix("torch."))
+    events.artifact("model", target)
+    return target
+
+
 def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> list[Path]:
-    """Generate one PNG per prompt; returns the files written."""
-    prompts = generation_prompts(config)
+    """Generate one PNG per prompt (or, with --save_merged_model, write the merged DiT); returns the files."""
     loras = [read_lora(p) for p in config.lora_weight]  # fail on a bad file before any model loads
     multipliers = multipliers_for(len(loras), config.lora_multiplier)
+    if config.save_merged_model:
+        return [save_merged_model(config, loras, multipliers, events)]
+    prompts = generation_prompts(config)
     device = resolve_device(config.device)
     mode = attention_mode(config)
     if mode != "sdpa":

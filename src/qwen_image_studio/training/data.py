@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data.cache_paths import (
     TEXT_EMBED_PREFIX,
-    latent_cache_current,
-    text_cache_current,
+    latent_cache_outdated_reason,
+    text_cache_outdated_reason,
 )
 from ..data.config import load_dataset_config
 from ..data.items import discover_items
@@ -54,8 +54,8 @@ def collect_items(config: Any, events: EventWriter | None = None) -> list[Cached
     """Every usable item of ``--dataset_config`` whose caches are present and current (else DatasetError)."""
     ds_config = load_dataset_config(config.dataset_config)
     items: list[CachedItem] = []
-    missing_latents: list[Path] = []
-    missing_text: list[Path] = []
+    missing_latents: list[str] = []  # "path: why" of each missing or outdated cache file
+    missing_text: list[str] = []
     for dataset in ds_config.datasets:
         found = discover_items(dataset, edit=config.is_edit)
         for problem in found.problems:
@@ -63,10 +63,13 @@ def collect_items(config: Any, events: EventWriter | None = None) -> list[Cached
                 events.warning(f"{dataset.label}: {problem}")
         for item in found.items:
             entry = item.cache_entry()
-            if not latent_cache_current(entry):
-                missing_latents.append(item.latent_cache_path)
-            if not text_cache_current(entry):
-                missing_text.append(item.text_cache_path)
+            for path, why, found_list in (
+                (entry.latent_path, latent_cache_outdated_reason, missing_latents),
+                (entry.text_path, text_cache_outdated_reason, missing_text),
+            ):
+                reason = why(entry) if path.is_file() else "missing"
+                if reason is not None:
+                    found_list.append(f"{path}: {reason}")
             n_controls = len(item.control_buckets) if config.is_edit else 0
             group = (dataset.index, item.batch_key if config.is_edit else (item.bucket,), n_controls)
             items.append(

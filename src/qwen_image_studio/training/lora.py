@@ -81,10 +81,18 @@ class LoRALinear(nn.Module):
         out = self.base(x)
         if self.multiplier == 0:
             return out
-        h = self.lora_down(x.to(self.lora_down.weight.dtype))
+        # Under autocast the matmuls run in the autocast dtype anyway: no float32 copy of x on the way. The
+        # scale multiplies the small up matrix, and the sum happens inside the up matmul (addmm): no extra
+        # passes over the layer's output, which is large (tokens x width), forward or backward.
+        autocast = torch.is_autocast_enabled(x.device.type)
+        h = self.lora_down(x if autocast else x.to(self.lora_down.weight.dtype))
         if self.dropout and self.training:
             h = nn.functional.dropout(h, p=self.dropout)
-        return out + (self.lora_up(h) * (self.scale * self.multiplier)).to(out.dtype)
+        up = self.lora_up.weight * (self.scale * self.multiplier)
+        h = h.reshape(-1, h.shape[-1])
+        if not autocast:
+            h, up = h.to(out.dtype), up.to(out.dtype)
+        return torch.addmm(out.reshape(-1, out.shape[-1]), h, up.t()).view(out.shape)
 
 
 def linear_paths(model: nn.Module) -> list[str]:

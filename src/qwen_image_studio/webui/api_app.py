@@ -6,7 +6,7 @@ from flask import Blueprint, Response, jsonify
 
 from .. import __version__
 from .app import studio
-from .i18n import TABLE
+from .i18n import TABLE, render, request_language
 
 bp = Blueprint("api_app", __name__, url_prefix="/api")
 
@@ -15,11 +15,13 @@ bp = Blueprint("api_app", __name__, url_prefix="/api")
 def status() -> Response:
     """What the page shows in its header and notices."""
     state = studio()
+    lang = request_language()
     return jsonify(
         version=__version__,
         workspace=str(state.workspace),
         demo=state.demo.status.as_json(),
-        notices=list(state.notices),
+        notices=[render(n, lang) for n in state.notices],
+        notices_i18n=[n.as_json() for n in state.notices],
         token_required=state.token is not None,
         tensorboard=state.tensorboard.status(),
     )

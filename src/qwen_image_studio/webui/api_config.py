@@ -12,13 +12,13 @@ from flask import Blueprint, Response, abort, jsonify, request, send_file
 from ..params.cli import to_argv
 from ..params.schema import StudioConfig
 from ..params.spec import STAGE_SCRIPTS, Stage
-from ..params.validate import validate_config
+from ..params.validate import Message, validate_config
 from .app import studio
 from .cmdline import config_from_command
 from .configs import config_from_upload, default_name, export_document, params_of, save
 from .paths import resolve_config
 from .security import upload_endpoint
-from .views_util import json_body, params_from, problem_list
+from .views_util import json_body, params_from, problem_list, refuse
 
 bp = Blueprint("api_config", __name__, url_prefix="/api")
 
@@ -103,7 +103,7 @@ def import_config() -> Response:
     """Save an uploaded JSON document (any version) or `--config_file` TOML; a bad file changes nothing."""
     upload = request.files.get("file")
     if upload is None or not upload.filename:
-        abort(400, description="choose a configuration file (.json or .toml) to import")
+        refuse(400, Message("config.no_file"))
     state = studio()
     config, saved_name = config_from_upload(upload.read(), upload.filename, state.scratch)
     name = (request.form.get("name") or "").strip() or saved_name or default_name(upload.filename)

@@ -5,15 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify
+from flask import Blueprint, Response, jsonify
 
 from ..data.config import DatasetConfigError, parse_dataset_config, write_dataset_config
 from ..data.inspect import inspect_dataset
 from ..errors import DatasetError
+from ..params.validate import Message
 from .app import studio
+from .i18n import render, request_language
 from .paths import inside, resolve_in
 from .store import NameTaken, check_name
-from .views_util import json_body
+from .views_util import json_body, refuse, texts
 
 bp = Blueprint("api_dataset", __name__, url_prefix="/api/dataset")
 
@@ -23,6 +25,19 @@ DATASETS_DIR = "datasets"
 def _error(code: str, message: str, problems: list[str], status: int = 400) -> Response:
     response = jsonify(error=message, code=code, problems=problems)
     response.status_code = status
+    return response
+
+
+def _said(code: str, msg: Message, problems: list[Message]) -> Response:
+    """`_error` worded in the request's language (with the messages as `error_i18n`, `problems_i18n`)."""
+    lang = request_language()
+    response = jsonify(
+        **texts(str(msg), msg, "error", lang),
+        code=code,
+        problems=[render(p, lang) for p in problems],
+        problems_i18n=[p.as_json() for p in problems],
+    )
+    response.status_code = 400
     return response
 
 
@@ -36,7 +51,7 @@ def inspect() -> Response:
     body = json_body()
     raw = body.get("path")
     if not isinstance(raw, str) or not raw.strip():
-        abort(400, description="'path' must be the dataset TOML's path")
+        refuse(400, Message("dataset.no_path"))
     path = resolve_in(studio().workspace, raw.strip())
     try:
         return jsonify(path=str(path), report=_report(path, bool(body.get("edit"))))
@@ -49,7 +64,7 @@ def _size(value: Any) -> list[int]:
         return [value, value]
     if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
         return list(value)
-    abort(400, description="'resolution' must be a number or [width, height]")
+    refuse(400, Message("dataset.bad_resolution"))
 
 
 def _count(value: Any, name: str) -> int:
@@ -57,7 +72,7 @@ def _count(value: Any, name: str) -> int:
         return 1
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return value
-    abort(400, description=f"'{name}' must be a whole number of at least 1")
+    refuse(400, Message("dataset.bad_count", {"name": name}))
 
 
 @bp.post("/create")
@@ -69,12 +84,12 @@ def create() -> Response:
     folder = (state.workspace / DATASETS_DIR).resolve()
     target = (folder / f"{name}.toml").resolve()
     if target.parent != folder or not inside(target, state.workspace):
-        abort(400, description="the dataset name must be a plain file name")
+        refuse(400, Message("dataset.plain_name"))
     if target.exists():
-        raise NameTaken(f"{target} exists already; choose another name (it is not overwritten)")
+        raise NameTaken(Message("dataset.exists", {"path": target}))
     images = body.get("image_directory")
     if not isinstance(images, str) or not images.strip():
-        return _error("dataset_invalid", "choose the folder of images", ["image_directory: required"])
+        return _said("dataset_invalid", Message("dataset.no_images"), [Message("dataset.images_required")])
     table: dict[str, Any] = {
         "image_directory": str(resolve_in(state.workspace, images.strip())),
         "cache_directory": str(folder / f"{name}_cache"),

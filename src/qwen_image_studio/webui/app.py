@@ -10,10 +10,11 @@ from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import ConfigError
-from ..params.validate import ConfigProblems
+from ..params.validate import ConfigProblems, Message
 from . import security
 from .configs import import_demo_configs
 from .demo_setup import DemoBuilder, demo_dir
+from .i18n import TABLE, request_language
 from .jobs.commands import NotReady, stage_command
 from .jobs.hub import Hub
 from .jobs.store import JobStore
@@ -21,7 +22,7 @@ from .jobs.supervisor import Supervisor, job_paths
 from .paths import resolve_in
 from .store import DB_NAME, NameTaken, NotFound, Store, StoreError
 from .tensorboard import DEFAULT_PORT, TensorBoard
-from .views_util import problem_list
+from .views_util import problem_list, texts
 
 EXTENSION = "qwen_image_studio"
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
@@ -40,7 +41,7 @@ class Studio:
     supervisor: Supervisor
     tensorboard: TensorBoard
     token: str | None = None
-    notices: list[str] = field(default_factory=list)
+    notices: list[Message] = field(default_factory=list)
 
     @property
     def scratch(self) -> Path:
@@ -78,10 +79,15 @@ def studio() -> Studio:
     return studio_of(current_app)  # type: ignore[arg-type]
 
 
-def _error(status: int, code: str, message: str, **extra: object) -> Response:
-    response = jsonify(error=message, code=code, **extra)
+def _error(status: int, code: str, message: str, msg: Message | None = None, **extra: object) -> Response:
+    """A JSON error: `error` in the request's language (`error_i18n` when structured), `code` for the page."""
+    response = jsonify(**texts(message, msg, "error"), code=code, **extra)
     response.status_code = status
     return response
+
+
+# HTTP errors that other languages word with the page's err.<name> entry (werkzeug's text is English).
+_WORDED_HTTP = frozenset({"request_entity_too_large"})
 
 
 def _register_errors(app: Flask) -> None:
@@ -89,27 +95,28 @@ def _register_errors(app: Flask) -> None:
 
     @app.errorhandler(ConfigProblems)
     def _problems(exc: ConfigProblems) -> Response:
-        return _error(400, "invalid", str(exc), problems=problem_list(exc.problems))
-
-    @app.errorhandler(NotReady)
-    def _not_ready(exc: NotReady) -> Response:
-        return _error(400, "not_ready", str(exc), problems=problem_list(exc.problems))
+        code = "not_ready" if isinstance(exc, NotReady) else "invalid"
+        return _error(400, code, str(exc), exc.i18n, problems=problem_list(exc.problems))
 
     @app.errorhandler(ConfigError)
     def _config_error(exc: ConfigError) -> Response:
-        return _error(400, "bad_config", str(exc))
+        return _error(400, "bad_config", str(exc), getattr(exc, "i18n", None))
 
     @app.errorhandler(StoreError)
     def _store_error(exc: StoreError) -> Response:
         status = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, NameTaken) else 400
-        return _error(status, exc.code, str(exc))
+        return _error(status, exc.code, str(exc), exc.i18n)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response | HTTPException:
         if not request.path.startswith("/api/"):
             return exc
         name = (exc.name or "error").lower().replace(" ", "_")
-        return _error(exc.code or 500, name, exc.description or name)
+        text = exc.description or name
+        lang = request_language()
+        if name in _WORDED_HTTP and lang != "en":  # werkzeug's English text is kept for English
+            text = TABLE[lang][f"err.{name}"]
+        return _error(exc.code or 500, name, text, getattr(exc, "i18n", None))
 
 
 def create_app(
@@ -160,12 +167,14 @@ def create_app(
     from .api_schema import bp as api_schema
     from .api_tools import bp as api_tools
     from .pages import bp as pages
+    from .tensorboard_proxy import bp as tensorboard_proxy
     from .ws import bp as ws
     from .ws import sock
 
     sock.init_app(app)
     for blueprint in (pages, api_app, api_schema, api_config, api_jobs, api_dataset, api_tools, ws):
         app.register_blueprint(blueprint)
+    app.register_blueprint(tensorboard_proxy)
     return app
 
 

@@ -12,6 +12,7 @@ from ..errors import ConfigError
 from ..params.cli import parse_args
 from ..params.schema import StudioConfig
 from ..params.spec import STAGE_SCRIPTS, Stage
+from ..params.validate import Message, MessageError
 
 MAX_TEXT = 100_000
 # Line continuations of POSIX shells, cmd.exe and PowerShell.
@@ -34,13 +35,13 @@ def _stage_of_script(token: str) -> Stage | None:
 def split_command(text: str) -> tuple[Stage, list[str]]:
     """The stage and the flags of a command line, without `python`, `accelerate launch ...` or the script."""
     if len(text) > MAX_TEXT:
-        raise ConfigError(f"the command line is longer than {MAX_TEXT} characters")
+        raise MessageError(Message("cmdline.too_long", {"max": MAX_TEXT}))
     try:
         tokens = shlex.split(_CONTINUATION.sub(" ", text), comments=True)
     except ValueError as exc:
-        raise ConfigError(f"the command line cannot be read: {exc}") from None
+        raise MessageError(Message("cmdline.unreadable", {"detail": exc})) from None
     if not tokens:
-        raise ConfigError("the command line is empty")
+        raise MessageError(Message("cmdline.empty"))
     for i, token in enumerate(tokens):
         stage = _stage_of_script(token)
         if stage is not None:
@@ -54,11 +55,8 @@ def split_command(text: str) -> tuple[Stage, list[str]]:
     if tokens[0].startswith("-"):
         return Stage.TRAIN, tokens
     if _PYTHON.match(PurePath(tokens[0]).name) or tokens[0] == "accelerate":
-        raise ConfigError(
-            "no training or caching script found in the command line "
-            f"(expected one of {', '.join(STAGE_SCRIPTS.values())})"
-        )
-    raise ConfigError(f"the command line should start with python, accelerate or a flag, not {tokens[0]!r}")
+        raise MessageError(Message("cmdline.no_script", {"scripts": ", ".join(STAGE_SCRIPTS.values())}))
+    raise MessageError(Message("cmdline.bad_start", {"token": repr(tokens[0])}))
 
 
 def config_from_command(text: str) -> tuple[Stage, StudioConfig]:
@@ -70,5 +68,7 @@ def config_from_command(text: str) -> tuple[Stage, StudioConfig]:
             config, _ = parse_args(stage, argv)
     except SystemExit:
         message = out.getvalue().strip().splitlines()
-        raise ConfigError(message[-1] if message else "the command line was not accepted") from None
+        if message:
+            raise ConfigError(message[-1]) from None
+        raise MessageError(Message("cmdline.not_accepted")) from None
     return stage, config

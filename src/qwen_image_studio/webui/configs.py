@@ -11,7 +11,7 @@ from ..errors import ConfigError
 from ..params.cli import read_config_file
 from ..params.config_files import document, from_document
 from ..params.schema import StudioConfig
-from ..params.validate import ConfigProblems, Problem, validate_config
+from ..params.validate import ConfigProblems, Message, MessageError, Problem, validate_config
 from .store import NameTaken, Store, StoredConfig, check_name
 
 MAX_UPLOAD = 1024 * 1024
@@ -26,7 +26,7 @@ def params_of(stored: StoredConfig) -> tuple[dict[str, Any], list[Problem]]:
         raw = stored.document.get("params")
         return (raw if isinstance(raw, dict) else {}), exc.problems
     except ConfigError as exc:
-        return {}, [Problem("", str(exc))]
+        return {}, [Problem("", str(exc), getattr(exc, "i18n", None))]
     return config.model_dump(mode="json"), []
 
 
@@ -45,11 +45,11 @@ def save(store: Store, name: str, config: StudioConfig, overwrite: bool = False)
 
 def _text_of(data: bytes, filename: str) -> str:
     if len(data) > MAX_UPLOAD:
-        raise ConfigError(f"{filename}: the file is larger than {MAX_UPLOAD // 1024} KiB")
+        raise MessageError(Message("config.too_large", {"filename": filename, "kib": MAX_UPLOAD // 1024}))
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ConfigError(f"{filename}: the file is not UTF-8 text") from None
+        raise MessageError(Message("config.not_utf8", {"filename": filename})) from None
 
 
 def config_from_json(data: bytes, filename: str) -> tuple[StudioConfig, str | None]:
@@ -58,7 +58,7 @@ def config_from_json(data: bytes, filename: str) -> tuple[StudioConfig, str | No
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{filename} is not valid JSON: {exc}") from None
+        raise MessageError(Message("config.bad_json", {"filename": filename, "detail": exc})) from None
     return from_document(doc, filename)
 
 
@@ -90,12 +90,12 @@ def default_name(filename: str) -> str:
     return PurePath(filename.replace("\\", "/")).stem.strip() or "imported"
 
 
-def import_demo_configs(store: Store, demo_dir: Path) -> list[str]:
+def import_demo_configs(store: Store, demo_dir: Path) -> list[Message]:
     """Save the demo's configurations once (names already in use are kept); returns messages on problems."""
     files = sorted((demo_dir / "configs").glob("*.json"))
     if not files or store.get_setting(DEMO_IMPORTED):
         return []
-    notes: list[str] = []
+    notes: list[Message] = []
     for path in files:
         try:
             config, name = config_from_json(path.read_bytes(), str(path))
@@ -103,6 +103,7 @@ def import_demo_configs(store: Store, demo_dir: Path) -> list[str]:
         except NameTaken:
             continue
         except ConfigError as exc:
-            notes.append(f"demo configuration not imported: {exc}")
+            detail = getattr(exc, "i18n", None) or str(exc)
+            notes.append(Message("notice.demo_not_imported", {"detail": detail}))
     store.set_setting(DEMO_IMPORTED, "1")
     return notes

@@ -1,12 +1,25 @@
-"""The translation table: every visible UI string in zh-CN and en (field help comes from the schema)."""
+"""The translation table: every visible UI string in zh-CN and en (field help comes from the schema).
+
+Messages the server produces are structured (`params.validate.Message`: a key of this table plus its
+variables). Their English templates live where they are produced (validation: `params.validate.MESSAGES`,
+which the CLI prints; jobs: `i18n_run`); this table adds the Chinese ones under the same keys. The API
+renders them in the request's language (`request_language`) and also sends them as ``X_i18n``
+({"key", "vars"}) beside each text ``X``, so that the page renders them again after a language switch.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from flask import request
+
+from ..params.validate import MESSAGES, Message, register_messages
 from .i18n_run import EN_RUN, ZH_RUN
 
 DEFAULT_LANGUAGE = "zh-CN"
+API_LANGUAGE = "en"  # the API's language when a request names none (scripts, curl)
+LANG_HEADER = "X-Studio-Lang"  # the page sends its language with every API request
+LANG_COOKIE = "studio_lang"
 
 EN: dict[str, str] = {
     "app.title": "Qwen-Image Studio",
@@ -65,14 +78,8 @@ EN: dict[str, str] = {
     "form.valid": "All values are valid.",
     "form.problems": "Fix these first:",
     "form.needs": "Still needed to run the checked stages:",
-    "v.range": "{flag}: {value} is out of range; allowed {allowed}",
-    "v.not_number": "{flag}: {value} is not a number",
-    "v.not_int": "{flag}: {value} is not a whole number",
     "v.empty_number": "{flag}: a number is needed",
-    "v.choice": "{flag}: {value} is not allowed; choose one of {allowed}",
-    "v.pattern": "{flag}: {value} is not a valid value",
     "v.too_long": "{flag}: at most {max} characters",
-    "v.required": "{flag} is required",
     "cmd.title": "Command lines",
     "cmd.hint": "What each stage runs with these values.",
     "cmd.invalid": "Fix the problems in the form to see the command lines.",
@@ -117,6 +124,24 @@ EN: dict[str, str] = {
     "err.bad_host": "Refused: this server answers loopback host names only.",
     "err.request_entity_too_large": "The file is too large.",
     "err.other": "The request failed.",
+    "store.no_name": "a configuration needs a name",
+    "store.name_too_long": "a configuration name has at most {max} characters",
+    "store.name_chars": "a configuration name may not contain / \\ or control characters",
+    "store.name_dots": "a configuration name cannot be only dots",
+    "store.not_found": "no configuration named {name}",
+    "store.exists": "a configuration named {name} exists already",
+    "store.no_job": "no job {id}",
+    "config.no_file": "choose a configuration file (.json or .toml) to import",
+    "config.too_large": "{filename}: the file is larger than {kib} KiB",
+    "config.not_utf8": "{filename}: the file is not UTF-8 text",
+    "config.bad_json": "{filename} is not valid JSON: {detail}",
+    "cmdline.too_long": "the command line is longer than {max} characters",
+    "cmdline.unreadable": "the command line cannot be read: {detail}",
+    "cmdline.empty": "the command line is empty",
+    "cmdline.no_script": "no training or caching script found in the command line (expected one of {scripts})",
+    "cmdline.bad_start": "the command line should start with python, accelerate or a flag, not {token}",
+    "cmdline.not_accepted": "the command line was not accepted",
+    "notice.demo_not_imported": "demo configuration not imported: {detail}",
     "demo.creating": "Creating the demo workspace (tiny models and a small dataset)…",
     "demo.ready": "The demo workspace is ready; its configurations are listed.",
     "demo.failed": "The demo workspace could not be created:",
@@ -181,14 +206,8 @@ ZH: dict[str, str] = {
     "form.valid": "所有参数有效。",
     "form.problems": "请先修正：",
     "form.needs": "运行所选阶段还需要：",
-    "v.range": "{flag}：{value} 超出范围；允许 {allowed}",
-    "v.not_number": "{flag}：{value} 不是数字",
-    "v.not_int": "{flag}：{value} 不是整数",
     "v.empty_number": "{flag}：需要填写数字",
-    "v.choice": "{flag}：不允许 {value}；可选 {allowed}",
-    "v.pattern": "{flag}：{value} 不是有效的值",
     "v.too_long": "{flag}：最多 {max} 个字符",
-    "v.required": "{flag} 为必填项",
     "cmd.title": "命令行",
     "cmd.hint": "按当前参数，各阶段将运行的命令。",
     "cmd.invalid": "修正表单中的问题后显示命令行。",
@@ -233,6 +252,24 @@ ZH: dict[str, str] = {
     "err.bad_host": "已拒绝：此服务器只接受本机地址。",
     "err.request_entity_too_large": "文件太大。",
     "err.other": "请求失败。",
+    "store.no_name": "配置需要一个名称",
+    "store.name_too_long": "配置名称最多 {max} 个字符",
+    "store.name_chars": "配置名称不能包含 / \\ 或控制字符",
+    "store.name_dots": "配置名称不能只由点组成",
+    "store.not_found": "没有名为 {name} 的配置",
+    "store.exists": "名为 {name} 的配置已存在",
+    "store.no_job": "没有任务 {id}",
+    "config.no_file": "请选择要导入的配置文件（.json 或 .toml）",
+    "config.too_large": "{filename}：文件大于 {kib} KiB",
+    "config.not_utf8": "{filename}：文件不是 UTF-8 文本",
+    "config.bad_json": "{filename} 不是有效的 JSON：{detail}",
+    "cmdline.too_long": "命令行超过 {max} 个字符",
+    "cmdline.unreadable": "无法解析命令行：{detail}",
+    "cmdline.empty": "命令行为空",
+    "cmdline.no_script": "命令行中没有训练或缓存脚本（应为 {scripts} 之一）",
+    "cmdline.bad_start": "命令行应以 python、accelerate 或参数开头，而不是 {token}",
+    "cmdline.not_accepted": "命令行未被接受",
+    "notice.demo_not_imported": "演示配置未导入：{detail}",
     "demo.creating": "正在创建演示工作区（微型模型与小数据集）…",
     "demo.ready": "演示工作区已就绪，其配置已列出。",
     "demo.failed": "无法创建演示工作区：",
@@ -241,20 +278,95 @@ ZH: dict[str, str] = {
     "footer.version": "版本",
 }
 
+# Chinese for the messages of params.validate (English: MESSAGES there).
+ZH_MESSAGES: dict[str, str] = {
+    "v.range": "{flag}：{value} 超出范围；允许 {allowed}",
+    "v.choice": "{flag}：不允许 {value}；可选 {allowed}",
+    "v.not_int": "{flag}：{value} 不是整数",
+    "v.not_number": "{flag}：{value} 不是数字",
+    "v.not_bool": "{flag}：{value} 不是 true 或 false",
+    "v.with_allowed": "{problem}；允许 {allowed}",
+    "v.pattern": "{flag}：{value} 不是有效的值",
+    "v.string_type": "{flag}：应为文本",
+    "v.list_type": "{flag}：应为列表",
+    "v.string_too_long": "{flag}：最多 {max_length} 个字符",
+    "v.unknown": "未知参数 {name}",
+    "v.detail": "{flag}：{detail}",
+    "v.text": "{text}",
+    "v.problems": "{problems}",
+    "v.required": "{flag} 为必填项",
+    "v.not_found": "{flag}：找不到 {path}",
+    "v.inside_file": "{flag}：{path} 位于一个文件之下，不是文件夹",
+    "v.is_folder": "{flag}：{path} 是文件夹；这里需要文件",
+    "v.is_file": "{flag}：{path} 是文件；这里需要文件夹",
+    "v.needs_control": "{flag} {version} 需要控制图像：{path} 中的 {dataset} 没有 control_directory",
+    "allowed.range": "{low} 到 {high}",
+    "allowed.range_gt": "大于 {low} 且至多 {high}",
+    "allowed.range_lt": "{low} 到 {high}（不含 {high}）",
+    "allowed.range_gt_lt": "大于 {low} 且小于 {high}",
+    "allowed.min": "至少 {low}",
+    "allowed.min_gt": "大于 {low}",
+    "allowed.max": "至多 {high}",
+    "allowed.max_lt": "小于 {high}",
+    "allowed.or_class": "{choices}，或 module.Class 路径",
+    "sep.list": "、",
+    "sep.semi": "；",
+    "rule.needs": "{flag} 需要 {other}",
+    "rule.need_three": "{first}、{second} 和 {third} 需要 {other}",
+    "rule.one_kernel_of_three": "只能选一种注意力内核，不能同时用 {first}、{second} 和 {third}",
+    "rule.one_kernel": "只能选一种注意力内核，不能同时用 {first} 和 {second}",
+    "rule.below": "{flag}（{value}）必须小于 {other}（{other_value}）",
+    "rule.at_most": "{flag}（{value}）不能大于 {other}（{other_value}）",
+    "rule.per_file": "{flag}：{count} 个值对应 {files} 个 {other} 文件；请给一个值，或每个文件一个值",
+    "rule.not_both": "{first} 和 {second} 只能给一个",
+    "rule.one_of_or_class": "必须是 {choices} 之一，或 module.Class 路径（当前为 {value}）",
+    "rule.two_numbers": "请给两个数：高度和宽度（当前 {count} 个）",
+    "rule.multiple_of_16": "{height} {width}：高度和宽度必须是 16 的倍数，范围 16 到 8192",
+    "rule.key_value": "{flag}：{item} 不是 key=value 形式",
+    "rule.unknown_key": "未知的键 {key}；允许：{keys}",
+    "rule.lora_ratio": "loraplus_lr_ratio 必须是大于 0 且至多 64 的数（当前为 {value}）",
+}
+
+EN.update(MESSAGES)
 EN.update(EN_RUN)
+ZH.update(ZH_MESSAGES)
 ZH.update(ZH_RUN)
 TABLE: dict[str, dict[str, str]] = {"zh-CN": ZH, "en": EN}
+register_messages(EN)  # the UI's own messages (jobs, store, dataset) render in English like validation's
 
 
-def pick_language(*candidates: str | None) -> str:
-    """The first candidate the table has (e.g. the remembered cookie, then the browser's), else zh-CN."""
+def pick_language(*candidates: str | None, default: str = DEFAULT_LANGUAGE) -> str:
+    """The first candidate the table has (e.g. the remembered cookie, then the browser's), else `default`."""
     for lang in candidates:
         if lang in TABLE:
             return lang
-    return DEFAULT_LANGUAGE
+    return default
+
+
+def page_language() -> str:
+    """The language a page is rendered in: the remembered choice, else the browser's, else zh-CN."""
+    return pick_language(request.cookies.get(LANG_COOKIE), request.accept_languages.best_match(list(TABLE)))
+
+
+def request_language() -> str:
+    """The language of an API answer: the page's (the X-Studio-Lang header it sends, or ?lang=), else the
+    remembered choice or the browser's; a request that names none (a script) gets English."""
+    return pick_language(
+        request.headers.get(LANG_HEADER),
+        request.args.get("lang"),
+        request.cookies.get(LANG_COOKIE),
+        request.accept_languages.best_match(list(TABLE)),
+        default=API_LANGUAGE,
+    )
 
 
 def translator(lang: str) -> Callable[[str], str]:
     """A lookup for one language that shows the key itself when a string is missing."""
     table = TABLE.get(lang, TABLE[DEFAULT_LANGUAGE])
     return lambda key: table.get(key, key)
+
+
+def render(msg: Message, lang: str | None = None) -> str:
+    """A message in a language (the request's when not given), English where a template is missing."""
+    table = TABLE[lang if lang in TABLE else request_language()]
+    return msg.render(table, TABLE["en"])

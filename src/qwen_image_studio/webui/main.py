@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     board = state.tensorboard.status()
     if board["enabled"]:
         where = f"http://127.0.0.1:{board['port']}/ ({board['logdir']})"
+        where += f"; through the UI: {url_of(args.host, args.port, None).rstrip('/')}{board['proxy_path']}"
         note = f" — {board['message']}" if board["state"] == "port_busy" else ""
         print(f"TensorBoard: {where}{note}", flush=True)
     if token and not is_loopback(args.host):

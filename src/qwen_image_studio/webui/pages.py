@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, render_template
 
 from .. import __version__
-from .i18n import TABLE, pick_language, translator
+from .i18n import TABLE, page_language, translator
 
 bp = Blueprint("pages", __name__)
 
@@ -13,5 +13,5 @@ bp = Blueprint("pages", __name__)
 @bp.get("/")
 def index() -> str:
     """The studio page in the remembered (or the browser's) language."""
-    lang = pick_language(request.cookies.get("studio_lang"), request.accept_languages.best_match(list(TABLE)))
+    lang = page_language()
     return render_template("index.html", lang=lang, t=translator(lang), table=TABLE, version=__version__)

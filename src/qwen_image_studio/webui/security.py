@@ -40,6 +40,13 @@ def upload_endpoint(view: Callable[..., Any]) -> Callable[..., Any]:
     return view
 
 
+def proxy_endpoint(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a view that forwards to a proxied loopback app (TensorBoard): its writes need this origin (and
+    the token) like every other, but not JSON, since that app's page posts forms."""
+    view.studio_proxy = True  # type: ignore[attr-defined]
+    return view
+
+
 def _refuse(status: int, code: str, message: str) -> Response:
     """A JSON refusal for the API, a short text in both languages for pages."""
     if request.path.startswith("/api/"):
@@ -91,6 +98,8 @@ def _check_write() -> Response | None:
             403, "cross_origin", "refused: the request does not come from this page (Origin/Referer)"
         )
     view = current_app.view_functions.get(request.endpoint or "")
+    if getattr(view, "studio_proxy", False):
+        return None
     if getattr(view, "studio_upload", False):
         if request.mimetype != "multipart/form-data" or request.headers.get(UPLOAD_HEADER) != "1":
             return _refuse(

@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .jobs.schema import JOBS_MIGRATION
+from ..params.validate import Message
+from .jobs.schema import JOBS_MIGRATION, JOBS_REASON_I18N
 
 DB_NAME = "studio.sqlite3"
 NAME_MAX = 100
@@ -30,13 +31,19 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
     JOBS_MIGRATION,
+    JOBS_REASON_I18N,
 )
 
 
 class StoreError(Exception):
-    """A store operation that cannot be done; `code` names the reason for the UI."""
+    """A store operation that cannot be done; `code` names the reason for the UI, `i18n` (when the
+    message is given as a Message) words it in the page's language."""
 
     code = "store_error"
+
+    def __init__(self, message: str | Message) -> None:
+        self.i18n = message if isinstance(message, Message) else None
+        super().__init__(message.render() if isinstance(message, Message) else message)
 
 
 class BadName(StoreError):
@@ -74,14 +81,14 @@ class StoredConfig:
 def check_name(name: Any) -> str:
     """A valid configuration name (trimmed), or BadName saying what is wrong."""
     if not isinstance(name, str) or not name.strip():
-        raise BadName("a configuration needs a name")
+        raise BadName(Message("store.no_name"))
     name = name.strip()
     if len(name) > NAME_MAX:
-        raise BadName(f"a configuration name has at most {NAME_MAX} characters")
+        raise BadName(Message("store.name_too_long", {"max": NAME_MAX}))
     if any(c in "/\\" or unicodedata.category(c).startswith("C") for c in name):
-        raise BadName("a configuration name may not contain / \\ or control characters")
+        raise BadName(Message("store.name_chars"))
     if set(name) == {"."}:
-        raise BadName("a configuration name cannot be only dots")
+        raise BadName(Message("store.name_dots"))
     return name
 
 
@@ -144,7 +151,7 @@ class Store:
         with self._connect() as db:
             row = db.execute("SELECT * FROM configs WHERE name = ?", (name,)).fetchone()
         if row is None:
-            raise NotFound(f"no configuration named {name!r}")
+            raise NotFound(Message("store.not_found", {"name": repr(name)}))
         return _row(row)
 
     def has_config(self, name: str) -> bool:
@@ -160,7 +167,7 @@ class Store:
         with self._transaction() as db:
             exists = db.execute("SELECT 1 FROM configs WHERE name = ?", (name,)).fetchone() is not None
             if exists and not overwrite:
-                raise NameTaken(f"a configuration named {name!r} exists already")
+                raise NameTaken(Message("store.exists", {"name": repr(name)}))
             db.execute(
                 "INSERT INTO configs (name, document, created_at, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
@@ -174,9 +181,9 @@ class Store:
         with self._transaction() as db:
             row = db.execute("SELECT document FROM configs WHERE name = ?", (old,)).fetchone()
             if row is None:
-                raise NotFound(f"no configuration named {old!r}")
+                raise NotFound(Message("store.not_found", {"name": repr(old)}))
             if new != old and db.execute("SELECT 1 FROM configs WHERE name = ?", (new,)).fetchone():
-                raise NameTaken(f"a configuration named {new!r} exists already")
+                raise NameTaken(Message("store.exists", {"name": repr(new)}))
             doc = json.loads(row["document"])
             if isinstance(doc, dict) and "name" in doc:
                 doc["name"] = new
@@ -190,7 +197,7 @@ class Store:
         """Delete a saved configuration (NotFound when absent)."""
         with self._transaction() as db:
             if db.execute("DELETE FROM configs WHERE name = ?", (name,)).rowcount == 0:
-                raise NotFound(f"no configuration named {name!r}")
+                raise NotFound(Message("store.not_found", {"name": repr(name)}))
 
     def get_setting(self, key: str) -> str | None:
         """A stored setting, or None."""

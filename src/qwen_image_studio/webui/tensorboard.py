@@ -1,5 +1,8 @@
 """TensorBoard beside the UI: started on the logging folder, restarted if it dies, re-pointed when the
-folder changes, stopped with the UI. A busy port is reported, not ignored."""
+folder changes, stopped with the UI. A busy port is reported, not ignored.
+
+It listens on 127.0.0.1 only (http://localhost:6006 on the machine running the UI); the UI also serves it
+under PROXY_PREFIX on its own port (tensorboard_proxy.py), behind the UI's token, for remote browsers."""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from .jobs.outcome import log_tail
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 6006
+PROXY_PREFIX = "/tensorboard"  # where the UI's own server shows it (tensorboard_proxy.py)
 WATCH_S = 1.0
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 120.0
@@ -41,7 +45,11 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def tensorboard_command(logdir: Path, port: int) -> list[str]:
-    """The TensorBoard command line (loopback only; the UI links to it)."""
+    """The TensorBoard command line (loopback only; the UI links to it and proxies it under PROXY_PREFIX).
+
+    No --path_prefix: with one, TensorBoard answers 404 at http://localhost:PORT/ itself. Its page only
+    uses addresses relative to where it is served (<meta name="tb-relative-root" content="./">), so the
+    proxy takes the prefix off and TensorBoard runs the same for both ways in."""
     return [
         sys.executable,
         "-m",
@@ -82,7 +90,19 @@ class TensorBoard:
                 "logdir": str(self.logdir) if self.logdir else None,
                 "message": self.message,
                 "pid": self._proc.pid if self._proc and self._proc.poll() is None else None,
+                "proxy_path": PROXY_PREFIX + "/",
             }
+
+    def upstream_port(self) -> int | None:
+        """The port of the TensorBoard this object started while it runs; None otherwise (off, stopped,
+        failed, or a busy port that another program holds: the proxy must never forward there)."""
+        with self._lock:
+            proc = self._proc
+            if not self.enabled or proc is None or proc.poll() is not None:
+                return None
+            if self.state not in ("starting", "running", "restarting"):
+                return None
+            return self.port
 
     def start(self, logdir: Path) -> None:
         """Start TensorBoard on `logdir` and the thread that keeps it running."""

@@ -1,4 +1,10 @@
-"""How a stage ended, in terms a user can act on: done, failed (why, which field), stopped or lost."""
+"""How a stage ended, in terms a user can act on: done, failed (why, which field), stopped or lost.
+
+Each reason is a message (`Outcome.i18n`, rendered in the page's language) and its English text
+(`Outcome.reason`, kept in the job's record and log). A stage process reports its failure as English
+text in its `failed` event (``reason``); a structured ``reason_i18n`` there is used as it is, else the
+text is matched against the templates of what stages say (`stage_message`), else it is shown as it is.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ from typing import Any
 
 from ...events import read_events
 from ...params.fields import flag_to_field
+from ...params.validate import STAGE_KEYS, Join, Message, parse, parse_joined
+from ..i18n import TABLE
 from .logtail import display_text
 from .schema import DONE, FAILED, LOST, STOPPED
 
@@ -18,15 +26,57 @@ EXIT_USER_ERROR, EXIT_NOT_AVAILABLE, EXIT_OOM = 2, 3, 4
 _FLAG = re.compile(r"--([A-Za-z0-9_]+)")
 
 
+# What a stage process says when it fails (stages/runner.py words these itself).
+_RUNNER_KEYS = (
+    "reason.oom",
+    "reason.not_available",
+    "reason.interrupted",
+    "reason.unexpected_debug",
+    "reason.unexpected",
+)
+_TIP_KEYS = ("tip.lower", "tip.lower_resolution")
+
+
 @dataclass
 class Outcome:
-    """The end of one stage run."""
+    """The end of one stage run: `reason` in English and, when known, as a message (`i18n`)."""
 
     status: str
     exit_code: int | None = None
     reason: str | None = None
     field: str | None = None
     log_tail: str | None = None
+    i18n: Message | None = None
+
+    @classmethod
+    def said(
+        cls,
+        status: str,
+        exit_code: int | None,
+        msg: Message,
+        field: str | None = None,
+        log_tail: str | None = None,
+    ) -> Outcome:
+        """An outcome whose reason is a message (the English text is rendered from it)."""
+        return cls(status, exit_code, english(msg), field, log_tail, msg)
+
+
+def english(msg: Message) -> str:
+    """A message as the job's record and log keep it."""
+    return msg.render(TABLE["en"])
+
+
+def stage_message(reason: str) -> Message | None:
+    """A stage's failure reason as a message, when it is worded as stages word theirs (else None)."""
+    msg = parse(reason, _RUNNER_KEYS, TABLE["en"])
+    if msg is not None and msg.key == "reason.oom":
+        tips = str(msg.vars["tips"]).split(", ")
+        found = tuple(parse(tip, _TIP_KEYS, TABLE["en"]) or tip for tip in tips)
+        return Message("reason.oom", {"tips": Join(found)})
+    if msg is not None:
+        return msg
+    joined = parse_joined(reason, STAGE_KEYS, TABLE["en"])
+    return Message("v.problems", {"problems": joined}) if isinstance(joined, Join) else joined
 
 
 def field_of(reason: str) -> str | None:
@@ -82,16 +132,20 @@ def outcome_of(
     if code == 0:
         return Outcome(DONE, 0)
     if stop_requested:
-        return Outcome(STOPPED, code, "stopped by the user")
+        return Outcome.said(STOPPED, code, Message("reason.stopped"))
     if code is None:
-        return Outcome(
-            LOST,
-            None,
-            "the process ended while the web UI was not running and left no result",
-            log_tail=log_tail(log_file),
+        return Outcome.said(LOST, None, Message("reason.lost"), log_tail=log_tail(log_file))
+    failed = event if event and event.get("type") == "failed" else {}
+    reason = str(failed.get("reason") or "")
+    msg: Message | None
+    if reason:
+        msg = Message.from_json(failed.get("reason_i18n")) or stage_message(reason)
+    else:
+        msg = (
+            Message("reason.killed", {"signal": _signal_name(code)})
+            if code < 0
+            else Message("reason.exited", {"code": code})
         )
-    reason = event.get("reason") if event and event.get("type") == "failed" else None
-    if not reason:
-        reason = f"killed by {_signal_name(code)}" if code < 0 else f"exited with code {code}"
+        reason = english(msg)
     field = field_of(reason) if code in (EXIT_USER_ERROR, EXIT_NOT_AVAILABLE) else None
-    return Outcome(FAILED, code, str(reason), field, log_tail(log_file))
+    return Outcome(FAILED, code, reason, field, log_tail(log_file), msg)

@@ -34,6 +34,9 @@ CREATE TABLE job_stages (
     PRIMARY KEY (job_id, idx)
 );
 """
+# A later step: each stage's failure reason also as a structured message (JSON {"key", "vars"}) that the
+# page renders in its language; `reason` keeps the English text.
+JOBS_REASON_I18N = "ALTER TABLE job_stages ADD COLUMN reason_i18n TEXT;"
 
 PIPELINE = "pipeline"
 # What each kind of job runs, in order.

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...params.validate import Message
 from ..store import NotFound, Store
 from .schema import ACTIVE, FINAL, PENDING, QUEUED, RUNNING, SKIPPED
 
@@ -29,6 +30,7 @@ class StageRun:
     reason: str | None = None
     field: str | None = None
     log_tail: str | None = None
+    reason_i18n: dict[str, Any] | None = None  # `reason` as a message ({"key", "vars"}) when known
 
     def as_json(self) -> dict[str, Any]:
         """The stage as the page shows it."""
@@ -43,6 +45,7 @@ class StageRun:
             "duration": _duration(self.started_at, self.finished_at),
             "exit_code": self.exit_code,
             "reason": self.reason,
+            "reason_i18n": self.reason_i18n,
             "field": self.field,
             "log_tail": self.log_tail,
         }
@@ -136,7 +139,7 @@ class JobStore:
         with self.store.connect() as db:
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
-                raise NotFound(f"no job {job_id}")
+                raise NotFound(Message("store.no_job", {"id": job_id}))
             stages = db.execute(
                 "SELECT * FROM job_stages WHERE job_id = ? ORDER BY idx", (job_id,)
             ).fetchall()
@@ -217,6 +220,7 @@ _COLUMNS = {
         "finished_at",
         "exit_code",
         "reason",
+        "reason_i18n",
         "field",
         "log_tail",
     },
@@ -232,6 +236,13 @@ def _update(store: Store, table: str, where: str, key: tuple[Any, ...], values: 
     assignments = ", ".join(f"{name} = ?" for name in values)
     with store.transaction() as db:
         db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", (*values.values(), *key))
+
+
+def _json_or_none(text: str | None) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
 
 
 def _job(row: sqlite3.Row, stages: list[sqlite3.Row]) -> Job:
@@ -259,6 +270,7 @@ def _job(row: sqlite3.Row, stages: list[sqlite3.Row]) -> Job:
                 reason=s["reason"],
                 field=s["field"],
                 log_tail=s["log_tail"],
+                reason_i18n=_json_or_none(s["reason_i18n"]),
             )
             for s in stages
         ],

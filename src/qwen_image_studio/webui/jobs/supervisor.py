@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from ...params.schema import StudioConfig
 from ...params.spec import Stage
-from ...params.validate import ConfigProblems, validate_config
+from ...params.validate import ConfigProblems, Message, problems_message, validate_config
 from ..demo_setup import child_env
 from . import procs
 from .commands import NotReady, preflight, shown, stage_command
@@ -237,7 +238,7 @@ class Supervisor:
             problems = exc.problems
         if problems:
             self._note(log_file, *(f"cannot start {run.stage}: {p.message}" for p in problems))
-            return Outcome(FAILED, None, "; ".join(p.message for p in problems), problems[0].field or None)
+            return Outcome.said(FAILED, None, problems_message(problems), problems[0].field or None)
         self._note(log_file, f"$ {shown(run.argv)}")
         with self._lock:
             if self.jobs.get(job_id).stop_requested:
@@ -254,9 +255,9 @@ class Supervisor:
                         start_new_session=True,
                     )
             except OSError as exc:
-                reason = f"the stage could not be started: {exc}"
-                self._note(log_file, reason)
-                return Outcome(FAILED, None, reason)
+                result = Outcome.said(FAILED, None, Message("reason.not_started", {"detail": exc}))
+                self._note(log_file, result.reason or "")
+                return result
             start = procs.start_time(proc.pid)
             self._current = _Current(job_id, proc.pid, start)
             self.jobs.set_stage(
@@ -314,6 +315,7 @@ class Supervisor:
             finished_at=now,
             exit_code=result.exit_code,
             reason=result.reason,
+            reason_i18n=json.dumps(result.i18n.as_json(), ensure_ascii=False) if result.i18n else None,
             field=result.field,
             log_tail=result.log_tail,
         )

@@ -1,5 +1,9 @@
 // JSON requests to the studio's API; every state-changing request is JSON (the server refuses anything else).
+// Each names the page's language, in which the server words its messages.
+import { currentLanguage } from "./i18n.js";
+
 const JSON_HEADERS = { "Content-Type": "application/json", Accept: "application/json" };
+const LANG_HEADER = "X-Studio-Lang";
 
 async function answer(response) {
   let data = null;
@@ -9,7 +13,8 @@ async function answer(response) {
 
 /** Send a request; the body (if any) goes as JSON. Resolves to {ok, status, data}, never throws. */
 export async function api(method, url, body) {
-  const init = { method, headers: JSON_HEADERS, credentials: "same-origin" };
+  const headers = { ...JSON_HEADERS, [LANG_HEADER]: currentLanguage() };
+  const init = { method, headers, credentials: "same-origin" };
   if (method !== "GET") init.body = JSON.stringify(body ?? {});
   try {
     return await answer(await fetch(url, init));
@@ -23,7 +28,7 @@ export async function upload(url, formData) {
   try {
     const response = await fetch(url, {
       method: "POST", body: formData, credentials: "same-origin",
-      headers: { "X-Studio-Upload": "1", Accept: "application/json" },
+      headers: { "X-Studio-Upload": "1", Accept: "application/json", [LANG_HEADER]: currentLanguage() },
     });
     return await answer(response);
   } catch (e) {

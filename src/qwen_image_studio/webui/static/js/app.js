@@ -4,7 +4,7 @@ import { api, configUrl, upload } from "./api.js";
 import { loadDraft, saveDraft } from "./draft.js";
 import { DatasetPanel } from "./dataset-panel.js";
 import { debounce } from "./dom.js";
-import { applyTranslations, currentLanguage, hasKey, setLanguage, t } from "./i18n.js";
+import { applyTranslations, currentLanguage, hasKey, localText, setLanguage, t, tm } from "./i18n.js";
 import { buildFormModel, checkValue, missingFor } from "./form-model.js";
 import { FormView } from "./form-view.js";
 import { JobsPanel } from "./jobs-panel.js";
@@ -26,12 +26,19 @@ const state = {
 
 // ---- messages ---------------------------------------------------------------------------------
 
+/** A problem the server found ({field, message, message_i18n}, or a plain text) in the page's language. */
+function problemText(p) {
+  return typeof p === "string" ? p : localText(p.message, p.message_i18n);
+}
+
 /** A readable error for a failed API answer: the translated headline, then the server's detail. */
 function errorText(res) {
   const code = res.data.code || "other";
-  const lines = [hasKey(`err.${code}`) ? t(`err.${code}`) : t("err.other")];
-  if (res.data.error && res.data.code !== "invalid") lines.push(res.data.error);
-  for (const p of res.data.problems || []) lines.push(p.message);
+  const head = hasKey(`err.${code}`) ? t(`err.${code}`) : t("err.other");
+  const lines = [head];
+  const detail = localText(res.data.error, res.data.error_i18n);
+  if (detail && detail !== head && res.data.code !== "invalid") lines.push(detail);
+  for (const p of res.data.problems || []) lines.push(problemText(p));
   return lines.join("\n");
 }
 
@@ -113,15 +120,15 @@ function showProblems() {
   }
   const top = [];
   for (const p of state.server.problems) {
-    if (!p.field) top.push(p.message);
-    else if (!clientErrors.has(p.field) && !state.staleFields.has(p.field)) add(p.field, { text: p.message, level: "error" });
+    if (!p.field) top.push(problemText(p));
+    else if (!clientErrors.has(p.field) && !state.staleFields.has(p.field)) add(p.field, { text: problemText(p), level: "error" });
   }
   const clientNeeds = missingFor(state.model, values, checkedStages(), state.view.edit);
   const needFields = new Set(clientNeeds.map((n) => n.field));
   for (const n of clientNeeds) add(n.field, { text: t(n.key, n.vars), level: "need" });
   for (const p of state.server.needs) {
     if (!needFields.has(p.field) && !state.staleFields.has(p.field) && state.model.byName[p.field]) {
-      add(p.field, { text: p.message, level: "need" });
+      add(p.field, { text: problemText(p), level: "need" });
     }
   }
   state.view.showProblems(byField);
@@ -438,7 +445,7 @@ function renderNotices() {
   if (s.demo.state === "creating") add(t("demo.creating"), "info");
   if (s.demo.state === "failed") add(`${t("demo.failed")}\n${s.demo.message}`, "error");
   if (s.demo.state === "ready" && state.demoWasCreating) add(t("demo.ready"), "ok");
-  for (const note of s.notices) add(note, "error");
+  for (const note of s.notices_i18n || s.notices) add(tm(note), "error");
 }
 
 async function pollStatus() {
@@ -490,7 +497,7 @@ function applyValues(values, message) {
 }
 
 function startPanels() {
-  const common = { say, errorText, focusField };
+  const common = { say, errorText, problemText, focusField };
   state.jobs = new JobsPanel({
     ...common,
     readValues: () => state.view.read(),

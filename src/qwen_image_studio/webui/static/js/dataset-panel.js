@@ -1,7 +1,7 @@
 // The dataset tab: inspect the form's dataset TOML, or write a new one from a folder and use it.
 import { api } from "./api.js";
 import { $, el } from "./dom.js";
-import { t } from "./i18n.js";
+import { t, tm } from "./i18n.js";
 
 /** The report of `dataset inspect` as lines of text (never HTML). */
 export function reportLines(report) {
@@ -68,7 +68,8 @@ export class DatasetPanel {
   answerLines(res) {
     if (res.ok) return [{ text: res.data.path, cls: "path" }, ...reportLines(res.data.report)];
     const lines = [{ text: res.data.code === "dataset_invalid" ? t("dataset.invalid") : this.ctx.errorText(res), cls: "problem head" }];
-    for (const p of res.data.problems || []) lines.push({ text: `• ${p}`, cls: "problem" });
+    if (res.data.code !== "dataset_invalid") return lines; // errorText lists the problems
+    for (const p of res.data.problems_i18n || res.data.problems || []) lines.push({ text: `• ${tm(p)}`, cls: "problem" });
     return lines;
   }
 

@@ -41,7 +41,7 @@ function fieldOf(name, prop) {
     requiredFor: prop["x-required-for"] || [],
     stages: prop["x-stages"] || [],
     path: prop["x-path"] || "",
-    allowed: prop["x-allowed"] || "",
+    allowed: prop["x-allowed-i18n"] || prop["x-allowed"] || "", // a message ({key, vars}) or plain text
     mode: prop["x-mode"] || "", // "edit" or "t2i": shown only in that mode
   };
 }

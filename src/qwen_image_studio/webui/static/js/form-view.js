@@ -1,5 +1,5 @@
 // Renders the form model as HTML inputs and reads them back. All text goes in through textContent.
-import { currentLanguage, t } from "./i18n.js";
+import { currentLanguage, t, tm } from "./i18n.js";
 import { el } from "./dom.js";
 import { formatNumber, fromInput, toInput, visibleIn } from "./form-model.js";
 
@@ -69,7 +69,7 @@ export class FormView {
     row.append(input);
     row.append(el("p", { class: "help", id: `h-${field.name}` }, field.help[currentLanguage()] || field.help.en));
     const meta = [`${t("form.default")}: ${shownDefault(field)}`];
-    if (field.allowed && field.kind !== "choice") meta.push(`${t("form.allowed")}: ${field.allowed}`);
+    if (field.allowed && field.kind !== "choice") meta.push(`${t("form.allowed")}: ${tm(field.allowed)}`);
     if (field.path) meta.push(t(`form.path.${field.path}`));
     if (field.kind === "list") meta.push(t("form.list_hint"));
     row.append(el("p", { class: "meta" }, meta.join(" · ")));

@@ -1,4 +1,6 @@
 // The translation table (zh-CN and en) embedded by the page; the choice is remembered in localStorage and a cookie.
+import { fill, render } from "./messages.js";
+
 const LANGS = ["zh-CN", "en"];
 const STORAGE_KEY = "studio_lang";
 const table = JSON.parse(document.getElementById("i18n-table").textContent);
@@ -14,10 +16,19 @@ function initialLanguage() {
 
 export function currentLanguage() { return lang; }
 
-/** The string for `key` in the current language with {name} placeholders filled in. */
+/** The string for `key` in the current language with {name} placeholders filled in (a value may be a message). */
 export function t(key, vars = {}) {
-  const text = (table[lang] && table[lang][key]) ?? (table.en && table.en[key]) ?? key;
-  return text.replace(/\{(\w+)\}/g, (m, name) => (name in vars ? String(vars[name]) : m));
+  return fill([table[lang], table.en], key, vars);
+}
+
+/** A server message ({key, vars}) or plain text in the current language. */
+export function tm(message) {
+  return render([table[lang], table.en], message);
+}
+
+/** A text the server sent (`X`) in the current language: from its structured form (`X_i18n`) when given. */
+export function localText(text, i18n) {
+  return i18n ? tm(i18n) : (text ?? "");
 }
 
 export function hasKey(key) { return Boolean(table[lang] && key in table[lang]); }

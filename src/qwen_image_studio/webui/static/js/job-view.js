@@ -2,7 +2,7 @@
 import { api } from "./api.js";
 import { $, el } from "./dom.js";
 import { bytes, duration, rate, since } from "./format.js";
-import { t } from "./i18n.js";
+import { localText, t } from "./i18n.js";
 import { LogView } from "./log-view.js";
 import { LossChart } from "./loss-chart.js";
 
@@ -136,15 +136,16 @@ export class JobView {
     if (!stage) return;
     box.dataset.status = stage.status;
     const code = stage.exit_code;
+    const reason = localText(stage.reason, stage.reason_i18n);
     const add = (text, cls = "") => { box.append(el("p", { class: cls }, text)); };
     if (stage.status === "stopped") add(`⏰ ${t("error.stopped")}`);
     else if (stage.status === "lost") add(`⏰ ${t("error.lost")}`);
-    else if (code === EXIT_OOM) { add(`❌ ${t("error.oom")}`, "headline"); add(stage.reason || ""); }
+    else if (code === EXIT_OOM) { add(`❌ ${t("error.oom")}`, "headline"); add(reason); }
     else if (code === EXIT_USER || code === EXIT_NOT_AVAILABLE || code === null) {
       add(`❌ ${code === EXIT_NOT_AVAILABLE ? t("error.not_available") : t("error.user")}`, "headline");
-      add(stage.reason || "");
+      add(reason);
     } else {
-      add(`❌ ${t("error.crash", { code, reason: stage.reason || "" })}`, "headline");
+      add(`❌ ${t("error.crash", { code, reason })}`, "headline");
     }
     if (stage.field) {
       const link = el("button", { type: "button", class: "small" }, t("error.show_field"));

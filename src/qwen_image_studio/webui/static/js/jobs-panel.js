@@ -17,7 +17,8 @@ function remember(id) {
 }
 
 export class JobsPanel {
-  /** `ctx`: {readValues(), currentName(), serverProblems(list), focusField(name), say(text, level), errorText(res)}. */
+  /** `ctx`: {readValues(), currentName(), serverProblems(list), focusField(name), say(text, level), errorText(res),
+   *  problemText(problem)}. */
   constructor(ctx) {
     this.ctx = ctx;
     this.jobs = new Map();
@@ -74,7 +75,7 @@ export class JobsPanel {
       if (res.data.problems) this.ctx.serverProblems(res.data.problems, res.data.code);
       problems.append(el("p", { class: "problem" }, this.ctx.errorText(res)));
       for (const p of res.data.problems || []) {
-        const item = el("p", { class: p.field ? "problem goto" : "problem", tabindex: p.field ? "0" : null }, p.message);
+        const item = el("p", { class: p.field ? "problem goto" : "problem", tabindex: p.field ? "0" : null }, this.ctx.problemText(p));
         if (p.field) item.addEventListener("click", () => this.ctx.focusField(p.field));
         problems.append(item);
       }

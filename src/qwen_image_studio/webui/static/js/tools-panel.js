@@ -80,8 +80,10 @@ export class ToolsPanel {
     const titles = [];
     if (b.logdir) titles.push(t("tb.folder", { path: b.logdir }));
     if (b.message) titles.push(b.message);
-    const loopback = ["127.0.0.1", "localhost", "[::1]"].includes(location.hostname);
-    if (!loopback) titles.push(t("tb.loopback"));
+    // TensorBoard listens on 127.0.0.1: opened from there, link to it directly (and through this server,
+    // e.g. for an SSH tunnel to the UI's port only); from elsewhere, through this server (same token).
+    const direct = ["127.0.0.1", "localhost"].includes(location.hostname);
+    const proxied = new URL(b.proxy_path || "/tensorboard/", location.href).href;
     state.title = titles.join("\n");
     const note = $("tb-note");
     note.hidden = !["port_busy", "failed"].includes(b.state);
@@ -89,8 +91,12 @@ export class ToolsPanel {
       : b.state === "failed" ? `${t("tb.failed_note")}\n${b.message}` : "";
     const link = $("tb-link");
     link.hidden = !b.enabled || !["running", "starting", "restarting"].includes(b.state);
-    link.href = `http://${loopback ? location.hostname : "127.0.0.1"}:${b.port}/`;
+    link.href = direct ? `http://${location.hostname}:${b.port}/` : proxied;
     link.title = titles.join("\n");
+    const viaUi = $("tb-link-ui");
+    viaUi.hidden = link.hidden || !direct;
+    viaUi.href = proxied;
+    viaUi.textContent = new URL(proxied).pathname;
   }
 
   retranslate() {
