@@ -1,12 +1,14 @@
 """Cache Qwen2.5-VL text-encoder outputs (the seed's command; same flags as the reference trainer). See --help."""
 
+import os
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
-
-from qwen_image_studio.params.spec import Stage  # noqa: E402
-from qwen_image_studio.stages.runner import main  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also under python -I
+import studio_launch  # noqa: E402
 
 if __name__ == "__main__":
+    studio_launch.prepare(__file__)  # re-runs under the repo's .venv when this Python lacks the project
+    from qwen_image_studio.params.spec import Stage
+    from qwen_image_studio.stages.runner import main
+
     sys.exit(main(Stage.CACHE_TEXT))

@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup.sh --dev
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
-.venv/bin/ruff check src tests bench qwen_*.py
+.venv/bin/ruff check src tests bench qwen_*.py studio_launch.py
 exec .venv/bin/python -m pytest "$@"

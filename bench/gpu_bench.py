@@ -36,6 +36,10 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     # last, so that the time budget cuts these first: torch.compile of the blocks (one graph for all 60)
     ("bf16_compile", {"path": "ours", "compile": True, "timeout": 240}),
     ("fp8_compile", {"path": "ours", **FP8, "compile": True, "timeout": 240}),
+    # --gradient_checkpointing_cpu_offload: the checkpointed block inputs wait in pinned CPU memory
+    ("bf16_offload", {"path": "ours", "offload": True}),
+    ("fp8_offload", {"path": "ours", **FP8, "offload": True}),
+    ("fp8_swap45_offload", {"path": "ours", **FP8, "swap": 45, "offload": True}),
 ]
 LABELS = {
     "matmul": "8192^3 bf16 matmul",
@@ -47,6 +51,9 @@ LABELS = {
     "fp8_upcast": "ours: fp8, --fp8_matmul upcast (the reference trainer's matmuls)",
     "bf16_compile": "ours: bf16 + compile",
     "fp8_compile": "ours: fp8_base + fp8_scaled + compile",
+    "bf16_offload": "ours: bf16 + checkpoint offload",
+    "fp8_offload": "ours: fp8 + checkpoint offload",
+    "fp8_swap45_offload": "ours: fp8 + blocks_to_swap 45 + checkpoint offload",
 }
 # name -> (time reference, max ratio, max peak GiB) from issue 6
 TARGETS: dict[str, tuple[str, float, float]] = {
@@ -56,6 +63,9 @@ TARGETS: dict[str, tuple[str, float, float]] = {
     "fp8_swap45": ("fp8", 2.0, 9.0),
     "bf16_compile": ("baseline", 0.7, 40.0),
     "fp8_compile": ("bf16_compile", 1.0, 21.0),
+    "bf16_offload": ("baseline", 0.7, 40.0),
+    "fp8_offload": ("bf16", 1.0, 21.0),
+    "fp8_swap45_offload": ("fp8", 2.0, 9.0),
 }
 REFERENCE = {  # the reference trainer on an H100 (facts §8): s/step, peak allocated GiB
     "bf16": (1.46, 42.3), "fp8": (1.74, 24.2), "fp8_swap16": (5.12, 19.2), "fp8_swap45": (12.03, 10.0),

@@ -206,6 +206,62 @@ def test_save_reload_and_load_a_configuration(page: Any) -> None:
     shot(page, "02-configuration")
 
 
+GENERATION_ONLY = {
+    "prompt": "a red fox in snow",
+    "negative_prompt": "blurry",
+    "infer_steps": 24,
+    "guidance_scale": 3.5,
+    "image_size": [512, 768],
+    "save_path": "generated",
+}
+
+
+def test_fp8_switches_go_together(page: Any) -> None:
+    load_config(page, "demo-t2i")
+    base, scaled = page.locator("#f-fp8_base"), page.locator("#f-fp8_scaled")
+    page.uncheck("#f-fp8_base")
+    sync_api.expect(scaled).not_to_be_checked()
+    page.check("#f-fp8_scaled")  # --fp8_scaled needs --fp8_base: the form ticks it too
+    sync_api.expect(base).to_be_checked()
+    sync_api.expect(page.locator("#form-summary .summary-ok")).to_be_visible()
+    sync_api.expect(page.locator("#form-summary .summary-errors")).to_have_count(0)
+    page.uncheck("#f-fp8_base")  # and unticks it with --fp8_base
+    sync_api.expect(scaled).not_to_be_checked()
+    sync_api.expect(page.locator("#form-summary .summary-ok")).to_be_visible()
+    page.check("#f-fp8_base")  # on its own: --fp8_scaled stays as it is
+    sync_api.expect(scaled).not_to_be_checked()
+
+
+def test_generation_values_have_no_input_but_survive_the_form(
+    page: Any, studio: Studio, tmp_path: Path
+) -> None:
+    """Generation's parameters (a stage the UI does not launch) get no input; a configuration that has
+    them keeps them through import, load, edit and save, and the save writes WORKSPACE/configs/NAME.json."""
+    for name in (*GENERATION_ONLY, "from_file", "lora_weight", "lora_multiplier", "save_merged_model"):
+        assert page.locator(f"#f-{name}").count() == 0 and page.locator(f"[data-row='{name}']").count() == 0
+    sync_api.expect(page.locator("[data-row='dit'] .badge")).to_have_text("required for Train LoRA")
+    params = {**studio.api("/api/configs/demo-t2i")["params"], **GENERATION_ONLY}
+    source = tmp_path / "with-prompt.json"
+    source.write_text(
+        json.dumps(
+            {"format": "qwen-image-studio-config", "version": 2, "name": "with prompt", "params": params}
+        ),
+        encoding="utf-8",
+    )
+    page.click("#btn-import")
+    page.set_input_files("#import-file", str(source))
+    page.click("#import-upload")
+    page.wait_for_function("() => document.querySelector('#config-name').value === 'with prompt'")
+    page.fill("#f-network_dim", "5")
+    page.click("#btn-save")  # the same name: the overwrite is confirmed (dialog accepted)
+    sync_api.expect(page.locator("#dirty-flag")).to_be_hidden()
+    sync_api.expect(page.locator("#status")).to_contain_text("configs/with prompt.json")
+    saved = studio.api("/api/configs/with%20prompt")["params"]
+    assert saved["network_dim"] == 5 and {k: saved[k] for k in GENERATION_ONLY} == GENERATION_ONLY
+    mirror = json.loads((studio.workspace / "configs" / "with prompt.json").read_text(encoding="utf-8"))
+    assert mirror["name"] == "with prompt" and mirror["params"] == saved
+
+
 def test_dataset_panel_inspects_the_demo_dataset(page: Any) -> None:
     page.click("#tab-btn-dataset")
     page.click("#dataset-inspect")
@@ -260,6 +316,10 @@ def test_full_pipeline_to_three_checks_with_a_reload_mid_run(page: Any, studio: 
     lines = rendered_lines(page)
     assert [n for n, _ in lines] == list(range(1, len(expected) + 1))  # every line once, in order
     assert [text for _, text in lines] == expected
+    # each stage's closing line starts with the seed's legend (✅ done) and is marked so
+    closing = page.locator("#log .line[data-mark='done']")
+    sync_api.expect(closing).to_have_count(3)
+    sync_api.expect(closing.last).to_contain_text("✅ [train_network: exit code 0, done, ")
     sync_api.expect(page.locator("#loss-chart canvas").first).to_be_visible(timeout=20_000)
     sync_api.expect(page.locator("#samples img").first).to_be_visible(timeout=20_000)
     page.wait_for_function(
@@ -324,6 +384,9 @@ def test_stopping_a_job_leaves_no_process(page: Any, studio: Studio) -> None:
     page.wait_for_selector("#job-summary[data-status='stopped']", timeout=30_000)
     sync_api.expect(page.locator("#job-stages .icon")).to_have_text(["⏰"])
     sync_api.expect(page.locator("#job-error")).to_contain_text("Stopped by you.")
+    sync_api.expect(page.locator("#log .line[data-mark='warning']").last).to_contain_text(
+        "⏰ [cache_latents: exit code"
+    )
     assert procs.tree_of(pid) == [] and job_processes(studio, job_id) == []
     shot(page, "06-job-stopped", full_page=True)
 
@@ -432,12 +495,13 @@ def test_switching_to_chinese_is_remembered(page: Any) -> None:
         "--optimizer_type：必须是 adamw, adamw8bit, lion, sgd, adafactor 之一，或 module.Class 路径（当前为 'bogus'）"
     )
     page.fill("#f-optimizer_type", "adamw")
-    page.uncheck("#f-fp8_base")
-    page.check("#f-fp8_scaled")
+    page.check("#f-flash_attn")
+    page.check("#f-xformers")
     summary = page.locator("#form-summary .summary-errors")
-    sync_api.expect(summary).to_contain_text("--fp8_scaled 需要 --fp8_base")
+    sync_api.expect(summary).to_contain_text("只能选一种注意力内核，不能同时用 --flash_attn 和 --xformers")
     # ... re-worded at once when the language changes
     page.select_option("#lang-select", "en")
-    sync_api.expect(summary).to_contain_text("--fp8_scaled needs --fp8_base")
-    page.uncheck("#f-fp8_scaled")
+    sync_api.expect(summary).to_contain_text("choose one attention kernel, not --flash_attn and --xformers")
+    page.uncheck("#f-xformers")
+    page.uncheck("#f-flash_attn")
     sync_api.expect(summary).to_be_hidden()

@@ -195,3 +195,34 @@ def test_fp8_file_loads_into_fp8_layers_as_stored(
     assert ts.train(argv) == 0, ts.failure(out / "events.jsonl")
     losses = ts.losses(out / "events.jsonl")
     assert len(losses) == 3 and all(np.isfinite(losses))
+
+
+def test_fp8_without_swap_stores_each_block_linear_in_fp8_as_it_is_read(
+    demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--fp8_base without swapping: the device never holds the full-precision DiT (41 GB at full size);
+    every block linear is quantised right after it is read, one tensor at a time."""
+    from types import SimpleNamespace
+
+    from qwen_image_studio.memory import placement
+    from qwen_image_studio.memory.fp8_linear import Fp8Linear
+
+    read: list[str] = []
+    real = placement._quantize_on_load
+
+    def spy(name: str, tensor: torch.Tensor, block_size: int | None) -> tuple | None:
+        out = real(name, tensor, block_size)
+        if out is not None:
+            read.append(name.removesuffix(".weight"))
+            width = tensor.shape[1]
+            assert out[0].dtype == torch.float8_e4m3fn
+            assert out[1].shape[1] == (width // 64 if width % 64 == 0 else 1)  # --fp8_scaled: 64-weight blocks
+        return out
+
+    monkeypatch.setattr(placement, "_quantize_on_load", spy)
+    config = SimpleNamespace(dit=ts.models(demo)["dit"], model_version="original", blocks_to_swap=0,
+                             fp8_base=True, fp8_scaled=True, fp8_matmul="upcast")  # fmt: skip
+    dit = placement.load_placed_dit(config, torch.device("cpu"), torch.float32)
+    fp8_layers = [n for n, m in dit.named_modules() if isinstance(m, Fp8Linear)]
+    assert fp8_layers and sorted(read) == sorted(fp8_layers)
+    assert not any(isinstance(m, torch.nn.Linear) for m in dit.transformer_blocks.modules())

@@ -6,6 +6,7 @@ import math
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import train_support as ts
@@ -214,6 +215,26 @@ def test_missing_caches_name_the_commands_to_run(demo: Path, tmp_path: Path) -> 
     assert ts.train(ts.train_argv(demo, toml, tmp_path)) == 2
     reason = ts.failure(tmp_path / "events.jsonl")
     assert "qwen_image_cache_latents.py" in reason and "qwen_image_cache_text_encoder_outputs.py" in reason
+
+
+def test_rank_and_module_dropout_train_and_replay_exactly_under_checkpointing(
+    demo: Path, t2i: Path, tmp_path: Path
+) -> None:
+    """network_args rank_dropout / module_dropout (the reference trainer's): random per step, yet gradient
+    checkpointing's recompute replays the same draws, so the losses and the LoRA match the plain run's."""
+    args = {"network_args": ["rank_dropout=0.3", "module_dropout=0.3"], "max_train_steps": 4}
+    runs = {}
+    for name, extra in {"plain": {}, "checkpointed": {"gradient_checkpointing": True,
+                                                       "no_gradient_checkpointing": None}}.items():  # fmt: skip
+        out = tmp_path / name
+        assert ts.train(ts.train_argv(demo, t2i, out, **args, **extra)) == 0, ts.failure(out / "events.jsonl")
+        runs[name] = (ts.losses(out / "events.jsonl"), read_lora_file(out / "lora.safetensors")[0])
+    (losses, lora), (again, lora2) = runs["plain"], runs["checkpointed"]
+    assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
+    assert np.allclose(again, losses, rtol=1e-5)
+    assert all(torch.allclose(lora2[k], lora[k], rtol=1e-4, atol=1e-6) for k in lora)
+    meta = read_lora_file(tmp_path / "plain" / "lora.safetensors")[1]
+    assert "rank_dropout" in meta["ss_network_args"]
 
 
 def test_network_weights_continue_from_a_file(demo: Path, t2i: Path, tmp_path: Path) -> None:

@@ -319,6 +319,7 @@ def test_demo_configurations_are_imported_once(tmp_path: Path) -> None:
     client.delete("/api/configs/demo-t2i", json={}, headers=ORIGIN)
     again = create_app(tmp_path / "ws").test_client()
     assert names(again) == ["demo-edit"]  # a deleted demo configuration does not come back
+    assert [p.name for p in (tmp_path / "ws" / "configs").iterdir()] == ["demo-edit.json"]
 
 
 def test_stored_document_that_no_longer_validates_loads_with_its_problems(
@@ -331,3 +332,117 @@ def test_stored_document_that_no_longer_validates_loads_with_its_problems(
     body = client.get("/api/configs/old").get_json()
     assert body["params"] == {"network_dim": 999}
     assert body["problems"][0]["message"] == "--network_dim: 999 is out of range; allowed 1 to 256"
+
+
+GENERATION_ONLY = {  # parameters of the generate stage only: no input in the form, kept in configurations
+    "prompt": "a cat in a hat",
+    "negative_prompt": "blurry",
+    "image_size": [512, 768],
+    "infer_steps": 30,
+    "guidance_scale": 5.5,
+    "lora_weight": ["output/a.safetensors", "output/b.safetensors"],
+    "lora_multiplier": [0.8, 0.5],
+    "save_path": "generated",
+}
+
+
+def mirror_file(tmp_path: Path, stem: str) -> Path:
+    return tmp_path / "ws" / "configs" / f"{stem}.json"
+
+
+def test_configurations_are_mirrored_as_json_files(client: FlaskClient, tmp_path: Path) -> None:
+    """Every save, rename and delete is mirrored in WORKSPACE/configs/<name>.json, the export's bytes."""
+    folder = tmp_path / "ws" / "configs"
+    params = {**CUSTOM, **GENERATION_ONLY}
+    res = post(client, "/api/configs", {"name": "第一 run", "params": params})
+    assert res.status_code == 200 and res.get_json()["file"] == "configs/第一 run.json"
+    first = mirror_file(tmp_path, "第一 run")
+    assert first.read_bytes() == client.get("/api/configs/第一 run/export").data
+    doc = json.loads(first.read_text(encoding="utf-8"))
+    assert doc["name"] == "第一 run" and doc["params"] == StudioConfig(**params).model_dump(mode="json")
+    assert {k: doc["params"][k] for k in GENERATION_ONLY} == GENERATION_ONLY
+    # an overwrite rewrites the file
+    res = post(client, "/api/configs", {"name": "第一 run", "params": {"network_dim": 8}, "overwrite": True})
+    assert res.status_code == 200
+    assert json.loads(first.read_text(encoding="utf-8"))["params"]["network_dim"] == 8
+    assert first.read_bytes() == client.get("/api/configs/第一 run/export").data
+    # a rename moves it (the name inside follows)
+    res = post(client, "/api/configs/第一 run/rename", {"new_name": "second"})
+    assert res.status_code == 200 and res.get_json()["file"] == "configs/second.json"
+    second = mirror_file(tmp_path, "second")
+    assert not first.exists() and json.loads(second.read_text(encoding="utf-8"))["name"] == "second"
+    assert second.read_bytes() == client.get("/api/configs/second/export").data
+    # an import is a save too
+    assert upload(client, second.read_bytes(), "x.json", name="imported").status_code == 200
+    assert mirror_file(tmp_path, "imported").read_bytes() == client.get("/api/configs/imported/export").data
+    # a delete removes it; nothing else is left in the folder (no temporary files)
+    assert client.delete("/api/configs/second", json={}, headers=ORIGIN).status_code == 200
+    assert not second.exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["imported.json"]
+    # refused changes touch no file
+    assert post(client, "/api/configs", {"name": "imported", "params": {}}).status_code == 409
+    assert post(client, "/api/configs", {"name": "bad", "params": {"network_dim": 0}}).status_code == 400
+    assert sorted(p.name for p in folder.iterdir()) == ["imported.json"]
+
+
+def test_mirror_file_names_are_safe_and_distinct(client: FlaskClient, tmp_path: Path) -> None:
+    names_ = [
+        "a:b",
+        "a%3Ab",
+        "a_b",
+        "a?b",
+        ".hidden",
+        "-dash",
+        "end.",
+        "a b",
+        "~x",
+        "😀" * 100,
+        "😀" * 99 + "🙂",
+    ]
+    for name in names_:
+        assert post(client, "/api/configs", {"name": name, "params": {}}).status_code == 200, name
+    folder = tmp_path / "ws" / "configs"
+    files = sorted(p.name for p in folder.iterdir())
+    assert len(files) == len(names_)  # one file each: no two names share one
+    assert {"a%3Ab.json", "a%253Ab.json", "a_b.json", "a%3Fb.json", "%2Ehidden.json", "%2Ddash.json"} <= set(
+        files
+    )
+    assert {"end%2E.json", "a b.json", "%7Ex.json"} <= set(files)
+    for file in files:
+        assert not file.startswith(".") and len(file.encode()) <= 255
+        assert json.loads((folder / file).read_text(encoding="utf-8"))["name"] in names_
+    long_files = [f for f in files if "~" in f]
+    assert len(long_files) == 2 and all(len(f.encode()) <= 205 for f in long_files)
+
+
+def test_configurations_saved_before_the_mirror_get_their_files(tmp_path: Path) -> None:
+    first = create_app(tmp_path / "ws").test_client()
+    post(first, "/api/configs", {"name": "kept", "params": CUSTOM})
+    file = mirror_file(tmp_path, "kept")
+    expected = file.read_bytes()
+    file.unlink()
+    again = create_app(tmp_path / "ws").test_client()  # a workspace from before the files were kept
+    assert file.read_bytes() == expected == again.get("/api/configs/kept/export").data
+
+
+def test_a_mirror_that_cannot_be_written_does_not_fail_the_save(
+    client: FlaskClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "ws" / "configs").write_text("not a folder")
+    assert post(client, "/api/configs", {"name": "x", "params": {}}).status_code == 200
+    assert names(client) == ["x"] and "cannot write" in caplog.text
+
+
+def test_generation_only_values_round_trip(client: FlaskClient) -> None:
+    """The form has no input for them, but a configuration keeps them through import, load and export."""
+    doc = {"format": "qwen-image-studio-config", "version": 2, "name": "gen", "params": GENERATION_ONLY}
+    res = upload(client, json.dumps(doc).encode(), "gen.json")
+    assert res.status_code == 200, res.get_json()
+    loaded = params_of(client, "gen")
+    assert {k: loaded[k] for k in GENERATION_ONLY} == GENERATION_ONLY
+    exported = json.loads(client.get("/api/configs/gen/export").data)["params"]
+    assert exported == loaded
+    assert (
+        post(client, "/api/configs", {"name": "gen", "params": loaded, "overwrite": True}).status_code == 200
+    )
+    assert params_of(client, "gen") == loaded

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from qwen_image_studio.params.json_schema import form_schema
+from qwen_image_studio.params.json_schema import form_schema, switch_needs
 from qwen_image_studio.params.schema import EDIT_VERSIONS
+from qwen_image_studio.params.spec import Stage
 from qwen_image_studio.webui.app import create_app
 from qwen_image_studio.webui.i18n import LANG_HEADER, TABLE
+from qwen_image_studio.webui.jobs.schema import JOB_KINDS, UI_STAGES
 
 WEBUI = Path(__file__).resolve().parents[2] / "src" / "qwen_image_studio" / "webui"
 STATIC_JS = WEBUI / "static" / "js"
@@ -47,12 +49,16 @@ def _node(script: str, stdin: str) -> object:
 
 MODEL_SCRIPT = f"""
 import {{ readFileSync }} from "node:fs";
-import {{ buildFormModel }} from "{(STATIC_JS / "form-model.js").as_uri()}";
+import {{ badgeStages, buildFormModel }} from "{(STATIC_JS / "form-model.js").as_uri()}";
 const model = buildFormModel(JSON.parse(readFileSync(0, "utf8")));
 console.log(JSON.stringify({{
   sections: model.sections.map((s) => ({{ name: s.name, collapsed: s.collapsed,
     fields: s.fields.map((f) => ({{ name: f.name, kind: f.kind, flag: f.flag, default: f.default,
-                                    requiredFor: f.requiredFor, enumValues: f.enumValues }})) }})),
+                                    requiredFor: f.requiredFor, enumValues: f.enumValues,
+                                    badge: badgeStages(model, f) }})) }})),
+  hidden: model.fields.filter((f) => f.hidden).map((f) => f.name),
+  all: model.fields.map((f) => f.name),
+  needs: Object.fromEntries(model.fields.filter((f) => f.needs).map((f) => [f.name, f.needs])),
   editSwitch: model.editSwitch,
 }}));
 """
@@ -62,7 +68,11 @@ def test_schema_is_served_with_ui_metadata(client: FlaskClient) -> None:
     res = client.get("/api/schema")
     assert res.status_code == 200
     schema = res.get_json()
-    assert schema["properties"] == json.loads(json.dumps(form_schema()["properties"]))
+    served = {
+        name: {k: v for k, v in prop.items() if k != "x-hidden"}
+        for name, prop in schema["properties"].items()
+    }
+    assert served == json.loads(json.dumps(form_schema()["properties"]))
     assert schema["x-groups"] == [
         "models",
         "dataset",
@@ -92,7 +102,10 @@ def test_form_fields_equal_the_schema(client: FlaskClient) -> None:
     model = _node(MODEL_SCRIPT, json.dumps(schema))
     props = schema["properties"]
     names = [f["name"] for s in model["sections"] for f in s["fields"]]
-    assert sorted(names) == sorted(props)  # every property present, none invented, none twice
+    shown = [name for name, prop in props.items() if not prop.get("x-hidden")]
+    assert sorted(names) == sorted(shown)  # every shown property present, none invented, none twice
+    assert sorted(model["all"]) == sorted(props)  # the hidden ones are in the model (their values carried)
+    assert sorted(model["hidden"]) == sorted(set(props) - set(shown))
     assert [s["name"] for s in model["sections"]] == schema["x-groups"]
     assert [s["name"] for s in model["sections"] if s["collapsed"]] == ["advanced"]
     for section in model["sections"]:
@@ -107,10 +120,41 @@ def test_form_fields_equal_the_schema(client: FlaskClient) -> None:
                 prop.get("default"),
             )
             assert f["requiredFor"] == prop.get("x-required-for", [])
+            assert f["badge"] == [s for s in f["requiredFor"] if s in schema["x-ui-stages"]]
             if f["kind"] == "choice":  # a select offering exactly the schema's values
                 main = next(b for b in prop.get("anyOf", [prop]) if b.get("type") != "null")
                 assert f["enumValues"] == main.get("enum", [main.get("const")])
     assert model["editSwitch"]["field"] == schema["x-edit-switch"]["field"]
+    # switches that need another one (the form turns that one on with them), as the schema's rules say
+    assert model["needs"] == switch_needs() and switch_needs()["fp8_scaled"] == "fp8_base"
+
+
+def test_the_form_hides_the_fields_of_stages_it_cannot_launch(client: FlaskClient) -> None:
+    """The UI runs the cache and training stages only: a parameter of none of them (generation's) gets no
+    input, derived from the schema's stage sets and the jobs the UI runs (no list of names anywhere)."""
+    schema = client.get("/api/schema").get_json()
+    launched = {s.value for stages in JOB_KINDS.values() for s in stages}
+    assert schema["x-ui-stages"] == [s.value for s in UI_STAGES] and set(schema["x-ui-stages"]) == launched
+    assert Stage.GENERATE.value not in launched
+    hidden = sorted(n for n, p in schema["properties"].items() if p.get("x-hidden"))
+    assert hidden == sorted(n for n, p in schema["properties"].items() if not set(p["x-stages"]) & launched)
+    assert hidden == sorted(
+        [
+            "prompt",
+            "from_file",
+            "negative_prompt",
+            "image_size",
+            "infer_steps",
+            "guidance_scale",
+            "control_image_path",
+            "lora_weight",
+            "lora_multiplier",
+            "save_path",
+            "save_merged_model",
+        ]
+    )
+    # a parameter shared with generation stays (e.g. --dit, also required for training)
+    assert "x-hidden" not in schema["properties"]["dit"] and "x-hidden" not in schema["properties"]["seed"]
 
 
 def test_no_field_list_is_typed_into_the_page() -> None:

@@ -21,12 +21,14 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from qwen_image_studio.params.cli import to_argv
 from qwen_image_studio.params.schema import StudioConfig
 from qwen_image_studio.params.spec import Stage
 from qwen_image_studio.params.validate import Message
 from qwen_image_studio.webui.app import create_app, studio_of
 from qwen_image_studio.webui.i18n import TABLE
 from qwen_image_studio.webui.jobs import procs
+from qwen_image_studio.webui.jobs.supervisor import StallWatch, Supervisor
 
 ORIGIN = {"Origin": "http://localhost"}
 
@@ -211,7 +213,8 @@ def test_pipeline_runs_the_three_stages_in_order(make_app, tmp_path: Path) -> No
     assert all("--events_file" in argv for argv in argvs)
     log = (workspace / "jobs" / str(job["id"]) / "log.txt").read_text()
     for stage in ("cache_latents", "cache_text_encoder_outputs", "train_network"):
-        assert f"{stage} line 3" in log and f"[{stage}: exit code 0, done" in log
+        assert f"{stage} line 3" in log and f"\n✅ [{stage}: exit code 0, done, " in log
+    assert "⏰" not in log and "❌" not in log
 
 
 def test_real_stage_command_lines_come_from_the_configuration(tmp_path: Path) -> None:
@@ -245,6 +248,12 @@ def test_a_failing_stage_stops_the_pipeline_with_its_reason(make_app, fake, tmp_
     assert stages[1]["reason"] == "--text_encoder: not found: /models/te.safetensors"
     assert in_chinese(stages[1]) == "--text_encoder：找不到 /models/te.safetensors"
     assert "error: --text_encoder: not found" in stages[1]["log_tail"]
+    log = (tmp_path / "ws" / "jobs" / str(job["id"]) / "log.txt").read_text().splitlines()
+    closing = [ln for ln in log if ln.startswith(("✅", "❌", "⏰"))]
+    assert [ln.split(",")[0] for ln in closing] == [
+        "✅ [cache_latents: exit code 0",
+        "❌ [cache_text_encoder_outputs: exit code 2",
+    ]
 
 
 def test_out_of_memory_and_crashes_are_explained(make_app, fake, tmp_path: Path) -> None:
@@ -267,6 +276,75 @@ def test_out_of_memory_and_crashes_are_explained(make_app, fake, tmp_path: Path)
     assert in_chinese(stage) == "以退出码 1 结束"
     tail = stage["log_tail"].splitlines()
     assert len(tail) == 20 and tail[-2] == "cache_latents line 40"
+
+
+OOM_STAGE = r"""
+import sys, types
+import torch
+from qwen_image_studio.params.spec import Stage
+from qwen_image_studio.stages.runner import main
+
+stage = Stage(sys.argv[1])
+
+def run(config, args, events):  # the stage up to its first allocation that does not fit
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total)")
+
+module = types.ModuleType(f"qwen_image_studio.stages.{stage.value}")
+module.run = run
+sys.modules[module.__name__] = module
+sys.exit(main(stage, sys.argv[2:]))
+"""
+
+
+def test_a_stage_out_of_memory_gets_advice_for_that_stage_in_both_languages(tmp_path: Path) -> None:
+    script = tmp_path / "oom_stage.py"
+    script.write_text(OOM_STAGE, encoding="utf-8")
+
+    def command(stage: Stage, config: StudioConfig, events_file: Path) -> list[str]:
+        """The real runner (stages/runner.py) with the stage's own command line, in its own process."""
+        return [
+            sys.executable,
+            str(script),
+            stage.value,
+            *to_argv(config, stage),
+            "--events_file",
+            str(events_file),
+        ]
+
+    app = create_app(tmp_path / "ws", command=command, stop_timeout=2.0)
+    client = app.test_client()
+    params = {**ready_params(tmp_path), "fp8_vl": False, "cache_batch_size": 4, "network_dim": 16}
+    cases = {
+        "cache_text_encoder_outputs": (
+            "out of GPU memory; try --fp8_vl, a lower --batch_size (now 4), "
+            "--device cpu as a last resort (much slower)",
+            "显存不足；请尝试 --fp8_vl、更小的 --batch_size（当前 4）、--device cpu（最后的办法，速度慢很多）",
+        ),
+        "train_network": (
+            "out of GPU memory; try --fp8_base --fp8_scaled, --blocks_to_swap 16, a lower --network_dim (now 16), "
+            "a lower resolution in the dataset config",
+            "显存不足；请尝试 --fp8_base --fp8_scaled、--blocks_to_swap 16、更小的 --network_dim（当前 16）、"
+            "数据集配置中更低的分辨率",
+        ),
+    }
+    try:
+        for kind, (en, zh) in cases.items():
+            job = wait_status(client, start(client, kind, params)["id"], "failed", "done")
+            events = (tmp_path / "ws" / "jobs" / str(job["id"]) / "events.jsonl").read_text(encoding="utf-8")
+            [failed] = [e for e in map(json.loads, events.splitlines()) if e["type"] == "failed"]
+            assert (failed["reason"], failed["exit_code"], failed["reason_i18n"]["key"]) == (
+                en,
+                4,
+                "reason.oom",
+            )
+            [stage] = job["stages"]
+            assert (stage["status"], stage["exit_code"], stage["reason"]) == ("failed", 4, en)
+            assert stage["reason_i18n"] == failed["reason_i18n"]  # taken as the stage sent it
+            assert in_chinese(stage) == zh
+            assert f"error: {en}" in stage["log_tail"]
+    finally:
+        studio_of(app).supervisor.wait_idle(20)
+        studio_of(app).close()
 
 
 def test_a_stage_whose_input_vanished_says_so_in_both_languages(make_app, fake, tmp_path: Path) -> None:
@@ -326,6 +404,7 @@ def test_stop_ends_the_whole_process_tree(make_app, fake, tmp_path: Path) -> Non
     assert time.monotonic() - began < 10  # SIGTERM ignored by both: SIGKILL after the 1 s timeout
     assert [s["status"] for s in stopped["stages"]] == ["stopped", "skipped", "skipped"]
     assert procs.tree_of(leader) == [] and _living([leader, child]) == []
+    assert log.read_text().splitlines()[-1].startswith("⏰ [cache_latents: exit code -9, stopped, ")
 
 
 def test_stopping_a_queued_job_means_it_never_starts(make_app, fake, tmp_path: Path) -> None:
@@ -379,6 +458,61 @@ def test_two_servers_on_one_workspace_never_run_a_job_twice(make_app, fake, tmp_
     assert again["status"] == "done"
 
 
+def test_a_silent_stage_gets_one_warning_per_silence(make_app, fake, tmp_path: Path) -> None:
+    """A running stage with no output and no event for `stall_after` s gets one ⏰ line in the log and the
+    live feed; it is not stopped, and output starts a new silence (warned about again if it lasts)."""
+    # line 1, 2.6 s quiet, line 2, 2.6 s quiet, exit
+    fake.options["cache_latents"] = ["--lines", "2", "--tick", "2.6"]
+    app = make_app(stall_after=1.0)
+    state = studio_of(app)
+    client = app.test_client()
+    job = start(client, "cache_latents", ready_params(tmp_path))
+    page = state.hub.connect()
+    state.hub.watch(page, job["id"])
+    done = wait_status(client, job["id"], "done", "failed", "stopped")
+    assert done["status"] == "done" and done["stages"][0]["exit_code"] == 0  # warned, never stopped
+    log = (tmp_path / "ws" / "jobs" / str(job["id"]) / "log.txt").read_text().splitlines()
+    told = [ln for ln in log if ln.startswith("⏰")]
+    assert len(told) == 2, log
+    for line in told:
+        assert line.startswith("⏰ [cache_latents: no output and no progress for ")
+        assert line.endswith(" s; it is still running and was not stopped]")
+        seconds = float(line.split(" for ")[1].split(" s;")[0])
+        assert 1.0 <= seconds < 2.6
+    body = [ln for ln in log if not ln.startswith("$ ")]
+    assert body[:4] == ["cache_latents line 1", told[0], "cache_latents line 2", told[1]]
+    assert body[4].startswith("✅ [cache_latents: exit code 0, done, ") and len(body) == 5
+    state.hub.flush(job["id"])
+    streamed = [
+        text
+        for m in page.drain(1.0) + page.drain(0.2)
+        if m["type"] == "log" and m["job"] == job["id"]
+        for _, text in m["lines"]
+    ]
+    assert [ln for ln in streamed if ln.startswith("⏰")] == told
+
+
+def test_the_warning_ends_an_unfinished_progress_line(tmp_path: Path) -> None:
+    """The supervisor's lines never run into a stage's unfinished line (a progress bar without newline)."""
+    log, events = tmp_path / "log.txt", tmp_path / "events.jsonl"
+    log.write_bytes(b"step 1\nprogress 10%\rprogress 40%")
+    now = [100.0]
+    watch = StallWatch(log, events, 5.0, lambda: now[0])
+    now[0] += 4.9
+    assert watch.check() is None
+    now[0] += 0.2
+    assert watch.check() == pytest.approx(5.1)
+    Supervisor._note(log, "⏰ warned", own_line=True)
+    watch.ours()
+    now[0] += 60
+    assert watch.check() is None  # once per silence, and our own line is not the stage speaking
+    assert log.read_bytes().decode("utf-8") == "step 1\nprogress 10%\rprogress 40%\n⏰ warned\n"
+    events.write_text("{}\n")
+    assert watch.check() is None  # an event: a new silence begins
+    now[0] += 5
+    assert watch.check() == pytest.approx(5.0)
+
+
 def test_a_job_whose_process_vanished_is_marked_lost(make_app, tmp_path: Path) -> None:
     app = make_app()
     state = studio_of(app)
@@ -394,6 +528,8 @@ def test_a_job_whose_process_vanished_is_marked_lost(make_app, tmp_path: Path) -
     lost = wait_status(client, job.id, "lost")
     assert lost["stages"][0]["status"] == "lost" and lost["stages"][0]["exit_code"] is None
     assert "left no result" in lost["stages"][0]["reason"]
+    log = (tmp_path / "ws" / "jobs" / str(job.id) / "log.txt").read_text()
+    assert log.splitlines()[-1].startswith("⏰ [cache_latents: lost, ")
     assert in_chinese(lost["stages"][0]) == "进程在 Web UI 未运行期间结束，且没有留下结果"
 
 

@@ -209,3 +209,35 @@ def test_kill_9_during_a_save_leaves_the_previous_file_intact(tmp_path: Path) ->
     leftovers = list(tmp_path.glob(".lora.safetensors.*.tmp"))
     assert len(leftovers) == 1
     assert remove_stale_temp_files(tmp_path, "lora") == leftovers and not leftovers[0].exists()
+
+
+def test_rank_and_module_dropout_act_in_training_only_like_the_reference_trainer() -> None:
+    torch.manual_seed(0)
+    base = nn.Linear(8, 6)
+    x = torch.randn(4, 5, 8)
+    ranked = LoRALinear(base, rank=4, alpha=4, rank_dropout=0.5)
+    nn.init.normal_(ranked.lora_up.weight)
+    full = (x @ ranked.lora_down.weight.T).unsqueeze(-1) * ranked.lora_up.weight.T.unsqueeze(0).unsqueeze(0)
+    update = ranked(x) - base(x)  # (4, 5, 6): per sample, a subset of ranks, scaled by 1 / (1 - 0.5)
+    for i in range(4):
+        fits = [
+            torch.allclose(update[i], 2 * full[i, :, list(keep)].sum(dim=1), atol=1e-5)
+            for keep in [[r for r in range(4) if m >> r & 1] for m in range(16)]
+        ]
+        assert any(fits), "each sample keeps whole ranks, the same for all its tokens"
+    ranked.eval()
+    torch.testing.assert_close(ranked(x) - base(x), full.sum(dim=2))
+    skipped = LoRALinear(base, rank=4, alpha=4, module_dropout=0.5)
+    nn.init.normal_(skipped.lora_up.weight)
+    outcomes = {bool(torch.equal(skipped(x), base(x))) for _ in range(40)}
+    assert outcomes == {True, False}  # some steps skip the update, others apply it
+    skipped.eval()
+    assert not torch.equal(skipped(x), base(x))
+
+
+def test_dropout_network_args_are_validated() -> None:
+    with pytest.raises(ValueError, match="rank_dropout must be a number from 0 to below 1"):
+        StudioConfig(network_args=["rank_dropout=1.5"])
+    assert StudioConfig(network_args=["module_dropout=0.1", "rank_dropout=0.2"]).network_arg_dict() == {
+        "module_dropout": "0.1", "rank_dropout": "0.2"
+    }

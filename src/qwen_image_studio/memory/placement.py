@@ -14,9 +14,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from .fp8_linear import SCALED_BLOCK, Fp8Linear, quantize_linears, use_native_matmul
+from .fp8_linear import SCALED_BLOCK, Fp8Linear, quantize_linears, quantize_weight, use_native_matmul
 
 MODULATION = ("img_mod", "txt_mod")  # a block's shift/scale/gate linears, fed the timestep embedding
+
+
+def _quantize_on_load(name: str, tensor: torch.Tensor, block_size: int | None) -> tuple | None:
+    """(fp8 weight, scales) for a block linear's weight as `load_dit` reads it; None for anything else."""
+    if name.startswith("transformer_blocks.") and name.endswith(".weight") and tensor.ndim == 2:
+        return quantize_weight(tensor, block_size)
+    return None
 
 
 def quantize_block(
@@ -52,29 +59,27 @@ def place_dit(
         if child is not blocks:
             child.to(device)
     block_size = SCALED_BLOCK if scaled else None
-    quantized = kept = 0
     for i, block in enumerate(blocks):
         swapped = i >= first_swapped and device.type != "cpu"
-        kept += sum(isinstance(m, Fp8Linear) for m in block.modules())
         todo = nn.Linear | Fp8Linear if native else nn.Linear  # native re-scales the file's fp8 layers
         quantize = fp8 and any(isinstance(m, todo) for m in block.modules())
         if swapped and not quantize:
             continue  # stays on the CPU, where the block swapper packs it
         block.to(device)  # quantising on the GPU is fast; a swapped block then goes back
         if quantize:
-            quantized += quantize_block(block, dtype, block_size, native)
+            quantize_block(block, dtype, block_size, native)
         if swapped:
             block.to("cpu")
     notes = []
     if fp8:
-        how = (
-            f"one scale per {block_size} weights of a row"
-            if block_size and not native
-            else "one scale per output row"
+        layers = [m for m in blocks.modules() if isinstance(m, Fp8Linear)]
+        widths = {m.in_features // m.weight_scale.shape[1] for m in layers if m.weight_scale.shape[1] > 1}
+        rows = any(m.weight_scale.shape[1] == 1 for m in layers)
+        how = " and ".join(
+            (["one scale per output row"] if rows else [])
+            + [f"one scale per {w} weights of a row" for w in sorted(widths)]
         )
-        note = f"--fp8_base: {quantized} block linears stored in float8_e4m3fn with {how}"
-        if kept:
-            note += f"; {kept} kept as the file stored them" + (" (re-scaled per row)" if native else "")
+        note = f"--fp8_base: {len(layers)} block linears in float8_e4m3fn, {how}"
         note += (
             "; matmuls on fp8 tensor cores (--fp8_matmul native)"
             if native
@@ -94,17 +99,27 @@ def load_placed_dit(
 
     `before_placing` runs on the loaded weights in the compute dtype first (generation merges LoRAs there);
     without it an fp8 file's block linears stay in fp8 straight from the file.
+
+    Peak device memory while loading: with --fp8_base and no swapping, each block linear is quantised as
+    it is read (the device holds the fp8 model plus one full-precision tensor, never the 41 GB bf16
+    model); with swapping, or when LoRAs are merged first, the model loads to the CPU and each block
+    visits the device once (`place_dit`).
     """
     from ..models.loading import load_dit
 
     swap = config.blocks_to_swap
-    native = config.fp8_base and use_native_matmul(getattr(config, "fp8_matmul", "auto"), device, dtype)
+    fp8 = config.fp8_base
+    native = fp8 and use_native_matmul(getattr(config, "fp8_matmul", "auto"), device, dtype)
+    stream = fp8 and not swap and before_placing is None
+    block_size = None if native or not config.fp8_scaled else SCALED_BLOCK
     dit = load_dit(
         config.dit,
         dtype=dtype,
-        device="cpu" if swap else device,  # swapped blocks must not all reach the GPU at once
+        # swapped blocks must not all reach the GPU at once; neither must a bf16 model bound for fp8
+        device=device if not swap and (stream or not fp8) else "cpu",
         model_version=config.model_version,
-        keep_fp8=config.fp8_base and before_placing is None,
+        keep_fp8=fp8 and before_placing is None,
+        quantize=(lambda name, t: _quantize_on_load(name, t, block_size)) if stream else None,
     )
     dit.requires_grad_(False)
     if before_placing is not None:

@@ -29,11 +29,14 @@ class MemoryPreset:
             fp8_base=bool(self.values["fp8_base"]),
             fp8_scaled=bool(self.values["fp8_scaled"]),
             blocks_to_swap=int(self.values["blocks_to_swap"]),
+            checkpoint_offload=bool(self.values["gradient_checkpointing_cpu_offload"]),
         )
         return estimate_vram(opts).total_gb
 
 
-def _preset(gpu_gb: int, fp8: bool, swap: int, fp8_vl: bool, checkpointing: bool = True) -> MemoryPreset:
+def _preset(
+    gpu_gb: int, fp8: bool, swap: int, fp8_vl: bool, checkpointing: bool = True, offload: bool = False
+) -> MemoryPreset:
     return MemoryPreset(
         gpu_gb,
         {
@@ -42,15 +45,17 @@ def _preset(gpu_gb: int, fp8: bool, swap: int, fp8_vl: bool, checkpointing: bool
             "fp8_vl": fp8_vl,
             "blocks_to_swap": swap,
             "gradient_checkpointing": checkpointing,
+            "gradient_checkpointing_cpu_offload": offload,
         },
     )
 
 
-# The seed's table: fp8 + 45 swapped blocks ~12 GB, fp8 + 16 ~24 GB, bf16 ~42 GB; 16 GB sits between.
-# 80 GB turns gradient checkpointing off (faster; ~67 GB estimated).
+# Measured on an H100 (vram_estimate): fp8 + 45 swapped blocks 12.6 GB, with checkpoint offload 11.1 GB;
+# fp8 + 16 swapped 23.0 GB; bf16 46.8 GB; 16 GB sits between. 80 GB turns gradient checkpointing off
+# (faster; estimated, not measured).
 PRESETS: tuple[MemoryPreset, ...] = (
-    _preset(12, fp8=True, swap=45, fp8_vl=True),
-    _preset(16, fp8=True, swap=36, fp8_vl=True),
+    _preset(12, fp8=True, swap=45, fp8_vl=True, offload=True),
+    _preset(16, fp8=True, swap=36, fp8_vl=True, offload=True),
     _preset(24, fp8=True, swap=16, fp8_vl=False),
     _preset(48, fp8=False, swap=0, fp8_vl=False),
     _preset(80, fp8=False, swap=0, fp8_vl=False, checkpointing=False),

@@ -44,6 +44,7 @@ def compile_blocks(dit: nn.Module, backend: str = "inductor", mode: str | None =
 
     cfg = torch._dynamo.config
     cfg.capture_scalar_outputs = True  # LoRA layers read their alpha with .item(): no graph break there
+    cfg.suppress_errors = True  # a backend that cannot compile (no working Triton, ...) runs the block eagerly
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(cfg, name):
             setattr(cfg, name, max(getattr(cfg, name), RECOMPILE_LIMIT))

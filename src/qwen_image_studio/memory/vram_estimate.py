@@ -1,20 +1,28 @@
-"""A rough estimate of the GPU memory LoRA training of Qwen-Image needs, as a pure function (no torch).
+"""An estimate of the GPU memory LoRA training of Qwen-Image needs, as a pure function (no torch).
 
-Calibrated on the seed document's table (1024x1024, batch 1, bf16, gradient checkpointing, rank 8,
-adamw8bit): base 42 GB; + fp8_base + fp8_scaled 30 GB; + blocks_to_swap 16 24 GB; + blocks_to_swap 45 12 GB.
-The terms:
+Calibrated on our trainer's measured peaks (nvidia-smi, what a card must hold) on an NVIDIA H100 80GB,
+2026-11-26 (bench/RESULTS.md): 1024x1024, batch 1, 128 text tokens, LoRA rank 16, AdamW, gradient
+checkpointing: bf16 46.8 GB; fp8_base + fp8_scaled (fp8 tensor-core matmuls) 27.7 GB; + blocks_to_swap 16
+23.0 GB; + blocks_to_swap 45 12.6 GB. The terms:
 
-- DiT blocks resident on the GPU: 60 blocks, each ~0.414 GB in scaled fp8 (fitted from the two swap rows)
-  and ~1.48x that in bf16 (fitted from the base row). On a GPU the trainer keeps the frozen weights and
-  the activations in bf16 (fp16 with mixed_precision fp16) whatever the mixed_precision, so it does not
-  change the estimate.
-- A swap buffer while blocks_to_swap > 0 (~0.62 GB, fitted).
+- DiT blocks resident on the GPU: 60 blocks, 0.358 GB each in fp8 (fitted from the two swap rows; the
+  weights alone are 0.34 GB) and 0.677 GB in bf16 (fitted from the bf16 row; the weights are 0.68 GB).
+  The trainer keeps the frozen weights and the activations in bf16 (fp16 with mixed_precision fp16)
+  whatever the mixed_precision, so that does not change the estimate. With --fp8_matmul upcast (GPUs
+  without fp8 tensor cores), --fp8_scaled's 64-weight block scales add 1.3 GB (fp32, one per 64 weights).
+- A swap buffer while blocks_to_swap > 0 (1.09 GB, fitted: two blocks in flight plus allocator slack).
 - Activations: linear in tokens ((W/16)*(H/16) image tokens + text tokens; control-image tokens in edit
-  mode) and batch size. With gradient checkpointing one hidden state per block is kept plus one block's
-  full activations; without it every block's (~34 bytes per token and hidden unit, Megatron's rule).
+  mode) and batch size. With gradient checkpointing one bf16 hidden state per block is kept (unless
+  --gradient_checkpointing_cpu_offload moves them to CPU memory: -1.56 GB at 1024x1024, which the
+  measured bf16, fp8 and fp8 + swap 45 runs with offload confirm to 0.1 GB) plus one block's full
+  activations; without checkpointing every block's (~34 bytes per token and hidden unit, Megatron's
+  rule; not measured).
 - LoRA weights, gradients and optimizer state: ~9.2 M parameters per unit of rank, fp32; AdamW keeps two
   fp32 states, adamw8bit two 8-bit ones.
-- A fixed remainder (CUDA context, non-block weights, allocator slack), whatever the fit leaves.
+- A fixed remainder (CUDA context, non-block weights, allocator cache), whatever the fit leaves: 1.8 GB.
+
+Only the four measured rows are calibrated; resolution, batch, rank, optimizer and edit mode move the
+estimate by the formulas above, not by measurement.
 """
 
 from __future__ import annotations
@@ -29,13 +37,14 @@ TEXT_TOKENS = 256
 LORA_PARAMS_PER_RANK = 153_600 * BLOCKS  # r * (in + out) summed over the targeted linears of one block
 FULL_ACT_BYTES = 34  # per token and hidden unit for one block's activations (bf16)
 CKPT_BYTES = 2  # one bf16 hidden state per block kept by gradient checkpointing
+BLOCK_SCALES_GB = 20.4e9 / 64 * 4 / GB  # --fp8_scaled's fp32 scales, kept only by upcast matmuls
 
-# Fitted on the seed table (see the module docstring).
-SEED_TABLE_GB = {"base": 42.0, "fp8": 30.0, "fp8_swap16": 24.0, "fp8_swap45": 12.0}
-FP8_BLOCK_GB = (SEED_TABLE_GB["fp8_swap16"] - SEED_TABLE_GB["fp8_swap45"]) / (45 - 16)
-_REST_GB = SEED_TABLE_GB["fp8"] - BLOCKS * FP8_BLOCK_GB  # everything but the blocks at the reference point
-SWAP_BUFFER_GB = SEED_TABLE_GB["fp8_swap16"] - (BLOCKS - 16) * FP8_BLOCK_GB - _REST_GB
-BF16_BLOCK_GB = (SEED_TABLE_GB["base"] - _REST_GB) / BLOCKS
+# Measured peaks (nvidia-smi GiB x 1.0737 = GB), H100, 2026-11-26; see the module docstring.
+MEASURED_GB = {"bf16": 46.80, "fp8": 27.67, "fp8_swap16": 23.03, "fp8_swap45": 12.64}
+FP8_BLOCK_GB = (MEASURED_GB["fp8_swap16"] - MEASURED_GB["fp8_swap45"]) / (45 - 16)
+_REST_GB = MEASURED_GB["fp8"] - BLOCKS * FP8_BLOCK_GB  # everything but the blocks at the reference point
+SWAP_BUFFER_GB = MEASURED_GB["fp8_swap16"] - (BLOCKS - 16) * FP8_BLOCK_GB - _REST_GB
+BF16_BLOCK_GB = (MEASURED_GB["bf16"] - _REST_GB) / BLOCKS
 
 OPTIMIZER_STATE_BYTES = {"adamw": 8.0, "adamw8bit": 2.0, "lion": 4.0, "sgd": 0.0, "adafactor": 1.0}
 DEFAULT_STATE_BYTES = 8.0  # an unknown optimizer: assume AdamW-like
@@ -56,6 +65,8 @@ class VramOptions:
     blocks_to_swap: int = 0
     edit: bool = False
     text_tokens: int = TEXT_TOKENS
+    checkpoint_offload: bool = False
+    fp8_upcast: bool = False  # --fp8_matmul upcast (or a GPU without fp8 tensor cores)
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,8 @@ def activations_gb(opts: VramOptions) -> float:
     """Activation memory for the options' tokens and batch."""
     per_token_unit = tokens(opts) * HIDDEN * max(1, opts.batch_size)
     if opts.gradient_checkpointing:
-        return per_token_unit * (BLOCKS * CKPT_BYTES + FULL_ACT_BYTES) / GB
+        kept = 0 if opts.checkpoint_offload else BLOCKS * CKPT_BYTES
+        return per_token_unit * (kept + FULL_ACT_BYTES) / GB
     return per_token_unit * BLOCKS * FULL_ACT_BYTES / GB
 
 
@@ -94,7 +106,7 @@ def lora_gb(opts: VramOptions) -> float:
     return LORA_PARAMS_PER_RANK * opts.network_dim * (4.0 + 4.0 + state) / GB
 
 
-_REFERENCE = VramOptions()
+_REFERENCE = VramOptions(network_dim=16, optimizer="adamw", text_tokens=128)  # the measured runs
 FIXED_GB = _REST_GB - activations_gb(_REFERENCE) - lora_gb(_REFERENCE)
 
 
@@ -102,7 +114,8 @@ def weights_gb(opts: VramOptions) -> float:
     """DiT blocks kept on the GPU."""
     per_block = FP8_BLOCK_GB if opts.fp8_base else BF16_BLOCK_GB
     resident = BLOCKS - min(max(opts.blocks_to_swap, 0), BLOCKS - 1)
-    return resident * per_block
+    scales = BLOCK_SCALES_GB * resident / BLOCKS if opts.fp8_base and opts.fp8_scaled and opts.fp8_upcast else 0
+    return resident * per_block + scales
 
 
 def estimate_vram(opts: VramOptions) -> VramEstimate:

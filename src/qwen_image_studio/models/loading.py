@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 KIND_FLAGS = {"dit": "--dit", "vae": "--vae", "text_encoder": "--text_encoder"}
 VARIANT_2511 = "edit-2511"
 KEPT_SCALE = "#scale"  # suffix of the scale entries _read_state_dict returns for fp8 weights it keeps
+Quantizer = Callable[[str, torch.Tensor], "tuple[torch.Tensor, torch.Tensor] | None"]
 
 
 @dataclass
@@ -82,11 +83,14 @@ def _read_state_dict(
     dtype: torch.dtype,
     device: str | torch.device,
     keep_fp8: Callable[[str], bool] | None = None,
+    quantize: Quantizer | None = None,
 ) -> dict[str, Any]:
     """The tensors of a prepared model under module names, read to `device` and cast to `dtype`.
 
     fp8 weights are dequantised, except those whose module name passes `keep_fp8`: they stay float8 and
     their scale (or None) is returned under ``<name>#scale`` for the caller to build fp8 layers from.
+    `quantize(name, tensor)` may return (fp8 weight, scales) for a tensor just read: it is returned the
+    same way, so that a model can be stored in fp8 while it loads (one full-precision tensor at a time).
     """
     from safetensors import SafetensorError, safe_open
 
@@ -113,6 +117,10 @@ def _read_state_dict(
                         tensor = fp8.dequantize(tensor, scale, dtype)
                 elif tensor.is_floating_point() and tensor.dtype != dtype:
                     tensor = tensor.to(dtype)
+                if quantize is not None and tensor.dtype != torch.float8_e4m3fn:
+                    quantized = quantize(new, tensor)
+                    if quantized is not None:
+                        tensor, out[new + KEPT_SCALE] = quantized
                 out[new] = tensor
         except (SafetensorError, OSError) as exc:
             raise prepared.files.error(f"cannot read tensors (truncated or changed file?): {exc}") from None
@@ -184,11 +192,14 @@ def load_dit(
     model_version: str | None = None,
     flag: str = "--dit",
     keep_fp8: bool = False,
+    quantize: Quantizer | None = None,
 ) -> Any:
     """A `QwenImageTransformer2DModel` from a ComfyUI file, diffusers folder or shards.
 
     fp8 weights are dequantised to `dtype`, unless `keep_fp8` (``--fp8_base``): then the block linears of
     an fp8 file become Fp8Linear layers holding the file's fp8 weights and scales as they are.
+    `quantize` (see `_read_state_dict`) stores the weights it accepts in fp8 as they are read: with
+    ``--fp8_base`` the device never holds the full-precision model.
     """
     from diffusers import QwenImageTransformer2DModel
 
@@ -204,8 +215,8 @@ def load_dit(
     cfg = _infer(prepared, arch.infer_dit_config, _shapes(prepared), zero_cond_t=zero_cond_t)
     model = _build(lambda: QwenImageTransformer2DModel(**cfg))
     keep = _is_block_linear_weight if keep_fp8 else None
-    state = _read_state_dict(prepared, dtype, device, keep)
-    kept = _install_fp8_linears(model, state, dtype, prepared) if keep_fp8 else 0
+    state = _read_state_dict(prepared, dtype, device, keep, quantize)
+    kept = _install_fp8_linears(model, state, dtype, prepared) if keep_fp8 or quantize else 0
     _assign(model, prepared, state, frozenset())
     model.to(device).eval()
     logger.info(
@@ -290,12 +301,8 @@ def load_vae(
 
 
 # ---- text encoder ------------------------------------------------------------------------------------
-def load_text_encoder(
-    path: str | Path, *, dtype: torch.dtype, device: str | torch.device = "cpu", flag: str = "--text_encoder"
-) -> Any:
-    """A transformers `Qwen2_5_VLForConditionalGeneration` from a ComfyUI file, text_encoder/ folder or shards."""
-    from transformers import Qwen2_5_VLForConditionalGeneration
-
+def _text_encoder_prepared(path: str | Path, flag: str) -> tuple[_Prepared, dict[str, Any]]:
+    """A text-encoder file prepared for reading, and the config.json dict inferred from its tensors."""
     prepared = _prepare(
         path,
         kind="text_encoder",
@@ -304,9 +311,26 @@ def load_text_encoder(
         rename=lambda _: keymaps.text_encoder_from_comfy,
     )
     release_shapes = {keymaps.text_encoder_to_comfy(k): v for k, v in _shapes(prepared).items()}
-    cfg_json = _infer(prepared, arch.infer_text_encoder_config, release_shapes)
+    return prepared, _infer(prepared, arch.infer_text_encoder_config, release_shapes)
+
+
+def _text_encoder_skeleton(cfg_json: dict[str, Any]) -> Any:
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
     config = configs.qwen_vl_config(cfg_json)
-    model = _build(lambda: Qwen2_5_VLForConditionalGeneration(config))
+    return _build(lambda: Qwen2_5_VLForConditionalGeneration(config))
+
+
+def load_text_encoder(
+    path: str | Path, *, dtype: torch.dtype, device: str | torch.device = "cpu", flag: str = "--text_encoder"
+) -> Any:
+    """A transformers `Qwen2_5_VLForConditionalGeneration` from a ComfyUI file, text_encoder/ folder or shards.
+
+    The whole model, lm_head and vision tower included. Encoding prompts needs less: see
+    `load_prompt_encoder`.
+    """
+    prepared, cfg_json = _text_encoder_prepared(path, flag)
+    model = _text_encoder_skeleton(cfg_json)
     tied = frozenset({"lm_head.weight"}) if cfg_json["tie_word_embeddings"] else frozenset()
     _assign(model, prepared, _read_state_dict(prepared, dtype, device), tied)
     if tied:
@@ -322,3 +346,263 @@ def load_text_encoder(
         ", fp8 weights dequantised" if prepared.fp8 else "",
     )
     return model
+
+
+TE_LAYERS = "model.language_model.layers."  # module-name prefix of the language model's decoder layers
+QUANTIZE_SLICES = 8
+"""A weight is quantised to fp8 in this many slices of rows (per-row scales: the same bits as in one go), so
+its float32 temporaries stay at a quarter of its bf16 size (34 MB for a full-size MLP weight)."""
+
+
+class _NoLogits(torch.nn.Module):
+    """Stands in for lm_head: prompt encoding reads hidden states, never logits (it gets a (..., 0) tensor).
+
+    The release lm_head is 152064 x 3584 (1.09 GB in bf16), and its logits for every token of a batch
+    (152064 values per token) would cost more activation memory than the hidden states themselves.
+    """
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states.new_empty(*hidden_states.shape[:-1], 0)
+
+
+class _NotLoaded(torch.nn.Module):
+    """Stands in for a part of the model that was not loaded; using it fails with a clear message."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__()
+        self.what = what
+
+    def _fail(self) -> RuntimeError:
+        return RuntimeError(f"the text encoder's {self.what} was not loaded (text-to-image needs none)")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        raise self._fail()
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._fail()
+
+
+@contextlib.contextmanager
+def _host_reader(prepared: _Prepared) -> Iterator[Callable[[str], tuple[torch.Tensor, torch.Tensor | None]]]:
+    """`get(file key) -> (tensor as stored, its fp8 scale or None)`, memory-mapped on the host.
+
+    Files are opened for one group of tensors at a time: once a layer's tensors are on the device, the
+    host pages they were read from are released with the mapping (host RAM holds about one layer, not a
+    growing part of the file, unless the tensors are kept on the CPU).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    info = prepared.files.tensors
+    with contextlib.ExitStack() as stack:
+        handles: dict[Path, Any] = {}
+
+        def tensor(key: str) -> torch.Tensor:
+            file = info[key].file
+            if file not in handles:
+                handles[file] = stack.enter_context(safe_open(str(file), framework="pt", device="cpu"))
+            return handles[file].get_tensor(key)
+
+        def get(key: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+            try:
+                if not fp8.is_fp8_code(info[key].dtype):
+                    return tensor(key), None
+                scale_key = fp8.weight_scale_key(key, info)
+                return tensor(key), tensor(scale_key) if scale_key else None
+            except (SafetensorError, OSError) as exc:
+                raise prepared.files.error(
+                    f"cannot read tensors (truncated or changed file?): {exc}"
+                ) from None
+
+        yield get
+
+
+def _to_device(
+    tensor: torch.Tensor,
+    scale: torch.Tensor | None,
+    stored_fp8: bool,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """A tensor read from a file on `device` in `dtype` (fp8 ones dequantised there), as `_read_state_dict` does."""
+    tensor = tensor.to(device)
+    if stored_fp8:
+        return fp8.dequantize(tensor, None if scale is None else scale.to(device), dtype)
+    if tensor.is_floating_point() and tensor.dtype != dtype:
+        return tensor.to(dtype)
+    return tensor
+
+
+def _quantize_in_slices(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp8 weight, (out, 1) float32 scales): `quantize_weight` per row, run on `QUANTIZE_SLICES` row slices."""
+    from qwen_image_studio.memory.fp8_linear import FP8, quantize_weight
+
+    rows = -(-weight.shape[0] // QUANTIZE_SLICES)
+    if rows >= weight.shape[0]:
+        return quantize_weight(weight)
+    out = torch.empty(weight.shape, dtype=FP8, device=weight.device)
+    scales = torch.empty(weight.shape[0], 1, dtype=torch.float32, device=weight.device)
+    for start in range(0, weight.shape[0], rows):
+        rows_fp8, rows_scale = quantize_weight(weight[start : start + rows])
+        out[start : start + rows], scales[start : start + rows] = rows_fp8, rows_scale
+        del rows_fp8, rows_scale
+    return out, scales
+
+
+def _is_linear_weight(module: torch.nn.Module, name: str) -> bool:
+    if not name.endswith(".weight"):
+        return False
+    try:
+        return isinstance(module.get_submodule(name[: -len(".weight")]), torch.nn.Linear)
+    except AttributeError:
+        return False
+
+
+def load_prompt_encoder(
+    path: str | Path,
+    *,
+    dtype: torch.dtype,
+    device: str | torch.device = "cpu",
+    fp8_linears: bool = False,
+    vision: bool = True,
+    flag: str = "--text_encoder",
+) -> Any:
+    """The Qwen2.5-VL text encoder as prompt encoding uses it, put on `device` one decoder layer at a time.
+
+    Prompt encoding reads the last hidden state, so lm_head is never loaded (`_NoLogits`, 1.09 GB at full
+    size), and without `vision` (text-to-image) neither is the vision tower (1.35 GB). The weights are read
+    memory-mapped on the host, one group at a time (the embedding, norm and vision tower, then each decoder
+    layer) and go to `device` in `dtype`. With `fp8_linears` (``--fp8_vl``) each decoder-layer linear is
+    quantised on `device` as soon as its weight is there (per output row, bit for bit what
+    `quantize_linears` does to the loaded model) and becomes an `Fp8Linear`; the linears an fp8 file
+    stores in float8_e4m3fn stay as stored, with the file's scales. Without `fp8_linears`, the values are
+    those `load_text_encoder` loads, bit for bit.
+
+    Device memory at full size (Qwen2.5-VL-7B, bf16; weights only, from the parameter counts, see
+    `prompt_encoder_device_bytes`), against 16.58 GB (all of it in bf16) when the whole model was loaded
+    and only then quantised:
+
+    ================  ===========  =====================  ================
+    --fp8_vl / mode   loaded       extra while loading    peak
+    ================  ===========  =====================  ================
+    yes, t2i          7.62 GB      0.24 GB                7.86 GB
+    yes, edit         8.97 GB      0.24 GB                9.21 GB
+    no, t2i           14.14 GB     0                      14.14 GB
+    no, edit          15.49 GB     0                      15.49 GB
+    ================  ===========  =====================  ================
+
+    The extra is one bf16 linear (the 136 MB MLP weight) and the float32 slices quantising it, about half
+    of one bf16 decoder layer (466 MB). On an H100, with a full-width file of 4 decoder layers, CUDA's
+    allocator held these counts within 0.4 % once loaded and 0.18 GB more while loading, where the old
+    path peaked at the bf16 model plus every fp8 linear (`quantize_linears` keeps the replaced bf16
+    layers alive until it returns: about 23.7 GB at full size). Activations come on top (small for prompts; the vision tower's for
+    edit-mode control images). A file in another dtype than `dtype` adds one tensor in its own dtype while
+    it is cast, an fp8 file loaded without `fp8_linears` one float32 tensor while it is dequantised.
+    Host RAM holds the file pages of one group at a time (plus the model itself when `device` is the CPU).
+    """
+    device = torch.device(device)
+    prepared, cfg_json = _text_encoder_prepared(path, flag)
+    model = _text_encoder_skeleton(cfg_json)
+    model.lm_head = _NoLogits()
+    skipped = ("lm_head.",)
+    if not vision:
+        model.model.visual = _NotLoaded("vision tower")
+        skipped += ("model.visual.",)
+    layers = model.model.language_model.layers
+    rest: dict[str, str] = {}
+    per_layer: list[dict[str, str]] = [{} for _ in layers]
+    for new, old in prepared.names.items():
+        index, _, local = new.removeprefix(TE_LAYERS).partition(".")
+        if new.startswith(TE_LAYERS) and index.isdigit() and int(index) < len(layers):
+            per_layer[int(index)][local] = old
+        elif not new.startswith(skipped):
+            rest[new] = old
+    info = prepared.files.tensors
+
+    dequantized = sum(fp8.is_fp8_code(info[old].dtype) for old in rest.values())
+    with _host_reader(prepared) as get:  # embedding, final norm, vision tower: as they stay
+        state = {
+            new: _to_device(*get(old), fp8.is_fp8_code(info[old].dtype), device, dtype)
+            for new, old in rest.items()
+        }
+    _assign(model, prepared, state, frozenset(k for k in model.state_dict() if k not in state))
+    del state
+
+    kept = quantized = 0
+    for layer, names in zip(layers, per_layer, strict=True):
+        state = {}
+        with _host_reader(prepared) as get:
+            for local, old in names.items():
+                tensor, scale = get(old)
+                linear = fp8_linears and _is_linear_weight(layer, local)
+                if linear and tensor.dtype == torch.float8_e4m3fn:  # the file's fp8, as stored
+                    state[local] = tensor.to(device)
+                    state[local + KEPT_SCALE] = None if scale is None else scale.to(device)
+                    kept += 1
+                    continue
+                stored_fp8 = fp8.is_fp8_code(info[old].dtype)
+                dequantized += stored_fp8
+                placed = _to_device(tensor, scale, stored_fp8, device, dtype)
+                if linear:  # the only full-precision weight on the device beyond the fp8 model
+                    state[local], state[local + KEPT_SCALE] = _quantize_in_slices(placed)
+                    quantized += 1
+                elif fp8_linears and placed is tensor:  # on the CPU, a view of the file's mapping: a
+                    state[local] = placed.clone()  # copy lets the pages read for quantising go with it
+                else:
+                    state[local] = placed
+                del placed
+            tensor = scale = None  # no host view outlives its group
+        if fp8_linears:
+            _install_fp8_linears(layer, state, dtype, prepared)
+        _assign(layer, prepared, state, frozenset())
+        del state
+
+    unloaded = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if unloaded:
+        raise prepared.files.error(f"lacks tensor {unloaded[0]!r}; the file looks incomplete")
+    model.to(device).eval()
+    model.requires_grad_(False)
+    notes = ["lm_head not loaded"] + ([] if vision else ["vision tower not loaded (text-to-image)"])
+    if fp8_linears:
+        notes.append(
+            f"{kept + quantized} decoder-layer linears in float8_e4m3fn"
+            + (f" ({kept} as stored in the file)" if kept else " (one scale per output row)")
+        )
+    if dequantized:
+        notes.append(f"{dequantized} fp8 weights of the file dequantised")
+    logger.info(
+        "%s: %s, %d layers x %d, %s",
+        flag,
+        prepared.files.path,
+        cfg_json["num_hidden_layers"],
+        cfg_json["hidden_size"],
+        ", ".join(notes),
+    )
+    return model
+
+
+def prompt_encoder_device_bytes(
+    config_json: dict[str, Any], *, fp8_linears: bool, vision: bool, dtype: torch.dtype = torch.bfloat16
+) -> tuple[int, int]:
+    """(bytes `load_prompt_encoder` leaves on the device, most bytes it holds there beyond those while loading).
+
+    Counted from the parameters of the architecture (`config_json`, e.g. ``configs.text_encoder_config()``)
+    for a file stored in `dtype`: with `fp8_linears` each decoder-layer linear weight takes one byte a value
+    plus a float32 scale per row; everything else `dtype`, buffers as they are; no lm_head, and no vision
+    tower without `vision`. The loading extra is the largest such weight in `dtype` plus its float32 row
+    slices being quantised (two slices and one in fp8 live at once; counted as three slices).
+    """
+    model = _text_encoder_skeleton(config_json)
+    resident = extra = 0
+    for name, module in model.named_modules():
+        if name.startswith("lm_head") or (not vision and name.startswith("model.visual")):
+            continue
+        params = dict(module.named_parameters(recurse=False))
+        if fp8_linears and name.startswith(TE_LAYERS) and isinstance(module, torch.nn.Linear):
+            out_features, in_features = params.pop("weight").shape
+            resident += out_features * in_features + out_features * 4
+            rows = -(-out_features // QUANTIZE_SLICES)
+            extra = max(extra, out_features * in_features * dtype.itemsize + 3 * rows * in_features * 4)
+        resident += sum(p.numel() * dtype.itemsize for p in params.values())
+        resident += sum(b.numel() * b.element_size() for b in module.buffers(recurse=False))
+    return resident, extra

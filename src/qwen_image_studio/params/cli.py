@@ -47,7 +47,8 @@ def _help(spec: FieldSpec) -> str:
         parts.append(f"allowed: {allowed}")
     if spec.meta.required_for:
         parts.append("required for " + ", ".join(s.value for s in spec.meta.required_for))
-    return " (".join(parts[:1]) + (" (" + "; ".join(parts[1:]) + ")" if len(parts) > 1 else "")
+    text = " (".join(parts[:1]) + (" (" + "; ".join(parts[1:]) + ")" if len(parts) > 1 else "")
+    return text.replace("%", "%%")  # argparse formats help with %: a literal percent sign is %%
 
 
 def _add(parser: argparse.ArgumentParser | Any, spec: FieldSpec) -> None:

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from ..errors import ConfigError
 from .fields import FieldSpec, _num, all_fields, fields_for
+from .rules import RULES
 from .schema import StudioConfig
 from .spec import Stage
 
@@ -66,25 +67,6 @@ MESSAGES: dict[str, str] = {
     "sep.semi": "; ",
 }
 
-# The rules of the schema (field validators and cross-field rules) as it words them today. The schema
-# raises plain ValueErrors, so their text is matched against these templates (see `parse`); a rule
-# raised as `PydanticCustomError(KEY, template, vars)` with one of these keys needs no matching.
-RULES: dict[str, str] = {
-    "rule.needs": "{flag} needs {other}",
-    "rule.need_three": "{first}, {second} and {third} need {other}",
-    "rule.one_kernel_of_three": "choose one attention kernel, not {first} and {second} and {third}",
-    "rule.one_kernel": "choose one attention kernel, not {first} and {second}",
-    "rule.below": "{flag} ({value}) must be below {other} ({other_value})",
-    "rule.at_most": "{flag} ({value}) must be at most {other} ({other_value})",
-    "rule.per_file": "{flag}: {count} values for {files} {other} files; give one value, or one per file",
-    "rule.not_both": "give {first} or {second}, not both",
-    "rule.one_of_or_class": "must be one of {choices} or a module.Class path (got {value})",
-    "rule.two_numbers": "give two numbers, height and width (got {count})",
-    "rule.multiple_of_16": "{height} {width}: height and width must be multiples of 16 from 16 to 8192",
-    "rule.key_value": "{flag}: {item} is not key=value",
-    "rule.unknown_key": "unknown key {key}; allowed: {keys}",
-    "rule.lora_ratio": "loraplus_lr_ratio must be a number from above 0 to 64 (got {value})",
-}
 MESSAGES.update(RULES)
 
 # Messages of a stage's own checks (the same as `stage_problems`) that a stage's failure may repeat.

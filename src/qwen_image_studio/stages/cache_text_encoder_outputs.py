@@ -21,7 +21,7 @@ from ..data.cache_paths import control_fingerprint, text_cache_metadata, text_te
 from ..data.images import load_image
 from ..data.items import DatasetItem
 from ..events import EventWriter
-from ..models.loading import load_text_encoder
+from ..models.loading import load_prompt_encoder
 from ..params.schema import StudioConfig
 from .common import run_cache_stage, save_cache_file
 
@@ -110,15 +110,21 @@ def encode(
 
 
 def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> None:
-    """Cache the text-encoder outputs of every usable item of every dataset."""
+    """Cache the text-encoder outputs of every usable item of every dataset.
+
+    The text encoder is loaded without lm_head (and without the vision tower for text-to-image), one
+    decoder layer at a time; with --fp8_vl its decoder-layer linears are stored in fp8 as they arrive, so
+    the device never holds the bf16 language model (see `load_prompt_encoder` for the figures).
+    """
 
     def load(device: torch.device, dtype: torch.dtype) -> Callable[[list[DatasetItem]], None]:
-        te = load_text_encoder(config.text_encoder, dtype=dtype, device=device)  # type: ignore[arg-type]
-        if config.fp8_vl:
-            from ..memory.fp8_linear import quantize_linears
-
-            n = quantize_linears(te.model.language_model, compute_dtype=dtype)
-            log.info("--fp8_vl: %d linear layers of the language model stored in float8_e4m3fn", n)
+        te = load_prompt_encoder(
+            config.text_encoder,  # type: ignore[arg-type]
+            dtype=dtype,
+            device=device,
+            fp8_linears=config.fp8_vl,
+            vision=config.model_version != "original",
+        )
         pipe = build_encoding_pipeline(te, config.model_version, config.tokenizer, config.text_encoder)
         return lambda batch: _encode_batch(pipe, config.model_version, batch, device)
 

@@ -13,7 +13,7 @@ from ..logging_setup import setup_logging
 from ..params.cli import parse_args
 from ..params.schema import StudioConfig
 from ..params.spec import Stage
-from ..params.validate import check_for_stage
+from ..params.validate import Join, Message, check_for_stage, register_messages
 
 EXIT_USER_ERROR = 2
 EXIT_NOT_AVAILABLE = 3
@@ -21,19 +21,83 @@ EXIT_OOM = 4
 EXIT_INTERRUPTED = 130
 
 
-def oom_advice(config: StudioConfig) -> str:
-    """What to turn on after an out-of-memory error, given what is already on."""
-    tips: list[str] = []
-    if not config.fp8_base:
-        tips.append("--fp8_base --fp8_scaled")
-    if config.blocks_to_swap < 45:
-        tips.append(f"--blocks_to_swap {min(59, max(16, config.blocks_to_swap + 16))}")
-    if not config.gradient_checkpointing:
-        tips.append("--gradient_checkpointing")
-    if config.network_dim > 4:
-        tips.append(f"a lower --network_dim (now {config.network_dim})")
-    tips.append("a lower resolution in the dataset config")
-    return "out of GPU memory; try " + ", ".join(tips)
+# What a stage says when it fails, in English: the text it prints and writes as the `failed` event's
+# ``reason``, rendered from these templates; the event also carries the message itself (``reason_i18n``),
+# which the web UI shows in the page's language (its Chinese lives under the same keys in webui/i18n_run.py,
+# which takes this English from here). The web UI also matches these templates against the ``reason`` of
+# events written before ``reason_i18n`` existed: change a template's words and old events show in English.
+REASONS: dict[str, str] = {
+    "reason.oom": "out of GPU memory; try {tips}",
+    "reason.oom_no_tips": "out of memory with this stage's memory-saving options already on; "
+    "close other programs that use the GPU or memory",
+    "reason.not_available": "the {stage} stage is not available in this version yet",
+    "reason.interrupted": "interrupted",
+    "reason.unexpected_debug": "unexpected {error}: {detail} (run with --debug for details)",
+    "reason.unexpected": "unexpected {error}: {detail}",
+    # the tips of reason.oom (a tip that is only flags stays plain text: flags are not translated)
+    "tip.lower": "a lower {flag} (now {value})",
+    "tip.smaller": "a smaller {flag} (now {value})",
+    "tip.lower_resolution": "a lower resolution in the dataset config",
+    "tip.device_cpu": "--device cpu as a last resort (much slower)",
+}
+# Only the keys of a stage's failure reasons (not the tips), in the order the web UI matches them.
+REASON_KEYS = tuple(k for k in REASONS if k.startswith("reason."))
+TIP_KEYS = tuple(k for k in REASONS if k.startswith("tip."))
+register_messages(REASONS)  # so that Message.render() gives this English anywhere (the CLI, the events file)
+
+_MOST_BLOCKS = 45  # the swap past which another step rarely helps (the DiT has 60 blocks; 59 is the limit)
+
+
+def _swap_tip(config: StudioConfig) -> list[Message | str]:
+    if config.blocks_to_swap >= _MOST_BLOCKS:
+        return []
+    return [f"--blocks_to_swap {min(59, max(16, config.blocks_to_swap + 16))}"]
+
+
+def _cache_tips(config: StudioConfig) -> list[Message | str]:
+    """Batch size, then the CPU: what a caching stage can still turn down."""
+    tips: list[Message | str] = []
+    if config.cache_batch_size is None:
+        tips.append("--batch_size 1")  # the dataset's batch size is used now
+    elif config.cache_batch_size > 1:
+        tips.append(Message("tip.lower", {"flag": "--batch_size", "value": config.cache_batch_size}))
+    if config.device != "cpu":
+        tips.append(Message("tip.device_cpu"))
+    return tips
+
+
+def oom_tips(config: StudioConfig, stage: Stage) -> list[Message | str]:
+    """What to turn on or down after an out-of-memory error in `stage`, given what is on already."""
+    tips: list[Message | str] = []
+    if stage is Stage.CACHE_TEXT:
+        if not config.fp8_vl:
+            tips.append("--fp8_vl")
+        tips += _cache_tips(config)
+    elif stage is Stage.CACHE_LATENTS:
+        tips += _cache_tips(config)
+    elif stage is Stage.GENERATE:
+        if not config.fp8_base:
+            tips.append("--fp8_base --fp8_scaled")
+        tips += _swap_tip(config)
+        height, width = config.image_size
+        if height * width > 256 * 256:
+            tips.append(Message("tip.smaller", {"flag": "--image_size", "value": f"{height} {width}"}))
+    else:
+        if not config.fp8_base:
+            tips.append("--fp8_base --fp8_scaled")
+        tips += _swap_tip(config)
+        if not config.gradient_checkpointing:
+            tips.append("--gradient_checkpointing")
+        if config.network_dim > 4:
+            tips.append(Message("tip.lower", {"flag": "--network_dim", "value": config.network_dim}))
+        tips.append(Message("tip.lower_resolution"))
+    return tips
+
+
+def oom_advice(config: StudioConfig, stage: Stage = Stage.TRAIN) -> Message:
+    """The failure reason of an out-of-memory error in `stage` (`.render()` gives the English)."""
+    tips = oom_tips(config, stage)
+    return Message("reason.oom", {"tips": Join(tuple(tips))}) if tips else Message("reason.oom_no_tips")
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -48,6 +112,14 @@ def _flag_value(argv: list[str], flag: str) -> str | None:
         if arg.startswith(flag + "="):
             return arg.split("=", 1)[1]
     return None
+
+
+def _fail(events: EventWriter, msg: Message, code: int) -> int:
+    """Print a failure reason as one line and write it to the events file (as text and as the message)."""
+    reason = msg.render()
+    print(f"error: {reason}", file=sys.stderr)
+    events.emit("failed", reason=reason, reason_i18n=msg.as_json(), exit_code=code)
+    return code
 
 
 def main(stage: Stage, argv: list[str] | None = None) -> int:
@@ -65,10 +137,7 @@ def main(stage: Stage, argv: list[str] | None = None) -> int:
         except ModuleNotFoundError as exc:
             if exc.name != f"qwen_image_studio.stages.{stage.value}":
                 raise
-            reason = f"the {stage.value} stage is not available in this version yet"
-            print(f"error: {reason}", file=sys.stderr)
-            events.emit("failed", reason=reason, exit_code=EXIT_NOT_AVAILABLE)
-            return EXIT_NOT_AVAILABLE
+            return _fail(events, Message("reason.not_available", {"stage": stage.value}), EXIT_NOT_AVAILABLE)
         events.emit("started", argv=args_list, pid=os.getpid())
         module.run(config, ns, events)
         events.emit("finished")
@@ -78,22 +147,16 @@ def main(stage: Stage, argv: list[str] | None = None) -> int:
         events.emit("failed", reason=str(exc), exit_code=exc.exit_code)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        events.emit("failed", reason="interrupted", exit_code=EXIT_INTERRUPTED)
+        msg = Message("reason.interrupted")
+        print(msg.render(), file=sys.stderr)  # as before: no "error: " before it
+        events.emit("failed", reason=msg.render(), reason_i18n=msg.as_json(), exit_code=EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the last line of defence prints one actionable line
         if debug:
             traceback.print_exc()
         if config is not None and _is_oom(exc):
-            reason = oom_advice(config)
-            code = EXIT_OOM
-        else:
-            reason = f"unexpected {type(exc).__name__}: {exc}" + (
-                "" if debug else " (run with --debug for details)"
-            )
-            code = 1
-        print(f"error: {reason}", file=sys.stderr)
-        events.emit("failed", reason=reason, exit_code=code)
-        return code
+            return _fail(events, oom_advice(config, stage), EXIT_OOM)
+        key = "reason.unexpected" if debug else "reason.unexpected_debug"
+        return _fail(events, Message(key, {"error": type(exc).__name__, "detail": str(exc)}), 1)
     finally:
         events.close()

@@ -344,6 +344,8 @@ def train(config: StudioConfig, events: EventWriter) -> dict[str, Any]:
         config.network_dropout,
         args.get("include_patterns"),
         args.get("exclude_patterns"),
+        rank_dropout=float(args.get("rank_dropout", 0)),
+        module_dropout=float(args.get("module_dropout", 0)),
     )
     if args.get("verbose", "").lower() in ("1", "true", "yes"):
         log.info("LoRA modules: %s", ", ".join(network.layers))

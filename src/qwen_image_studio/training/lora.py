@@ -2,7 +2,9 @@
 
 Each targeted ``nn.Linear`` (see :mod:`lora_keys`) is replaced in its parent by a :class:`LoRALinear` that
 keeps the frozen original as ``base`` and adds ``up(dropout(down(x))) * alpha / rank * multiplier``; down is
-Kaiming-uniform, up is zero, so training starts from the base model exactly. The LoRA layers live inside
+Kaiming-uniform, up is zero, so training starts from the base model exactly. In training, as in the
+reference trainer: ``--network_dropout`` drops elements of down(x); ``rank_dropout`` (network_args) drops
+whole ranks per sample and rescales by 1 / (1 - p); ``module_dropout`` skips a layer's update for a step. The LoRA layers live inside
 the transformer (DDP then sees their parameters); :class:`LoRANetwork` is the handle on them: parameter
 groups (LoRA+), the file's state dict, loading ``--network_weights``.
 """
@@ -36,7 +38,14 @@ class LoRALinear(nn.Module):
     """A frozen linear layer plus a trainable low-rank update."""
 
     def __init__(
-        self, base: nn.Module, rank: int, alpha: float, dropout: float | None = None, multiplier: float = 1.0
+        self,
+        base: nn.Module,
+        rank: int,
+        alpha: float,
+        dropout: float | None = None,
+        multiplier: float = 1.0,
+        rank_dropout: float | None = None,
+        module_dropout: float | None = None,
     ) -> None:
         super().__init__()
         in_features, out_features = base.in_features, base.out_features
@@ -44,6 +53,8 @@ class LoRALinear(nn.Module):
         self.rank = rank
         self.multiplier = multiplier
         self.dropout = dropout or 0.0
+        self.rank_dropout = rank_dropout or 0.0
+        self.module_dropout = module_dropout or 0.0
         self.lora_down = nn.Linear(in_features, rank, bias=False)
         self.lora_up = nn.Linear(rank, out_features, bias=False)
         nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
@@ -84,11 +95,20 @@ class LoRALinear(nn.Module):
         # Under autocast the matmuls run in the autocast dtype anyway: no float32 copy of x on the way. The
         # scale multiplies the small up matrix, and the sum happens inside the up matmul (addmm): no extra
         # passes over the layer's output, which is large (tokens x width), forward or backward.
+        # the CPU generator decides (no GPU sync), and checkpointing's recompute replays its state
+        if self.module_dropout and self.training and float(torch.rand(())) < self.module_dropout:
+            return out
         autocast = torch.is_autocast_enabled(x.device.type)
         h = self.lora_down(x if autocast else x.to(self.lora_down.weight.dtype))
-        if self.dropout and self.training:
-            h = nn.functional.dropout(h, p=self.dropout)
-        up = self.lora_up.weight * (self.scale * self.multiplier)
+        scale = self.scale * self.multiplier
+        if self.training:
+            if self.dropout:
+                h = nn.functional.dropout(h, p=self.dropout)
+            if self.rank_dropout:  # one mask per sample, shared by its tokens
+                shape = (h.shape[0], *([1] * (h.ndim - 2)), h.shape[-1])
+                h = h * (torch.rand(shape, device=h.device) >= self.rank_dropout).to(h.dtype)
+                scale /= 1.0 - self.rank_dropout
+        up = self.lora_up.weight * scale
         h = h.reshape(-1, h.shape[-1])
         if not autocast:
             h, up = h.to(out.dtype), up.to(out.dtype)
@@ -232,6 +252,8 @@ def apply_lora(
     include_patterns: str | None = None,
     exclude_patterns: str | None = None,
     multiplier: float = 1.0,
+    rank_dropout: float | None = None,
+    module_dropout: float | None = None,
 ) -> LoRANetwork:
     """Freeze `model` and wrap its target linears (lora_keys.select_targets) with trainable LoRA layers."""
     model.requires_grad_(False)
@@ -244,7 +266,7 @@ def apply_lora(
         parent = model.get_submodule(parent_path) if parent_path else model
         base = getattr(parent, attr)
         device = next(iter([*base.parameters(), *base.buffers()])).device
-        layer = LoRALinear(base, rank, alpha, dropout, multiplier)
+        layer = LoRALinear(base, rank, alpha, dropout, multiplier, rank_dropout, module_dropout)
         layer.to(device=device)  # LoRA weights stay float32 (autocast handles the compute dtype)
         setattr(parent, attr, layer)
         layers[lora_keys.lora_name(path)] = (path, layer)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import shlex
 from typing import Any
 
@@ -11,18 +10,17 @@ from flask import Blueprint, Response, abort, jsonify, request, send_file
 
 from ..params.cli import to_argv
 from ..params.schema import StudioConfig
-from ..params.spec import STAGE_SCRIPTS, Stage
+from ..params.spec import STAGE_SCRIPTS
 from ..params.validate import Message, validate_config
 from .app import studio
 from .cmdline import config_from_command
-from .configs import config_from_upload, default_name, export_document, params_of, save
+from .configs import config_from_upload, default_name, export_bytes, params_of, save
+from .jobs.schema import JOB_KINDS, PIPELINE
 from .paths import resolve_config
 from .security import upload_endpoint
 from .views_util import json_body, params_from, problem_list, refuse
 
 bp = Blueprint("api_config", __name__, url_prefix="/api")
-
-PIPELINE = (Stage.CACHE_LATENTS, Stage.CACHE_TEXT, Stage.TRAIN)
 
 
 def _flag(value: Any) -> bool:
@@ -32,7 +30,7 @@ def _flag(value: Any) -> bool:
 def commands(config: StudioConfig) -> list[dict[str, Any]]:
     """The command line of each pipeline stage for a configuration."""
     out = []
-    for stage in PIPELINE:
+    for stage in JOB_KINDS[PIPELINE]:
         argv = to_argv(config, stage)
         script = STAGE_SCRIPTS[stage]
         out.append(
@@ -54,11 +52,13 @@ def list_configs() -> Response:
 
 @bp.post("/configs")
 def save_config() -> Response:
-    """Save the form's values under a name; invalid values or a taken name change nothing."""
+    """Save the form's values under a name (mirrored as `file`, WORKSPACE/configs/NAME.json); invalid values
+    or a taken name change nothing."""
     body = json_body()
     config = validate_config(params_from(body))
-    stored = save(studio().store, body.get("name"), config, overwrite=_flag(body.get("overwrite")))
-    return jsonify(config=stored.summary())
+    state = studio()
+    stored = save(state.store, body.get("name"), config, overwrite=_flag(body.get("overwrite")))
+    return jsonify(config=stored.summary(), file=state.config_file(stored.name))
 
 
 @bp.get("/configs/<name>")
@@ -72,8 +72,9 @@ def load_config(name: str) -> Response:
 @bp.post("/configs/<name>/rename")
 def rename_config(name: str) -> Response:
     """Rename a saved configuration."""
-    stored = studio().store.rename_config(name, json_body().get("new_name"))
-    return jsonify(config=stored.summary())
+    state = studio()
+    stored = state.store.rename_config(name, json_body().get("new_name"))
+    return jsonify(config=stored.summary(), file=state.config_file(stored.name))
 
 
 @bp.delete("/configs/<name>")
@@ -86,10 +87,8 @@ def delete_config(name: str) -> Response:
 @bp.get("/configs/<name>/export")
 def export_config(name: str) -> Response:
     """Download a saved configuration as a versioned JSON document."""
-    doc = export_document(studio().store.get_config(name))
-    data = (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
     return send_file(
-        io.BytesIO(data),
+        io.BytesIO(export_bytes(studio().store.get_config(name))),
         mimetype="application/json",
         as_attachment=True,
         download_name=f"{name}.json",
@@ -108,7 +107,9 @@ def import_config() -> Response:
     config, saved_name = config_from_upload(upload.read(), upload.filename, state.scratch)
     name = (request.form.get("name") or "").strip() or saved_name or default_name(upload.filename)
     stored = save(state.store, name, config, overwrite=_flag(request.form.get("overwrite")))
-    return jsonify(config=stored.summary(), params=config.model_dump(mode="json"))
+    return jsonify(
+        config=stored.summary(), params=config.model_dump(mode="json"), file=state.config_file(stored.name)
+    )
 
 
 @bp.post("/config/from-command")

@@ -8,11 +8,12 @@ from typing import Any
 from flask import Blueprint, Response, abort, jsonify
 
 from ..params.fields import all_fields
-from ..params.json_schema import form_schema
+from ..params.json_schema import for_stages, form_schema
 from ..params.schema import EDIT_VERSIONS, StudioConfig
 from ..params.spec import Stage
 from ..params.validate import Problem, problems_of, stage_problems
 from .app import studio
+from .jobs.schema import UI_STAGES
 from .paths import resolve_params
 from .views_util import json_body, params_from, problem_list
 
@@ -25,8 +26,9 @@ ROLES = {"dataset": "dataset_config", "logdir": "logging_dir"}
 
 @cache
 def ui_schema() -> dict[str, Any]:
-    """The form schema plus what the edit-mode switch needs (its field and which values mean edit)."""
-    schema = dict(form_schema())
+    """The form schema for the stages this UI launches (parameters of no such stage are hidden), plus what
+    the edit-mode switch needs (its field and which values mean edit)."""
+    schema = for_stages(form_schema(), UI_STAGES)
     schema["x-edit-switch"] = {
         "field": MODE_FIELD,
         "edit-values": list(EDIT_VERSIONS),

@@ -12,13 +12,14 @@ from werkzeug.exceptions import HTTPException
 from ..errors import ConfigError
 from ..params.validate import ConfigProblems, Message
 from . import security
+from .config_mirror import CONFIGS_DIR, ConfigMirror
 from .configs import import_demo_configs
 from .demo_setup import DemoBuilder, demo_dir
 from .i18n import TABLE, request_language
 from .jobs.commands import NotReady, stage_command
 from .jobs.hub import Hub
 from .jobs.store import JobStore
-from .jobs.supervisor import Supervisor, job_paths
+from .jobs.supervisor import STALL_AFTER_S, Supervisor, job_paths
 from .paths import resolve_in
 from .store import DB_NAME, NameTaken, NotFound, Store, StoreError
 from .tensorboard import DEFAULT_PORT, TensorBoard
@@ -42,6 +43,14 @@ class Studio:
     tensorboard: TensorBoard
     token: str | None = None
     notices: list[Message] = field(default_factory=list)
+    mirror: ConfigMirror | None = None
+
+    def config_file(self, name: str) -> str | None:
+        """Where a saved configuration is mirrored, relative to the workspace (None when not mirrored)."""
+        if self.mirror is None:
+            return None
+        path = self.mirror.path_for(name)
+        return path.relative_to(self.workspace).as_posix()
 
     @property
     def scratch(self) -> Path:
@@ -127,21 +136,27 @@ def create_app(
     tensorboard_port: int = DEFAULT_PORT,
     tensorboard: bool = False,
     command: Callable[..., list[str]] = stage_command,
+    stall_after: float | None = STALL_AFTER_S,
 ) -> Flask:
     """A web UI app over `workspace` (created if missing); with a token, every request must carry it.
 
     The job queue starts at once (re-attaching to jobs a previous run left running); TensorBoard is
-    started by `start_services` (the server does it; tests that do not need it skip it).
+    started by `start_services` (the server does it; tests that do not need it skip it). A running stage
+    silent for `stall_after` seconds gets a ⏰ warning line in its job's log (None or 0: never).
     """
     workspace = Path(workspace).expanduser().resolve()
     workspace.mkdir(parents=True, exist_ok=True)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    store = Store(workspace / DB_NAME)
+    mirror = ConfigMirror(workspace / CONFIGS_DIR)
+    store = Store(workspace / DB_NAME, listener=mirror)
+    mirror.fill_in(store.list_configs())
     jobs = JobStore(store)
     hub = Hub(lambda job_id: job_paths(workspace, job_id))
-    supervisor = Supervisor(workspace, jobs, hub, stop_timeout=stop_timeout, command=command)
+    supervisor = Supervisor(
+        workspace, jobs, hub, stop_timeout=stop_timeout, command=command, stall_after=stall_after
+    )
     board = TensorBoard(workspace / "logs" / "tensorboard.log", port=tensorboard_port, enabled=tensorboard)
     state = Studio(
         workspace,
@@ -152,6 +167,7 @@ def create_app(
         supervisor,
         board,
         token,
+        mirror=mirror,
     )
     state.import_demo()
     app.extensions[EXTENSION] = state

@@ -38,6 +38,20 @@ def export_document(stored: StoredConfig) -> dict[str, Any]:
     return doc
 
 
+def export_bytes(stored: StoredConfig, lenient: bool = False) -> bytes:
+    """The file a saved configuration exports to (and is mirrored as): its current-version document.
+
+    When that no longer validates: ConfigError, or with `lenient` the stored document as it is.
+    """
+    try:
+        doc = export_document(stored)
+    except ConfigError:
+        if not lenient:
+            raise
+        doc = stored.document
+    return (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
 def save(store: Store, name: str, config: StudioConfig, overwrite: bool = False) -> StoredConfig:
     """Save a validated configuration under a name."""
     return store.save_config(name, document(config, check_name(name)), overwrite=overwrite)

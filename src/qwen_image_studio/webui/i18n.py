@@ -96,6 +96,7 @@ EN: dict[str, str] = {
     "import.cli_placeholder": "accelerate launch … qwen_image_train_network.py --dit … --network_dim 16 …",
     "import.close": "Close",
     "msg.saved": "Saved “{name}”.",
+    "msg.saved_file": "Saved “{name}” (also as the file {file} in the workspace).",
     "msg.loaded": "Loaded “{name}”.",
     "msg.renamed": "Renamed to “{name}”.",
     "msg.deleted": "Deleted “{name}”.",
@@ -224,6 +225,7 @@ ZH: dict[str, str] = {
     "import.cli_placeholder": "accelerate launch … qwen_image_train_network.py --dit … --network_dim 16 …",
     "import.close": "关闭",
     "msg.saved": "已保存“{name}”。",
+    "msg.saved_file": "已保存“{name}”（同时保存为工作区中的 JSON 文件 {file}）。",
     "msg.loaded": "已载入“{name}”。",
     "msg.renamed": "已重命名为“{name}”。",
     "msg.deleted": "已删除“{name}”。",
@@ -325,6 +327,7 @@ ZH_MESSAGES: dict[str, str] = {
     "rule.key_value": "{flag}：{item} 不是 key=value 形式",
     "rule.unknown_key": "未知的键 {key}；允许：{keys}",
     "rule.lora_ratio": "loraplus_lr_ratio 必须是大于 0 且至多 64 的数（当前为 {value}）",
+    "rule.dropout_rate": "{key} 必须是 0 到小于 1 之间的数（当前为 {value}）",
 }
 
 EN.update(MESSAGES)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..stages.runner import REASONS
+
 EN_RUN: dict[str, str] = {
     "tab.config": "Configuration",
     "tab.dataset": "Dataset",
@@ -51,7 +53,7 @@ EN_RUN: dict[str, str] = {
     "samples.empty": "Sample images appear here as they are written.",
     "files.title": "LoRA files",
     "files.empty": "No LoRA file yet.",
-    "error.oom": "Out of GPU memory. Turn on these options (or apply a smaller GPU preset):",
+    "error.oom": "Out of GPU memory. Try these changes (or apply a smaller GPU preset):",
     "error.user": "The stage did not accept the configuration:",
     "error.not_available": "This stage is not available in this version yet:",
     "error.crash": "The stage ended with exit code {code}: {reason}",
@@ -64,13 +66,7 @@ EN_RUN: dict[str, str] = {
     "reason.exited": "exited with code {code}",
     "reason.killed": "killed by {signal}",
     "reason.not_started": "the stage could not be started: {detail}",
-    "reason.oom": "out of GPU memory; try {tips}",
-    "reason.not_available": "the {stage} stage is not available in this version yet",
-    "reason.interrupted": "interrupted",
-    "reason.unexpected_debug": "unexpected {error}: {detail} (run with --debug for details)",
-    "reason.unexpected": "unexpected {error}: {detail}",
-    "tip.lower": "a lower {flag} (now {value})",
-    "tip.lower_resolution": "a lower resolution in the dataset config",
+    **REASONS,  # what a stage process says when it fails: its English lives in stages/runner.py
     "live.connected": "live",
     "live.reconnecting": "reconnecting…",
     "vram.title": "Estimated GPU memory",
@@ -187,7 +183,7 @@ ZH_RUN: dict[str, str] = {
     "samples.empty": "样例图生成后会显示在这里。",
     "files.title": "LoRA 文件",
     "files.empty": "还没有 LoRA 文件。",
-    "error.oom": "显存不足。请启用以下选项（或应用更小显卡的预设）：",
+    "error.oom": "显存不足。请尝试以下调整（或应用更小显卡的预设）：",
     "error.user": "该阶段未接受此配置：",
     "error.not_available": "此版本尚未提供该阶段：",
     "error.crash": "该阶段以退出码 {code} 结束：{reason}",
@@ -201,12 +197,15 @@ ZH_RUN: dict[str, str] = {
     "reason.killed": "被信号 {signal} 终止",
     "reason.not_started": "无法启动该阶段：{detail}",
     "reason.oom": "显存不足；请尝试 {tips}",
+    "reason.oom_no_tips": "内存不足，且该阶段的省显存选项都已启用；请关闭其他占用显卡或内存的程序",
     "reason.not_available": "此版本尚未提供 {stage} 阶段",
     "reason.interrupted": "已中断",
     "reason.unexpected_debug": "意外错误 {error}：{detail}（加 --debug 运行可查看详情）",
     "reason.unexpected": "意外错误 {error}：{detail}",
     "tip.lower": "更小的 {flag}（当前 {value}）",
+    "tip.smaller": "更小的 {flag}（当前 {value}）",
     "tip.lower_resolution": "数据集配置中更低的分辨率",
+    "tip.device_cpu": "--device cpu（最后的办法，速度慢很多）",
     "live.connected": "实时",
     "live.reconnecting": "正在重新连接…",
     "vram.title": "显存估算",

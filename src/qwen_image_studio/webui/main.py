@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..logging_setup import setup_logging
 from .app import create_app, start_services, studio_of
+from .jobs.supervisor import STALL_AFTER_S
 from .security import is_loopback
 from .tensorboard import DEFAULT_PORT
 
@@ -48,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds a stopped job gets to end after SIGTERM before SIGKILL (default 10)",
     )
+    parser.add_argument(
+        "--stall_warning",
+        "--stall-warning",
+        type=float,
+        default=STALL_AFTER_S,
+        metavar="SECONDS",
+        help="a running stage with no output and no progress for this long gets a ⏰ warning line in its "
+        f"job's log; nothing is stopped (default {STALL_AFTER_S:g}, i.e. 10 minutes; 0: never)",
+    )
     parser.add_argument("--debug", action="store_true", help="debug logging")
     return parser
 
@@ -74,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.workspace),
         token=token,
         stop_timeout=args.stop_timeout,
+        stall_after=args.stall_warning,
         tensorboard_port=args.tensorboard_port,
         tensorboard=not args.no_tensorboard,
     )

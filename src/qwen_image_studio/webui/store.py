@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..params.validate import Message
 from .jobs.schema import JOBS_MIGRATION, JOBS_REASON_I18N
@@ -92,15 +92,29 @@ def check_name(name: Any) -> str:
     return name
 
 
+class ConfigListener(Protocol):
+    """Told of each change to the saved configurations, after it is committed (e.g. the JSON files)."""
+
+    def saved(self, stored: StoredConfig) -> None: ...
+
+    def renamed(self, old: str, stored: StoredConfig) -> None: ...
+
+    def deleted(self, name: str) -> None: ...
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Store:
-    """Saved configurations and settings in `workspace/studio.sqlite3`; one short connection per call."""
+    """Saved configurations and settings in `workspace/studio.sqlite3`; one short connection per call.
 
-    def __init__(self, path: Path) -> None:
+    A `listener` hears of every saved, renamed and deleted configuration once the change is committed.
+    """
+
+    def __init__(self, path: Path, listener: ConfigListener | None = None) -> None:
         self.path = path
+        self.listener = listener
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
@@ -173,7 +187,10 @@ class Store:
                 "ON CONFLICT(name) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
                 (name, text, now, now),
             )
-        return self.get_config(name)
+        stored = self.get_config(name)
+        if self.listener is not None:
+            self.listener.saved(stored)
+        return stored
 
     def rename_config(self, old: str, new: str) -> StoredConfig:
         """Give a saved configuration another name (NameTaken when the new one is in use)."""
@@ -191,13 +208,18 @@ class Store:
                 "UPDATE configs SET name = ?, document = ?, updated_at = ? WHERE name = ?",
                 (new, json.dumps(doc, ensure_ascii=False, sort_keys=True), _now(), old),
             )
-        return self.get_config(new)
+        stored = self.get_config(new)
+        if self.listener is not None:
+            self.listener.renamed(old, stored)
+        return stored
 
     def delete_config(self, name: str) -> None:
         """Delete a saved configuration (NotFound when absent)."""
         with self._transaction() as db:
             if db.execute("DELETE FROM configs WHERE name = ?", (name,)).rowcount == 0:
                 raise NotFound(Message("store.not_found", {"name": repr(name)}))
+        if self.listener is not None:
+            self.listener.deleted(name)
 
     def get_setting(self, key: str) -> str | None:
         """A stored setting, or None."""

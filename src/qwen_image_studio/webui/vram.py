@@ -54,6 +54,8 @@ def vram_for(params: dict[str, Any], workspace: Path) -> dict[str, Any]:
         fp8_scaled=_value(params, "fp8_scaled", bool),
         blocks_to_swap=max(0, _value(params, "blocks_to_swap", int)),
         edit=params.get("model_version") in EDIT_VERSIONS,
+        checkpoint_offload=_value(params, "gradient_checkpointing_cpu_offload", bool),
+        fp8_upcast=params.get("fp8_matmul") == "upcast",
     )
     return {
         "estimate": estimate_vram(opts).as_json(),

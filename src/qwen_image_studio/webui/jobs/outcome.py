@@ -17,6 +17,7 @@ from typing import Any
 from ...events import read_events
 from ...params.fields import flag_to_field
 from ...params.validate import STAGE_KEYS, Join, Message, parse, parse_joined
+from ...stages.runner import REASON_KEYS, TIP_KEYS
 from ..i18n import TABLE
 from .logtail import display_text
 from .schema import DONE, FAILED, LOST, STOPPED
@@ -24,17 +25,6 @@ from .schema import DONE, FAILED, LOST, STOPPED
 TAIL_LINES = 20
 EXIT_USER_ERROR, EXIT_NOT_AVAILABLE, EXIT_OOM = 2, 3, 4
 _FLAG = re.compile(r"--([A-Za-z0-9_]+)")
-
-
-# What a stage process says when it fails (stages/runner.py words these itself).
-_RUNNER_KEYS = (
-    "reason.oom",
-    "reason.not_available",
-    "reason.interrupted",
-    "reason.unexpected_debug",
-    "reason.unexpected",
-)
-_TIP_KEYS = ("tip.lower", "tip.lower_resolution")
 
 
 @dataclass
@@ -67,11 +57,13 @@ def english(msg: Message) -> str:
 
 
 def stage_message(reason: str) -> Message | None:
-    """A stage's failure reason as a message, when it is worded as stages word theirs (else None)."""
-    msg = parse(reason, _RUNNER_KEYS, TABLE["en"])
+    """A stage's failure reason as a message, when it is worded as stages word theirs (else None).
+
+    For events without ``reason_i18n`` (stages before it, or a failure a stage words as plain text)."""
+    msg = parse(reason, REASON_KEYS, TABLE["en"])
     if msg is not None and msg.key == "reason.oom":
         tips = str(msg.vars["tips"]).split(", ")
-        found = tuple(parse(tip, _TIP_KEYS, TABLE["en"]) or tip for tip in tips)
+        found = tuple(parse(tip, TIP_KEYS, TABLE["en"]) or tip for tip in tips)
         return Message("reason.oom", {"tips": Join(found)})
     if msg is not None:
         return msg

@@ -46,6 +46,8 @@ JOB_KINDS: dict[str, tuple[Stage, ...]] = {
     Stage.TRAIN.value: (Stage.TRAIN,),
     PIPELINE: (Stage.CACHE_LATENTS, Stage.CACHE_TEXT, Stage.TRAIN),
 }
+# Every stage the web UI can launch (in pipeline order); parameters of no such stage are not in its form.
+UI_STAGES: tuple[Stage, ...] = tuple(dict.fromkeys(s for stages in JOB_KINDS.values() for s in stages))
 
 # Job states: queued -> running -> done | failed | stopped | lost.
 QUEUED, RUNNING, DONE, FAILED, STOPPED, LOST = "queued", "running", "done", "failed", "stopped", "lost"
@@ -53,3 +55,7 @@ QUEUED, RUNNING, DONE, FAILED, STOPPED, LOST = "queued", "running", "done", "fai
 PENDING, SKIPPED = "pending", "skipped"
 FINAL = frozenset({DONE, FAILED, STOPPED, LOST})
 ACTIVE = frozenset({QUEUED, RUNNING})
+# The seed's log legend: ✅ a stage is done, ❌ it failed, ⏰ a timeout or another warning (stopped, lost,
+# or silent for too long). The job log's closing line of each stage starts with its icon.
+STATUS_ICONS = {DONE: "✅", FAILED: "❌", STOPPED: "⏰", LOST: "⏰"}
+WARNING_ICON = "⏰"

@@ -23,7 +23,18 @@ from . import procs
 from .commands import NotReady, preflight, shown, stage_command
 from .hub import Hub
 from .outcome import Outcome, exit_code_of, final_event, outcome_of
-from .schema import DONE, FAILED, FINAL, JOB_KINDS, QUEUED, RUNNING, SKIPPED, STOPPED
+from .schema import (
+    DONE,
+    FAILED,
+    FINAL,
+    JOB_KINDS,
+    QUEUED,
+    RUNNING,
+    SKIPPED,
+    STATUS_ICONS,
+    STOPPED,
+    WARNING_ICON,
+)
 from .store import Job, JobStore, StageRun
 
 log = logging.getLogger(__name__)
@@ -33,6 +44,7 @@ LOCK_NAME = ".supervisor.lock"  # one UI process per workspace runs its jobs
 LOG_NAME = "log.txt"
 EVENTS_NAME = "events.jsonl"
 WAIT_POLL_S = 0.25
+STALL_AFTER_S = 600.0  # a running stage silent this long gets a ⏰ line in its log (None or 0: never)
 DETACHED = Outcome("detached")  # the web UI is closing: the stage goes on, the next UI re-attaches to it
 
 Command = Callable[[Stage, StudioConfig, Path], list[str]]
@@ -42,6 +54,62 @@ def job_paths(workspace: Path, job_id: int) -> tuple[Path, Path]:
     """A job's log file and events file (WORKSPACE/jobs/<id>/)."""
     folder = workspace / JOBS_DIR / str(int(job_id))
     return folder / LOG_NAME, folder / EVENTS_NAME
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+def _duration(seconds: float) -> str:
+    """A silence as people say it: 1.2 s, 45 s, 10 min, 12 min 30 s, 1 h 5 min."""
+    total = int(seconds)
+    if total < 10:
+        return f"{seconds:.1f} s"
+    if total < 60:
+        return f"{total} s"
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+
+
+class StallWatch:
+    """Whether a running stage has gone quiet: no byte of output in its log and no event for `after` s.
+
+    `check` answers the length of the silence once per silence (then None until the stage writes again);
+    `ours` is called after the supervisor appends its own line, which is not the stage speaking.
+    """
+
+    def __init__(self, log_file: Path, events_file: Path, after: float, clock: Callable[[], float]) -> None:
+        self.files = (log_file, events_file)
+        self.after = after
+        self.clock = clock
+        self.sizes = self._sizes()
+        self.since = clock()
+        self.warned = False
+
+    def _sizes(self) -> tuple[int, ...]:
+        return tuple(_size(f) for f in self.files)
+
+    def check(self) -> float | None:
+        """The silence so far when a warning is due now, else None."""
+        now = self.clock()
+        sizes = self._sizes()
+        if sizes != self.sizes:
+            self.sizes, self.since, self.warned = sizes, now, False
+            return None
+        if self.warned or now - self.since < self.after:
+            return None
+        self.warned = True
+        return now - self.since
+
+    def ours(self) -> None:
+        """The supervisor wrote to the log: not a sign of life of the stage."""
+        self.sizes = self._sizes()
 
 
 @dataclass
@@ -63,12 +131,14 @@ class Supervisor:
         hub: Hub,
         stop_timeout: float = 10.0,
         command: Command = stage_command,
+        stall_after: float | None = STALL_AFTER_S,
     ) -> None:
         self.workspace = workspace
         self.jobs = jobs
         self.hub = hub
         self.stop_timeout = stop_timeout
         self.command = command
+        self.stall_after = stall_after if stall_after and stall_after > 0 else None
         self._lock = threading.Lock()
         self._current: _Current | None = None
         self._wake = threading.Event()
@@ -264,7 +334,7 @@ class Supervisor:
                 job_id, run.index, status=RUNNING, pid=proc.pid, pid_start=start, started_at=time.time()
             )
         self.hub.announce(self.jobs.get(job_id).as_json())
-        code = self._wait(proc)
+        code = self._wait(proc, self._watch(job_id, run.stage))
         if code is None:
             return DETACHED
         self._after_exit(proc.pid)
@@ -278,21 +348,47 @@ class Supervisor:
             log.info("job %s: re-attached to %s (pid %s)", job.id, run.stage, run.pid)
             with self._lock:
                 self._current = _Current(job.id, run.pid, run.pid_start)
+            watch = self._watch(job.id, run.stage)
             while procs.is_running(run.pid, run.pid_start):
                 if self._closing.wait(WAIT_POLL_S):
                     return DETACHED
+                watch()
             self._after_exit(run.pid)
         event = final_event(events_file, run.stage)
         return outcome_of(exit_code_of(event), event, self.jobs.get(job.id).stop_requested, log_file)
 
-    def _wait(self, proc: subprocess.Popen[bytes]) -> int | None:
-        """The exit code of a stage, or None when the web UI closes first."""
+    def _wait(self, proc: subprocess.Popen[bytes], watch: Callable[[], None]) -> int | None:
+        """The exit code of a stage, or None when the web UI closes first; `watch` runs between polls."""
         while True:
             try:
                 return proc.wait(timeout=WAIT_POLL_S)
             except subprocess.TimeoutExpired:
                 if self._closing.is_set():
                     return None
+                watch()
+
+    def _watch(self, job_id: int, stage: str) -> Callable[[], None]:
+        """What to do between polls of a running stage: warn once per silence of `stall_after` s in its
+        log (a ⏰ line, which the live log shows too); the stage itself is left alone."""
+        if self.stall_after is None:
+            return lambda: None
+        log_file, events_file = self.paths(job_id)
+        watch = StallWatch(log_file, events_file, self.stall_after, time.monotonic)
+
+        def check() -> None:
+            silent = watch.check()
+            if silent is None:
+                return
+            self._note(
+                log_file,
+                f"{WARNING_ICON} [{stage}: no output and no progress for {_duration(silent)}; "
+                "it is still running and was not stopped]",
+                own_line=True,
+            )
+            watch.ours()
+            self.hub.flush(job_id)
+
+        return check
 
     def _after_exit(self, pid: int) -> None:
         """End whatever the stage left behind in its process group, then forget it."""
@@ -307,7 +403,8 @@ class Supervisor:
         now = time.time()
         took = f", {now - started:.1f} s" if started else ""
         code = "" if result.exit_code is None else f"exit code {result.exit_code}, "
-        self._note(log_file, f"[{run.stage}: {code}{result.status}{took}]")
+        icon = STATUS_ICONS.get(result.status, WARNING_ICON)
+        self._note(log_file, f"{icon} [{run.stage}: {code}{result.status}{took}]", own_line=True)
         self.jobs.set_stage(
             job_id,
             run.index,
@@ -327,9 +424,13 @@ class Supervisor:
         self.hub.announce(self.jobs.get(job_id).as_json())
 
     @staticmethod
-    def _note(log_file: Path, *lines: str) -> None:
-        """Append the supervisor's own lines to a job's log (never while a stage writes to it)."""
+    def _note(log_file: Path, *lines: str, own_line: bool = False) -> None:
+        """Append the supervisor's own lines to a job's log (appends are atomic, so a stage may be writing
+        too); with `own_line`, an unfinished last line of the stage (a progress bar) is ended first."""
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_file, "a", encoding="utf-8") as fh:
-            for line in lines:
-                fh.write(line + "\n")
+        with open(log_file, "a+b") as fh:
+            if own_line and fh.seek(0, os.SEEK_END) > 0:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    fh.write(b"\n")
+            fh.write("".join(line + "\n" for line in lines).encode("utf-8"))

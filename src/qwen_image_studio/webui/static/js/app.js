@@ -341,7 +341,8 @@ async function saveConfig() {
   $("config-name").value = state.current;
   markDirty(false);
   await refreshList();
-  say(t("msg.saved", { name: state.current }));
+  const file = res.data.file;
+  say(file ? t("msg.saved_file", { name: state.current, file }) : t("msg.saved", { name: state.current }));
 }
 
 async function renameConfig() {

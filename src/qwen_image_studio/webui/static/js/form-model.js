@@ -2,22 +2,32 @@
 // No parameter name, default, range or choice is written here; all of them come from /api/schema.
 // Pure functions (no DOM), so they can be tested outside a browser.
 
-/** Sections (in the schema's x-groups order) holding the schema's fields (in x-order). */
+/** Sections (in the schema's x-groups order) holding the schema's fields (in x-order).
+
+Fields marked x-hidden (no stage of theirs is one the UI launches) are in `fields` but in no section:
+the form shows no input for them and carries their values (see FormView), so nothing saved is lost. */
 export function buildFormModel(schema) {
   const fields = Object.entries(schema.properties || {})
     .map(([name, prop]) => fieldOf(name, prop))
     .sort((a, b) => a.order - b.order);
+  const shown = fields.filter((f) => !f.hidden);
   const groups = schema["x-groups"] || [];
   const sections = groups.map((name) => ({
-    name, collapsed: name === "advanced", fields: fields.filter((f) => f.group === name),
+    name, collapsed: name === "advanced", fields: shown.filter((f) => f.group === name),
   }));
-  const strays = fields.filter((f) => !groups.includes(f.group));
+  const strays = shown.filter((f) => !groups.includes(f.group));
   if (strays.length) sections.push({ name: "other", collapsed: true, fields: strays });
   const byName = Object.fromEntries(fields.map((f) => [f.name, f]));
   const sw = schema["x-edit-switch"] || null;
   const editSwitch = sw && byName[sw.field]
     ? { field: sw.field, editValues: sw["edit-values"] || [], offValue: sw["off-value"] } : null;
-  return { sections: sections.filter((s) => s.fields.length), fields, byName, editSwitch };
+  const uiStages = schema["x-ui-stages"] || null; // null: every stage
+  return { sections: sections.filter((s) => s.fields.length), fields, byName, editSwitch, uiStages };
+}
+
+/** The stages of a field's "required for" badge: those the UI launches. */
+export function badgeStages(model, field) {
+  return model.uiStages ? field.requiredFor.filter((s) => model.uiStages.includes(s)) : field.requiredFor;
 }
 
 function fieldOf(name, prop) {
@@ -43,6 +53,8 @@ function fieldOf(name, prop) {
     path: prop["x-path"] || "",
     allowed: prop["x-allowed-i18n"] || prop["x-allowed"] || "", // a message ({key, vars}) or plain text
     mode: prop["x-mode"] || "", // "edit" or "t2i": shown only in that mode
+    hidden: Boolean(prop["x-hidden"]), // no input: its value is carried as it is
+    needs: prop["x-needs"] || null, // the switch this switch needs on
   };
 }
 

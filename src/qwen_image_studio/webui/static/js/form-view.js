@@ -1,7 +1,7 @@
 // Renders the form model as HTML inputs and reads them back. All text goes in through textContent.
 import { currentLanguage, t, tm } from "./i18n.js";
 import { el } from "./dom.js";
-import { formatNumber, fromInput, toInput, visibleIn } from "./form-model.js";
+import { badgeStages, formatNumber, fromInput, toInput, visibleIn } from "./form-model.js";
 
 function shownDefault(field) {
   const d = field.default;
@@ -11,6 +11,11 @@ function shownDefault(field) {
   return typeof d === "number" ? formatNumber(d) : String(d);
 }
 
+/** A JSON value that shares nothing with the original. */
+function clone(value) {
+  return value === undefined ? undefined : JSON.parse(JSON.stringify(value));
+}
+
 export class FormView {
   constructor(form, model, onInput) {
     this.form = form;
@@ -18,6 +23,7 @@ export class FormView {
     this.onInput = onInput;
     this.edit = false;
     this.inputs = {};
+    this.carried = {}; // values of the fields the form does not show (x-hidden), kept as they came
     this.openSections = new Set(model.sections.filter((s) => !s.collapsed).map((s) => s.name));
     form.addEventListener("input", (e) => this.changed(e));
     form.addEventListener("change", (e) => this.changed(e));
@@ -26,7 +32,26 @@ export class FormView {
 
   changed(event) {
     const name = event.target && event.target.dataset ? event.target.dataset.field : null;
-    if (name) this.onInput(name, event.type);
+    if (!name) return;
+    const linked = this.linkSwitches(name);
+    this.onInput(name, event.type);
+    for (const other of linked) this.onInput(other, "change");
+  }
+
+  /** After switch `name` changed: a switch it needs (x-needs) goes on with it, and the switches that need
+   * it go off with it. Only a convenience: the server still judges the values. Returns what it changed. */
+  linkSwitches(name) {
+    const field = this.model.byName[name];
+    const input = this.inputs[name];
+    if (!field || field.kind !== "bool" || !input) return [];
+    const flip = (other, on) => {
+      const box = this.inputs[other];
+      if (!box || box.type !== "checkbox" || box.checked === on) return [];
+      box.checked = on;
+      return [other];
+    };
+    if (input.checked) return field.needs ? flip(field.needs, true) : [];
+    return this.model.fields.filter((f) => f.needs === name).flatMap((f) => flip(f.name, false));
   }
 
   /** Build every section and input (again, e.g. after a language switch), keeping the values. */
@@ -60,8 +85,9 @@ export class FormView {
     const label = el("label", { for: id, class: "flag" });
     label.append(el("code", {}, field.flag));
     head.append(label);
-    if (field.requiredFor.length) {
-      const stages = field.requiredFor.map((s) => t(`stage.${s}`)).join(" · ");
+    const required = badgeStages(this.model, field);
+    if (required.length) {
+      const stages = required.map((s) => t(`stage.${s}`)).join(" · ");
       head.append(el("span", { class: "badge" }, `${t("form.required_for")} ${stages}`));
     }
     row.append(head);
@@ -114,8 +140,8 @@ export class FormView {
     const values = {};
     for (const field of this.model.fields) {
       const input = this.inputs[field.name];
-      if (!input) continue;
-      values[field.name] = fromInput(field, field.kind === "bool" ? input.checked : input.value);
+      if (input) values[field.name] = fromInput(field, field.kind === "bool" ? input.checked : input.value);
+      else if (field.hidden && field.name in this.carried) values[field.name] = clone(this.carried[field.name]);
     }
     return values;
   }
@@ -124,7 +150,11 @@ export class FormView {
   write(values) {
     for (const field of this.model.fields) {
       const input = this.inputs[field.name];
-      if (!input || !(field.name in values)) continue;
+      if (!(field.name in values)) continue;
+      if (!input) {
+        if (field.hidden) this.carried[field.name] = clone(values[field.name]);
+        continue;
+      }
       const shownValue = toInput(field, values[field.name]);
       if (field.kind === "bool") input.checked = shownValue;
       else {

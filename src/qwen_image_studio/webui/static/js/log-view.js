@@ -2,6 +2,9 @@
 import { LogBuffer } from "./log-model.js";
 import { t } from "./i18n.js";
 
+// The supervisor's lines start with the seed's legend: ✅ a stage is done, ❌ it failed, ⏰ a warning.
+const MARKS = { "✅": "done", "❌": "failed", "⏰": "warning" };
+
 export class LogView {
   constructor(box, skippedNote, follow, cap) {
     this.box = box;
@@ -42,6 +45,8 @@ export class LogView {
       div.className = "line";
       div.dataset.n = String(n);
       div.textContent = text;
+      const mark = MARKS[String(text).slice(0, 1)];
+      if (mark) div.dataset.mark = mark;
       fragment.append(div);
     }
     this.pending = [];
