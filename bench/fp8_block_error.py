@@ -82,7 +82,7 @@ def main() -> None:
         quantize_linears(q, torch.float32, block_size=size)
         variants[label] = q
     native = copy.deepcopy(block)
-    quantize_block(native, torch.float32, native=True)
+    quantize_block(native, torch.float32, native=True)  # row scales throughout, as placement does
     variants["fp8 tensor-core matmuls, inputs per token (--fp8_matmul native)"] = native
     img, txt = inputs[0], inputs[1]
     print(f"one block, 3072 wide, 256 image + 32 text tokens, fp32 compute; outliers: {args.outliers}\n")

@@ -195,3 +195,17 @@ def test_detect_kind_of_other_files() -> None:
     assert keymaps.detect_kind(["lora_unet_transformer_blocks_0_attn_to_q.lora_down.weight"]) == "lora"
     assert keymaps.detect_kind(["diffusion_model.transformer_blocks.0.attn.to_q.lora_A.weight"]) == "lora"
     assert keymaps.detect_kind(["foo.weight"]) == "unknown"
+
+
+def test_a_dit_named_for_another_model_version_is_flagged() -> None:
+    from qwen_image_studio.models.configs import version_from_name, version_name_warning
+
+    assert version_from_name("models/qwen_image_edit_2509_fp8_e4m3fn.safetensors") == "edit-2509"
+    assert version_from_name("/m/Qwen-Image-Edit-2511/transformer") == "edit-2511"
+    assert version_from_name("/m/Qwen-Image-Edit/transformer/diffusion_pytorch_model-00001-of-00002.safetensors") == "edit"
+    assert version_from_name("/m/Qwen-Image/transformer/diffusion_pytorch_model.safetensors") == "original"
+    assert version_from_name("/data/my_finetune.safetensors") is None  # says nothing: no warning
+    assert version_name_warning("qwen_image_bf16.safetensors", "original") is None
+    warning = version_name_warning("qwen_image_bf16.safetensors", "edit-2509")
+    assert warning is not None and "--model_version original" in warning and "is edit-2509" in warning
+    assert version_name_warning("/data/my_finetune.safetensors", "edit") is None

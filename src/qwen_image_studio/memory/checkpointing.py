@@ -47,15 +47,19 @@ def offloaded_checkpoint(module: nn.Module, *args: Any) -> Any:
     originals = list(args)
     needs_grad = [isinstance(a, torch.Tensor) and a.requires_grad for a in args]
     stored = [_to_host(a) for a in args]
+    # torch saves (and replays for the recomputation) the random state of the devices its checkpoint's
+    # tensor arguments live on: with every input on the CPU, a GPU's dropout masks would differ between
+    # the forward pass and its recomputation. An empty tensor on the device puts it on that list.
+    anchor = torch.empty(0, device=device)
 
-    def run(*host: Any) -> Any:
+    def run(_anchor: torch.Tensor, *host: Any) -> Any:
         if originals:  # the forward pass: the device tensors, then forget them
             current = originals.copy()
             originals.clear()
             return module(*current)
         return module(*[_to_device(a, device, g) for a, g in zip(host, needs_grad, strict=True)])
 
-    return checkpoint(run, *stored, use_reentrant=False)
+    return checkpoint(run, anchor, *stored, use_reentrant=False)
 
 
 def enable_checkpointing(model: Any, *, cpu_offload: bool = False) -> str:

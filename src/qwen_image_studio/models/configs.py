@@ -219,3 +219,34 @@ def pipeline_model_index(pipeline: Literal["t2i", "edit-plus"]) -> dict[str, Any
         }
     )
     return index
+
+
+def version_from_name(path: str) -> str | None:
+    """The model_version a DiT's file or folder name suggests (the release names), or None if it says nothing.
+
+    ``qwen_image_edit_2509_bf16.safetensors`` -> edit-2509, ``Qwen-Image-Edit`` -> edit,
+    ``qwen_image_bf16.safetensors`` -> original; a diffusers ``transformer`` folder is named by its parent.
+    """
+    parts = [p for p in str(path).replace("\\", "/").split("/") if p]
+    generic = ("transformer", "diffusion_pytorch_model")  # a diffusers folder's component names say nothing
+    named = [p for p in parts if not p.lower().startswith(generic)]
+    if not named:
+        return None
+    words = named[-1].lower().replace("-", "_")
+    if "edit" in words:
+        return "edit-2511" if "2511" in words else "edit-2509" if "2509" in words else "edit"
+    if "qwen_image" in words or "qwenimage" in words:
+        return "original"
+    return None
+
+
+def version_name_warning(path: str, model_version: str) -> str | None:
+    """A warning when --dit's name suggests another --model_version than the one given (else None)."""
+    suggested = version_from_name(path)
+    if suggested is None or suggested == model_version:
+        return None
+    return (
+        f"--dit {path}: the name suggests --model_version {suggested}, but --model_version is "
+        f"{model_version}; a LoRA trained or images made with the wrong DiT come out wrong (ignore this "
+        "if the file is only named so)"
+    )

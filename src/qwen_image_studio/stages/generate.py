@@ -28,6 +28,7 @@ from ..events import EventWriter
 from ..memory.attention import attention_mode, check_backend
 from ..memory.placement import load_placed_dit
 from ..memory.setup import configure_dit
+from ..models.configs import version_name_warning
 from ..models.loading import load_dit, load_vae
 from ..models.lora_apply import LoraFile, merge_loras, multipliers_for, read_lora
 from ..models.writing import comfy_dit_state_dict, stream_safetensors
@@ -110,6 +111,9 @@ def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> 
     """Generate one PNG per prompt (or, with --save_merged_model, write the merged DiT); returns the files."""
     loras = [read_lora(p) for p in config.lora_weight]  # fail on a bad file before any model loads
     multipliers = multipliers_for(len(loras), config.lora_multiplier)
+    mismatch = version_name_warning(str(config.dit), config.model_version)
+    if mismatch:
+        events.warning(mismatch)
     if config.save_merged_model:
         return [save_merged_model(config, loras, multipliers, events)]
     prompts = generation_prompts(config)

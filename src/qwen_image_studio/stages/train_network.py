@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from ..events import EventWriter
+from ..models.configs import version_name_warning
 from ..params.schema import StudioConfig
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,9 @@ def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> 
     from ..training.loop import train
 
     check_supported(config)
+    mismatch = version_name_warning(str(config.dit), config.model_version)
+    if mismatch:
+        events.warning(mismatch)
     if not config.sdpa and not any((config.flash_attn, config.flash3, config.xformers)):
         events.warning(
             "--no_sdpa has no effect on its own: attention uses PyTorch's SDPA unless --flash_attn, "

@@ -100,7 +100,11 @@ class ConfigMirror:
     def renamed(self, old: str, stored: StoredConfig) -> None:
         """A configuration was renamed: its file moves to the new name (with the new name inside)."""
         self.saved(stored)
-        if self.path_for(old) != self.path_for(stored.name):
+        old_path, new_path = self.path_for(old), self.path_for(stored.name)
+        same = old_path == new_path or (
+            old_path.exists() and new_path.exists() and os.path.samefile(old_path, new_path)
+        )  # a case-insensitive file system: "Foo" -> "foo" is the same file, now rewritten
+        if not same:
             self.deleted(old)
 
     def deleted(self, name: str) -> None:
