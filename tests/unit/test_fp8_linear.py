@@ -112,3 +112,15 @@ def test_bf16_activations_quantise_in_bf16_without_overflow() -> None:
     assert not back.isnan().any() and back[5].abs().max() == 0
     assert float(q.to(torch.float32).abs().max()) <= 448
     assert relative_error(x.float(), back) < 0.04
+
+
+def test_block_scales_are_kept_in_a_16_bit_compute_dtype_without_changing_the_output() -> None:
+    lin = nn.Linear(256, 64)
+    with torch.no_grad():
+        lin.weight.copy_(_weight_with_outliers())
+    layer = Fp8Linear(lin, torch.bfloat16, block_size=64)
+    assert layer.weight_scale.dtype == torch.bfloat16  # half the memory of fp32 scales
+    weight, scale = quantize_weight(lin.weight, 64)
+    assert torch.equal(layer.weight, dequantize_weight(weight, scale, torch.bfloat16))  # same bits as before
+    assert Fp8Linear(lin, torch.bfloat16).weight_scale.dtype == torch.float32  # row scales: fp32
+    assert Fp8Linear(lin, torch.float32, block_size=64).weight_scale.dtype == torch.float32

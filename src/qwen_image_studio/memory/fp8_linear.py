@@ -179,7 +179,11 @@ class Fp8Linear(nn.Module):
         self.out_features, self.in_features = weight.shape
         self.compute_dtype = compute_dtype
         self.register_buffer("weight_fp8", weight)
-        self.register_buffer("weight_scale", scale)
+        # Block scales (one per 64 weights: 1.3 GB in fp32 for the whole DiT) are kept in a 16-bit compute
+        # dtype, the precision the upcast multiplies them in anyway; row scales stay fp32 (tensor cores
+        # take fp32 scales, and they are few).
+        keep = compute_dtype if scale.shape[1] > 1 and compute_dtype in (torch.bfloat16, torch.float16) else None
+        self.register_buffer("weight_scale", scale.to(keep or torch.float32))
         self.bias = (
             None if bias is None else nn.Parameter(bias.detach().to(compute_dtype), requires_grad=False)
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -115,6 +116,9 @@ class Store:
     def __init__(self, path: Path, listener: ConfigListener | None = None) -> None:
         self.path = path
         self.listener = listener
+        # one configuration write (database and mirror file) at a time: the mirror then follows the
+        # database's order even when the threaded server handles two saves at once
+        self._config_writes = threading.RLock()
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
@@ -175,51 +179,54 @@ class Store:
 
     def save_config(self, name: str, document: dict[str, Any], overwrite: bool = False) -> StoredConfig:
         """Save a document under a name; an existing one is replaced only with `overwrite`."""
-        name = check_name(name)
-        text = json.dumps(document, ensure_ascii=False, sort_keys=True)
-        now = _now()
-        with self._transaction() as db:
-            exists = db.execute("SELECT 1 FROM configs WHERE name = ?", (name,)).fetchone() is not None
-            if exists and not overwrite:
-                raise NameTaken(Message("store.exists", {"name": repr(name)}))
-            db.execute(
-                "INSERT INTO configs (name, document, created_at, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
-                (name, text, now, now),
-            )
-        stored = self.get_config(name)
-        if self.listener is not None:
-            self.listener.saved(stored)
-        return stored
+        with self._config_writes:
+            name = check_name(name)
+            text = json.dumps(document, ensure_ascii=False, sort_keys=True)
+            now = _now()
+            with self._transaction() as db:
+                exists = db.execute("SELECT 1 FROM configs WHERE name = ?", (name,)).fetchone() is not None
+                if exists and not overwrite:
+                    raise NameTaken(Message("store.exists", {"name": repr(name)}))
+                db.execute(
+                    "INSERT INTO configs (name, document, created_at, updated_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
+                    (name, text, now, now),
+                )
+            stored = self.get_config(name)
+            if self.listener is not None:
+                self.listener.saved(stored)
+            return stored
 
     def rename_config(self, old: str, new: str) -> StoredConfig:
         """Give a saved configuration another name (NameTaken when the new one is in use)."""
-        new = check_name(new)
-        with self._transaction() as db:
-            row = db.execute("SELECT document FROM configs WHERE name = ?", (old,)).fetchone()
-            if row is None:
-                raise NotFound(Message("store.not_found", {"name": repr(old)}))
-            if new != old and db.execute("SELECT 1 FROM configs WHERE name = ?", (new,)).fetchone():
-                raise NameTaken(Message("store.exists", {"name": repr(new)}))
-            doc = json.loads(row["document"])
-            if isinstance(doc, dict) and "name" in doc:
-                doc["name"] = new
-            db.execute(
-                "UPDATE configs SET name = ?, document = ?, updated_at = ? WHERE name = ?",
-                (new, json.dumps(doc, ensure_ascii=False, sort_keys=True), _now(), old),
-            )
-        stored = self.get_config(new)
-        if self.listener is not None:
-            self.listener.renamed(old, stored)
-        return stored
+        with self._config_writes:
+            new = check_name(new)
+            with self._transaction() as db:
+                row = db.execute("SELECT document FROM configs WHERE name = ?", (old,)).fetchone()
+                if row is None:
+                    raise NotFound(Message("store.not_found", {"name": repr(old)}))
+                if new != old and db.execute("SELECT 1 FROM configs WHERE name = ?", (new,)).fetchone():
+                    raise NameTaken(Message("store.exists", {"name": repr(new)}))
+                doc = json.loads(row["document"])
+                if isinstance(doc, dict) and "name" in doc:
+                    doc["name"] = new
+                db.execute(
+                    "UPDATE configs SET name = ?, document = ?, updated_at = ? WHERE name = ?",
+                    (new, json.dumps(doc, ensure_ascii=False, sort_keys=True), _now(), old),
+                )
+            stored = self.get_config(new)
+            if self.listener is not None:
+                self.listener.renamed(old, stored)
+            return stored
 
     def delete_config(self, name: str) -> None:
         """Delete a saved configuration (NotFound when absent)."""
-        with self._transaction() as db:
-            if db.execute("DELETE FROM configs WHERE name = ?", (name,)).rowcount == 0:
-                raise NotFound(Message("store.not_found", {"name": repr(name)}))
-        if self.listener is not None:
-            self.listener.deleted(name)
+        with self._config_writes:
+            with self._transaction() as db:
+                if db.execute("DELETE FROM configs WHERE name = ?", (name,)).rowcount == 0:
+                    raise NotFound(Message("store.not_found", {"name": repr(name)}))
+            if self.listener is not None:
+                self.listener.deleted(name)
 
     def get_setting(self, key: str) -> str | None:
         """A stored setting, or None."""
