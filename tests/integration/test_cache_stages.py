@@ -14,7 +14,12 @@ import torch
 import train_support as ts
 from safetensors import safe_open
 
-from qwen_image_studio.data.cache_paths import CONTROL_FINGERPRINT_KEY, control_fingerprint
+from qwen_image_studio.data.cache_paths import (
+    CONTROL_FINGERPRINT_KEY,
+    IMAGE_FINGERPRINT_KEY,
+    control_fingerprint,
+    file_sha256,
+)
 from qwen_image_studio.data.config import load_dataset_config
 from qwen_image_studio.data.images import load_image, load_image_for_bucket
 from qwen_image_studio.data.inspect import inspect_dataset
@@ -407,6 +412,88 @@ def test_skip_existing_encodes_an_item_again_when_its_control_image_changes(
     (old,) = old_embed.values()
     assert not torch.equal(new, old), "the text encoder saw the new control image"
     assert inspect_dataset(toml, edit=True).problems == []
+
+
+def test_skip_existing_encodes_an_item_again_when_its_image_changes(
+    demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Text-to-image: latent files record their image; replacing one (same name and size, so the same
+    bucket) makes inspect flag its latent cache alone, and --skip_existing re-encodes exactly it. A latent
+    file without the record (older version, reference trainer) stays accepted."""
+    from PIL import Image, ImageOps
+    from safetensors.torch import save_file
+
+    shutil.copytree(demo / "dataset", tmp_path / "ws" / "dataset")
+    toml = ts.dataset_toml(tmp_path / "ws", tmp_path, edit=False, batch_size=2)
+    cache = tmp_path / "cache"
+    m = _models(demo)
+    events = tmp_path / "events.jsonl"
+    common = ["--dataset_config", str(toml), "--device", "cpu", "--events_file", str(events)]
+    latents = [*common, "--vae", str(m["vae"])]
+    text = [*common, "--text_encoder", str(m["te"])]
+    assert run_stage(Stage.CACHE_LATENTS, latents) == 0
+    assert run_stage(Stage.CACHE_TEXT, text) == 0
+
+    items = discover_items(load_dataset_config(toml).datasets[0]).items
+    for item in items:
+        assert _read(item.latent_cache_path)[1][IMAGE_FINGERPRINT_KEY] == file_sha256(item.image_path)
+        assert IMAGE_FINGERPRINT_KEY not in _read(item.text_cache_path)[1]
+    assert inspect_dataset(toml).problems == []
+
+    changed = items[2]
+    with Image.open(changed.image_path) as im:
+        size = im.size
+        ImageOps.invert(im.convert("RGB")).save(changed.image_path)
+    with Image.open(changed.image_path) as im:
+        assert im.size == size
+    old_latent = _read(changed.latent_cache_path)[0]
+    before = _files(cache)
+    why = f"image {changed.image_path} changed since it was cached"
+    report = inspect_dataset(toml)
+    (s,) = report.datasets
+    assert s.latent_cache.outdated == [str(changed.latent_cache_path)]
+    assert s.latent_cache.reasons == {str(changed.latent_cache_path): why}
+    assert s.text_cache.outdated == [], "the text cache does not depend on the image"
+    assert any(why in p for p in report.problems)
+    from types import SimpleNamespace
+
+    from qwen_image_studio.errors import DatasetError
+    from qwen_image_studio.training.data import collect_items
+
+    config = SimpleNamespace(dataset_config=toml, model_version="original", is_edit=False)
+    with pytest.raises(DatasetError) as err:
+        collect_items(config)
+    assert f"{changed.latent_cache_path}: {why}" in str(err.value)
+
+    capsys.readouterr()
+    assert run_stage(Stage.CACHE_LATENTS, [*latents, "--skip_existing"]) == 0
+    log = capsys.readouterr().err
+    assert f"encoding {changed.latent_cache_path.name} again: {why}" in log
+    assert "1 item(s) left to encode (0 missing, 1 outdated)" in log
+    after = _files(cache)
+    assert [n for n in after if after[n] != before[n]] == [changed.latent_cache_path.name]
+    metrics = [e["written"] for e in read_events(events)[0] if e["type"] == "metric"]
+    assert metrics[-1] == 1
+    tensors, meta = _read(changed.latent_cache_path)
+    assert meta[IMAGE_FINGERPRINT_KEY] == file_sha256(changed.image_path)
+    (new,) = tensors.values()
+    (old,) = old_latent.values()
+    assert not torch.equal(new, old), "the VAE saw the new image"
+    assert inspect_dataset(toml).problems == []
+
+    # a latent file without the record (older version, reference trainer) is accepted as it is
+    other = items[0]
+    tensors, meta = _read(other.latent_cache_path)
+    del meta[IMAGE_FINGERPRINT_KEY]
+    save_file(tensors, str(other.latent_cache_path), metadata=meta)
+    assert IMAGE_FINGERPRINT_KEY not in _read(other.latent_cache_path)[1]
+    assert inspect_dataset(toml).problems == []
+    collect_items(config)
+    before = _files(cache)
+    capsys.readouterr()
+    assert run_stage(Stage.CACHE_LATENTS, [*latents, "--skip_existing"]) == 0
+    assert "0 item(s) left to encode (0 missing, 0 outdated)" in capsys.readouterr().err
+    assert _files(cache) == before
 
 
 def test_text_to_image_latents_ignore_a_control_directory(demo: Path, tmp_path: Path) -> None:

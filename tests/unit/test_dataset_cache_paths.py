@@ -15,6 +15,7 @@ from safetensors.numpy import save_file
 
 from qwen_image_studio.data.cache_paths import (
     CONTROL_FINGERPRINT_KEY,
+    IMAGE_FINGERPRINT_KEY,
     CacheEntry,
     cache_arch,
     cache_state,
@@ -78,15 +79,16 @@ def write_latent(
     bucket: tuple[int, int],
     controls: tuple[tuple[int, int], ...] = (),
     fingerprint: str | None = None,
+    image_fingerprint: str | None = None,
 ) -> None:
-    """A latent cache file laid out like the reference trainer's (plus a control record if given)."""
+    """A latent cache file laid out like the reference trainer's (plus control / image records if given)."""
     f, h, w = expected_latent_shape(bucket)
     tensors = {latent_tensor_key((f, h, w), "bfloat16"): np.zeros((16, f, h, w), np.float32)}
     for i, b in enumerate(controls):
         f, h, w = expected_latent_shape(b)
         tensors[control_tensor_key(i, (f, h, w), "float8_e4m3fn")] = np.zeros((16, f, h, w), np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=latent_cache_metadata((96, 96), fingerprint))
+    save_file(tensors, str(path), metadata=latent_cache_metadata((96, 96), fingerprint, image_fingerprint))
 
 
 def write_text(path: Path, caption: str, fingerprint: str | None = None) -> None:
@@ -243,6 +245,48 @@ def test_a_changed_control_image_makes_edit_caches_outdated(tmp_path: Path) -> N
     assert text_cache_outdated_reason(e).startswith("no record of the control images")
     e.control_paths = ()  # text-to-image (or a caller that does not check controls)
     assert text_cache_outdated_reason(e) is None
+
+
+def test_a_replaced_target_image_makes_the_latent_cache_outdated(tmp_path: Path) -> None:
+    """``image_sha256`` is checked in both modes; a latent file without it (older version, reference
+    trainer) stays current; the text cache does not depend on the image."""
+    image = tmp_path / "img.png"
+    image.write_bytes(b"original image")
+    e = entry(tmp_path / "cache", "img")
+    e.image_path = image
+    meta = latent_cache_metadata((96, 96), None, hashlib.sha256(b"original image").hexdigest())
+    assert meta[IMAGE_FINGERPRINT_KEY] == hashlib.sha256(b"original image").hexdigest()
+    assert IMAGE_FINGERPRINT_KEY not in latent_cache_metadata((96, 96))
+    write_latent(e.latent_path, (64, 64), image_fingerprint=meta[IMAGE_FINGERPRINT_KEY])
+    write_text(e.text_path, "c")
+    assert latent_cache_current(e) and text_cache_current(e)
+
+    image.write_bytes(b"another image, same name")
+    why = f"image {image} changed since it was cached"
+    assert latent_cache_outdated_reason(e) == why
+    assert text_cache_outdated_reason(e) is None
+    state = cache_state([e], tmp_path / "cache", "qi")
+    assert state.latents_outdated == [e.latent_path] and state.text_outdated == []
+    assert state.outdated_reasons == {e.latent_path: why}
+    e.image_path = None  # a caller that does not check the image
+    assert latent_cache_outdated_reason(e) is None
+    e.image_path = tmp_path / "gone.png"
+    assert latent_cache_outdated_reason(e).startswith("image cannot be read")
+
+    # edit mode: the image is checked beside the control images
+    control = tmp_path / "c.png"
+    control.write_bytes(b"control")
+    e.image_path, e.control_buckets, e.control_paths = image, ((64, 64),), (control,)
+    write_latent(e.latent_path, (64, 64), ((64, 64),), control_fingerprint([control]))
+    assert latent_cache_outdated_reason(e) is None, "no image record: not outdated on that account"
+    old_digest = meta[IMAGE_FINGERPRINT_KEY]
+    write_latent(e.latent_path, (64, 64), ((64, 64),), control_fingerprint([control]), old_digest)
+    assert latent_cache_outdated_reason(e) == why
+    e.control_buckets, e.control_paths = (), ()
+
+    write_latent(e.latent_path, (64, 64))  # no image record: an older version or the reference trainer
+    assert IMAGE_FINGERPRINT_KEY not in read_safetensors_header(e.latent_path)["__metadata__"]
+    assert latent_cache_outdated_reason(e) is None and latent_cache_current(e)
 
 
 def test_file_digests_are_remembered_until_the_file_changes(

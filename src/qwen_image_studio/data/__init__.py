@@ -9,6 +9,7 @@ Modules (none imports torch, so the web UI may use them all):
 * ``items``: ``discover_items`` finds images, captions and control images and lists what is unusable.
 * ``cache_paths``: cache file names (``{basename}_{W:04d}x{H:04d}_qi.safetensors``, ``{basename}_qi_te.safetensors``,
   ``qie`` in edit mode) and present / missing / outdated / stale checks; outdated means another bucket,
-  caption or (edit mode) control image, recorded as ``control_sha256``.
+  caption, target image (recorded as ``image_sha256``) or (edit mode) control image, recorded as
+  ``control_sha256``.
 * ``inspect``: ``dataset inspect``: ``inspect_dataset``, ``format_report``, ``run_inspect``.
 """

@@ -20,6 +20,12 @@ images is outdated; so is an edit-mode file without the record (written by an ol
 program or by another trainer), since nothing shows which control images it was made from. Text-to-image
 files never carry or need the record. The reference trainer ignores the extra key.
 
+Latent files of both modes also record the SHA-256 of the target image they were encoded from, as
+``image_sha256`` (:func:`file_sha256`), so that an image replaced under the same name and with the same
+size (hence the same file name and bucket) is found. Unlike the control record, a latent file without
+``image_sha256`` (an older version of this program or the reference trainer wrote it) is taken as current:
+nothing shows it is stale, and asking everyone to re-cache for it would cost more than it saves.
+
 Because the name does not carry the bucket, a cache written before ``resolution`` changed keeps its name;
 :func:`latent_cache_shape` reads the latent shape from the safetensors header (without torch) so such a
 file can be told apart from a current one.
@@ -47,6 +53,8 @@ LATENT_SCALE = 8
 """Pixels per latent cell (the VAE's spatial compression)."""
 CONTROL_FINGERPRINT_KEY = "control_sha256"
 """The metadata key of both edit-mode cache files that records their control images."""
+IMAGE_FINGERPRINT_KEY = "image_sha256"
+"""The metadata key of latent cache files (both modes) that records their target image's SHA-256."""
 
 _LATENT_RE = re.compile(r"^(?P<key>.+)_(?P<w>\d{4,})x(?P<h>\d{4,})_(?P<arch>[a-z0-9]+)\.safetensors$")
 _TEXT_RE = re.compile(r"^(?P<key>.+)_(?P<arch>[a-z0-9]+)_te\.safetensors$")
@@ -124,12 +132,15 @@ def text_tensor_key(dtype: object) -> str:
 
 
 def latent_cache_metadata(
-    original_size: tuple[int, int], control_fingerprint: str | None = None
+    original_size: tuple[int, int],
+    control_fingerprint: str | None = None,
+    image_fingerprint: str | None = None,
 ) -> dict[str, str]:
     """The safetensors metadata of a latent cache file, as the reference trainer writes it.
 
     ``control_fingerprint`` (edit mode: :func:`control_fingerprint` of the item's control images) is
-    stored as ``control_sha256`` so that a replaced control image makes the file outdated.
+    stored as ``control_sha256`` so that a replaced control image makes the file outdated;
+    ``image_fingerprint`` (:func:`file_sha256` of the target image) as ``image_sha256``, likewise.
     """
     meta = {
         "architecture": ARCH_FULL_NAME,
@@ -139,6 +150,8 @@ def latent_cache_metadata(
     }
     if control_fingerprint is not None:
         meta[CONTROL_FINGERPRINT_KEY] = control_fingerprint
+    if image_fingerprint is not None:
+        meta[IMAGE_FINGERPRINT_KEY] = image_fingerprint
     return meta
 
 
@@ -295,6 +308,9 @@ class CacheEntry:
     control_paths: tuple[Path, ...] = ()
     """Edit mode: the control images both cache files are made from, checked against ``control_sha256``;
     empty (text-to-image, or a caller that does not check) skips the check."""
+    image_path: Path | None = None
+    """The target image the latent file is made from, checked against its ``image_sha256`` (when the file
+    has one); None (a caller that does not check) skips the check."""
 
 
 @dataclass
@@ -316,6 +332,23 @@ def _shape_text(shape: tuple[int, int, int] | None) -> str:
     return "none" if shape is None else "x".join(map(str, shape))
 
 
+def _files_reason(what: str, paths: Sequence[Path], recorded: str) -> str | None:
+    """Why a recorded fingerprint (comma-joined :func:`file_sha256` digests, in order) no longer matches
+    ``paths``, if it does not; ``what`` names the files in the reason ("control image", "image")."""
+    old = _split_fingerprint(recorded)
+    try:
+        now = [file_sha256(p) for p in paths]
+    except OSError as exc:
+        return f"{what} cannot be read: {exc}"
+    if len(old) != len(now):
+        return f"made with {len(old)} {what}(s), now {len(now)}"
+    changed = [p for p, a, b in zip(paths, old, now, strict=True) if a != b]
+    if not changed:
+        return None
+    more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+    return f"{what} {changed[0]} changed since it was cached{more}"
+
+
 def _control_reason(entry: CacheEntry, recorded: str | None) -> str | None:
     """Why a cache file's ``control_sha256`` record does not match the entry's control images, if it does not."""
     if not entry.control_paths:
@@ -324,25 +357,25 @@ def _control_reason(entry: CacheEntry, recorded: str | None) -> str | None:
         return (
             "no record of the control images it was made from (an older version or another trainer wrote it)"
         )
-    old = _split_fingerprint(recorded)
-    try:
-        now = [file_sha256(p) for p in entry.control_paths]
-    except OSError as exc:
-        return f"control image cannot be read: {exc}"
-    if len(old) != len(now):
-        return f"made with {len(old)} control image(s), now {len(now)}"
-    changed = [p for p, a, b in zip(entry.control_paths, old, now, strict=True) if a != b]
-    if not changed:
+    return _files_reason("control image", entry.control_paths, recorded)
+
+
+def _image_reason(entry: CacheEntry, recorded: str | None) -> str | None:
+    """Why a latent file's ``image_sha256`` record does not match the entry's target image, if it does not.
+
+    A file without the record (an older version or the reference trainer wrote it) is not outdated for it.
+    """
+    if entry.image_path is None or recorded is None:
         return None
-    more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
-    return f"control image {changed[0]} changed since it was cached{more}"
+    return _files_reason("image", (entry.image_path,), recorded)
 
 
 def latent_cache_outdated_reason(entry: CacheEntry) -> str | None:
-    """Why the entry's present latent file is outdated (other bucket, control sizes or control images), or None."""
+    """Why the entry's present latent file is outdated (other bucket, control sizes, target image or control
+    images), or None."""
     try:
         info = latent_cache_shape(entry.latent_path)
-        recorded = cached_control_fingerprint(entry.latent_path) if entry.control_paths else None
+        meta = cache_file_metadata(entry.latent_path) if entry.control_paths or entry.image_path else {}
     except (OSError, ValueError) as exc:
         return f"unreadable ({exc})"
     want = expected_latent_shape(entry.bucket)
@@ -356,7 +389,9 @@ def latent_cache_outdated_reason(entry: CacheEntry) -> str | None:
                 f"{', '.join(map(_shape_text, info.controls)) or 'none'}, now "
                 f"{', '.join(map(_shape_text, want_controls))})"
             )
-    return _control_reason(entry, recorded)
+    return _image_reason(entry, meta.get(IMAGE_FINGERPRINT_KEY)) or _control_reason(
+        entry, meta.get(CONTROL_FINGERPRINT_KEY)
+    )
 
 
 def text_cache_outdated_reason(entry: CacheEntry) -> str | None:
@@ -376,7 +411,7 @@ def text_cache_outdated_reason(entry: CacheEntry) -> str | None:
 
 
 def latent_cache_current(entry: CacheEntry) -> bool:
-    """Whether the entry's latent file exists and was made for its current bucket and control images."""
+    """Whether the entry's latent file exists and was made for its current bucket, image and control images."""
     return entry.latent_path.is_file() and latent_cache_outdated_reason(entry) is None
 
 

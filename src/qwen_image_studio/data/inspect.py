@@ -215,8 +215,8 @@ def _cache_problems(state: CacheState, usable: int) -> list[str]:
             first = Path(outdated[0])
             why = state.outdated_reasons.get(first, "outdated")
             out.append(
-                f"{len(outdated)} {kind} cache file(s) were made with other settings, captions or control "
-                f"images; run {stage} again (e.g. {first.name}: {why})"
+                f"{len(outdated)} {kind} cache file(s) were made with other settings, captions, images or "
+                f"control images; run {stage} again (e.g. {first.name}: {why})"
             )
     if state.stale:
         out.append(

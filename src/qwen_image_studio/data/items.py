@@ -64,6 +64,7 @@ class DatasetItem:
             control_buckets=self.control_buckets,
             caption=self.caption,
             control_paths=self.encoded_controls,
+            image_path=self.image_path,
         )
 
 

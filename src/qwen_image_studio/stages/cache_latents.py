@@ -13,6 +13,7 @@ from PIL import Image
 from ..data.cache_paths import (
     control_fingerprint,
     control_tensor_key,
+    file_sha256,
     latent_cache_metadata,
     latent_tensor_key,
 )
@@ -54,10 +55,12 @@ def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> 
 def _encode_batch(vae: torch.nn.Module, batch: list[DatasetItem]) -> None:
     """Encode one batch (same bucket, same control sizes) and write one cache file per item.
 
-    In edit mode each file records its control images (``control_sha256``, hashed before they are read
-    for encoding, so a file changed meanwhile shows up as outdated next time); text-to-image items
-    encode no control image even when the dataset has a control_directory.
+    Each file records its target image (``image_sha256``) and, in edit mode, its control images
+    (``control_sha256``), hashed before they are read for encoding, so a file changed meanwhile shows up
+    as outdated next time; text-to-image items encode no control image even when the dataset has a
+    control_directory.
     """
+    image_fingerprints = [file_sha256(i.image_path) for i in batch]
     fingerprints = [control_fingerprint(i.encoded_controls) if i.encoded_controls else None for i in batch]
     targets = encode_latents(vae, pixels([load_image_for_bucket(i.image_path, i.bucket) for i in batch]))
     n_controls = len(batch[0].encoded_controls)
@@ -72,6 +75,6 @@ def _encode_batch(vae: torch.nn.Module, batch: list[DatasetItem]) -> None:
         tensors = {latent_tensor_key(tuple(latent.shape[1:]), latent.dtype): latent}
         for c, ctrl in enumerate(controls):
             tensors[control_tensor_key(c, tuple(ctrl[b].shape[1:]), ctrl.dtype)] = ctrl[b]
-        meta = latent_cache_metadata(item.size, fingerprints[b])
+        meta = latent_cache_metadata(item.size, fingerprints[b], image_fingerprints[b])
         save_cache_file(tensors, item.latent_cache_path, meta)
         log.debug("wrote %s", item.latent_cache_path)
