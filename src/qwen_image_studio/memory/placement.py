@@ -21,9 +21,9 @@ MODULATION = ("img_mod", "txt_mod")  # a block's shift/scale/gate linears, fed t
 
 def _quantize_on_load(name: str, tensor: torch.Tensor, block_size: int | None) -> tuple | None:
     """(fp8 weight, scales) for a block linear's weight as `load_dit` reads it; None for anything else."""
-    if name.startswith("transformer_blocks.") and name.endswith(".weight") and tensor.ndim == 2:
-        return quantize_weight(tensor, block_size)
-    return None
+    from ..models.loading import is_block_linear_weight
+
+    return quantize_weight(tensor, block_size) if is_block_linear_weight(name) and tensor.ndim == 2 else None
 
 
 def quantize_block(

@@ -214,7 +214,7 @@ def load_dit(
     zero_cond_t = model_version in configs.ZERO_COND_T_VERSIONS if model_version else is_2511
     cfg = _infer(prepared, arch.infer_dit_config, _shapes(prepared), zero_cond_t=zero_cond_t)
     model = _build(lambda: QwenImageTransformer2DModel(**cfg))
-    keep = _is_block_linear_weight if keep_fp8 else None
+    keep = is_block_linear_weight if keep_fp8 else None
     state = _read_state_dict(prepared, dtype, device, keep, quantize)
     kept = _install_fp8_linears(model, state, dtype, prepared) if keep_fp8 or quantize else 0
     _assign(model, prepared, state, frozenset())
@@ -239,7 +239,8 @@ def _fp8_note(has_fp8: bool, kept: int) -> str:
     return ", fp8 weights dequantised"
 
 
-def _is_block_linear_weight(name: str) -> bool:
+def is_block_linear_weight(name: str) -> bool:
+    """Whether a DiT state-dict name is the weight of a layer inside a transformer block."""
     return name.startswith("transformer_blocks.") and name.endswith(".weight")
 
 

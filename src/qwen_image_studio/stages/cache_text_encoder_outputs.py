@@ -39,6 +39,19 @@ def _model_root(path: str | None) -> Path | None:
     return None
 
 
+def load_encoding_pipeline(config: StudioConfig, device: torch.device, dtype: torch.dtype) -> Any:
+    """`config`'s text encoder as an encoding pipeline: without lm_head, the vision tower only in edit modes,
+    each layer placed on `device` as it is read (in fp8 with --fp8_vl)."""
+    te = load_prompt_encoder(
+        config.text_encoder,  # type: ignore[arg-type]
+        dtype=dtype,
+        device=device,
+        fp8_linears=config.fp8_vl,
+        vision=config.model_version != "original",
+    )
+    return build_encoding_pipeline(te, config.model_version, config.tokenizer, config.text_encoder)
+
+
 def build_encoding_pipeline(
     text_encoder: torch.nn.Module,
     model_version: str,
@@ -118,14 +131,7 @@ def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> 
     """
 
     def load(device: torch.device, dtype: torch.dtype) -> Callable[[list[DatasetItem]], None]:
-        te = load_prompt_encoder(
-            config.text_encoder,  # type: ignore[arg-type]
-            dtype=dtype,
-            device=device,
-            fp8_linears=config.fp8_vl,
-            vision=config.model_version != "original",
-        )
-        pipe = build_encoding_pipeline(te, config.model_version, config.tokenizer, config.text_encoder)
+        pipe = load_encoding_pipeline(config, device, dtype)
         return lambda batch: _encode_batch(pipe, config.model_version, batch, device)
 
     run_cache_stage(config, events, "text", load)

@@ -253,8 +253,7 @@ def resolve_prompt(prompt: SamplePrompt, defaults: PromptDefaults, model_version
 def prepare_sample_embeddings(config: StudioConfig, prompts: list[SamplePrompt]) -> PreparedSamples:
     """Load the text encoder once, encode every prompt (and negative prompt) as the text cache does, free it."""
     from qwen_image_studio.data.images import load_image
-    from qwen_image_studio.models.loading import load_prompt_encoder
-    from qwen_image_studio.stages.cache_text_encoder_outputs import build_encoding_pipeline, encode
+    from qwen_image_studio.stages.cache_text_encoder_outputs import encode, load_encoding_pipeline
     from qwen_image_studio.stages.common import model_dtype, resolve_device
 
     version = config.model_version
@@ -262,14 +261,7 @@ def prepare_sample_embeddings(config: StudioConfig, prompts: list[SamplePrompt])
     resolved = [resolve_prompt(p, defaults, version) for p in prompts]
     device = resolve_device(config.device)
     dtype = model_dtype(device, config.mixed_precision)
-    te = load_prompt_encoder(
-        config.text_encoder,  # type: ignore[arg-type]
-        dtype=dtype,
-        device=device,
-        fp8_linears=config.fp8_vl,  # stored in fp8 as each layer arrives on the device
-        vision=version != "original",
-    )
-    pipe = build_encoding_pipeline(te, version, config.tokenizer, config.text_encoder)
+    pipe = load_encoding_pipeline(config, device, dtype)
     out: list[PreparedPrompt] = []
     try:
         for values in resolved:
@@ -282,7 +274,7 @@ def prepare_sample_embeddings(config: StudioConfig, prompts: list[SamplePrompt])
                 negative = encode(pipe, version, [neg_text], ctrl_arg, device)[0].cpu()
             out.append(PreparedPrompt(embeds=embeds, negative_embeds=negative, controls=controls, **values))
     finally:
-        del pipe, te
+        del pipe
         free_memory(device)
     return PreparedSamples(version, out)
 
