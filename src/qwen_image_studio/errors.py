@@ -23,3 +23,7 @@ class ModelFileError(UserError):
 
 class DatasetError(UserError):
     """A dataset configuration or dataset content problem."""
+
+
+class DiskFullError(UserError):
+    """A write that failed because its disk (or quota) is full; the previous file is kept."""

@@ -147,6 +147,7 @@ def make_app(tmp_path: Path, fake: FakeStages) -> Iterator[Callable[..., Flask]]
 
     def make(**kwargs: Any) -> Flask:
         kwargs.setdefault("stop_timeout", 2.0)
+        kwargs.setdefault("allow_dirs", (tmp_path,))  # the inputs and outputs lie beside the workspace
         app = create_app(tmp_path / "ws", command=fake, **kwargs)
         apps.append(app)
         return app
@@ -311,7 +312,7 @@ def test_a_stage_out_of_memory_gets_advice_for_that_stage_in_both_languages(tmp_
             str(events_file),
         ]
 
-    app = create_app(tmp_path / "ws", command=command, stop_timeout=2.0)
+    app = create_app(tmp_path / "ws", command=command, stop_timeout=2.0, allow_dirs=(tmp_path,))
     client = app.test_client()
     params = {**ready_params(tmp_path), "fp8_vl": False, "cache_batch_size": 4, "network_dim": 16}
     cases = {
@@ -599,7 +600,7 @@ def test_files_are_served_only_from_the_jobs_output_folder(make_app, fake, tmp_p
 
 @pytest.mark.slow
 def test_real_caching_stages_run_as_jobs_on_the_demo(demo: Path, tmp_path: Path) -> None:
-    app = create_app(tmp_path / "ws")
+    app = create_app(tmp_path / "ws", allow_dirs=(demo, tmp_path))
     client = app.test_client()
     try:
         params = json.loads((demo / "configs" / "demo-t2i.json").read_text())["params"]

@@ -52,7 +52,7 @@ def fake(tmp_path: Path) -> FakeStages:
 
 @pytest.fixture
 def server(tmp_path: Path, fake: FakeStages) -> Iterator[Server]:
-    srv = Server(create_app(tmp_path / "ws", command=fake, stop_timeout=1.0))
+    srv = Server(create_app(tmp_path / "ws", command=fake, stop_timeout=1.0, allow_dirs=(tmp_path,)))
     yield srv
     state = studio_of(srv.app)
     for job in state.jobs.with_status("queued", "running"):

@@ -87,10 +87,13 @@ def problem(values: dict[str, object]) -> Problem:
         ),
         ({"device": "tpu"}, "--device: 'tpu' is not a valid value", "--device：'tpu' 不是有效的值"),
         (
-            {"output_name": "x" * 201},
-            "--output_name: String should have at most 200 characters",
-            "--output_name：最多 200 个字符",
+            {"output_name": "--dit"},
+            "--output_name: '--dit' is not a file-name prefix: no folders, none of / \\ : * ? \" < > | or control "
+            "characters, not starting with '-', 1 to 200 characters",
+            "--output_name：'--dit' 不是有效的文件名前缀：不能包含目录，不能含 / \\ : * ? \" < > | 或控制字符，"
+            "不能以 '-' 开头，长度 1 到 200 个字符",
         ),
+        ({"dit": "a\x00b"}, "--dit: a value cannot contain a NUL byte", "--dit：参数值不能包含 NUL 字节"),
         ({"dit": 5}, "--dit: Input should be a valid string", "--dit：应为文本"),
         ({"bogus": 1}, "unknown parameter 'bogus'", "未知参数 'bogus'"),
     ],

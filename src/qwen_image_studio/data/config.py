@@ -165,10 +165,11 @@ def load_dataset_config(path: Path | str, check_paths: bool = True) -> DatasetCo
             data = json.loads(path.read_text(encoding="utf-8"))
         else:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else exc
         raise DatasetConfigError(
-            [f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {exc}"]
-        ) from exc
+            [f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {detail}"]
+        ) from None
     return parse_dataset_config(data, path=path.resolve(), check_paths=check_paths)
 
 

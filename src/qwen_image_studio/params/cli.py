@@ -130,8 +130,9 @@ def read_config_file(path: str | Path, stage: Stage | None = None) -> dict[str, 
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"--config_file: not found: {p}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--config_file: {p} is not valid TOML: {exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise ConfigError(f"--config_file: {p} is not valid TOML: {detail}") from None
     flat: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict):

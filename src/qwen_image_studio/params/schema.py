@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
-from .rules import rule_error
-from .spec import ALL_STAGES, CACHE, ParamMeta, Stage, param
+from .rules import FILE_STEM, FILE_STEM_MAX, check_path_text, rule_error
+from .spec import ALL_STAGES, CACHE, ParamMeta, Stage, _SchemaExtra, param
 
 T = Stage.TRAIN
 G = Stage.GENERATE
@@ -492,8 +492,6 @@ class StudioConfig(BaseModel):
     output_name: str | None = param(
         None,
         ParamMeta("logging", (T,), "File-name prefix of the LoRA files", "输出文件名前缀", required_for=(T,)),
-        pattern=r"^[^/\\:*?\"<>|]+$",
-        max_length=200,
     )
     logging_dir: str | None = param(
         "./logs", ParamMeta("logging", (T,), "TensorBoard log folder", "日志目录", path="out_dir")
@@ -695,6 +693,28 @@ class StudioConfig(BaseModel):
     )
 
     # ---- field rules ---------------------------------------------------------------------------
+    @field_validator("*")
+    @classmethod
+    def _passable(cls, v: object, info: ValidationInfo) -> object:
+        """Text must fit a command line (no NUL byte); a path must be one the OS can open (length limits)."""
+        items = v if isinstance(v, list) else [v]
+        texts = [item for item in items if isinstance(item, str)]
+        if any("\x00" in text for text in texts):
+            raise rule_error("rule.nul")
+        field = cls.model_fields.get(info.field_name or "")
+        extra = field.json_schema_extra if field is not None else None
+        if isinstance(extra, _SchemaExtra) and extra.meta.path:
+            for text in texts:
+                check_path_text(text)
+        return v
+
+    @field_validator("output_name")
+    @classmethod
+    def _output_name(cls, v: str | None) -> str | None:
+        if v is not None and not FILE_STEM.fullmatch(v):
+            raise rule_error("rule.file_stem", value=repr(v), limit=FILE_STEM_MAX)
+        return v
+
     @field_validator("optimizer_type")
     @classmethod
     def _optimizer(cls, v: str) -> str:
@@ -755,7 +775,9 @@ class StudioConfig(BaseModel):
         kernels = [f"--{k}" for k in ("flash_attn", "flash3", "xformers") if getattr(self, k)]
         if len(kernels) > 1:
             if len(kernels) == 3:
-                raise rule_error("rule.one_kernel_of_three", first=kernels[0], second=kernels[1], third=kernels[2])
+                raise rule_error(
+                    "rule.one_kernel_of_three", first=kernels[0], second=kernels[1], third=kernels[2]
+                )
             raise rule_error("rule.one_kernel", first=kernels[0], second=kernels[1])
         if self.min_timestep >= self.max_timestep:
             raise rule_error(

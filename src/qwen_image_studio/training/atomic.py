@@ -8,6 +8,7 @@ which :func:`remove_stale_temp_files` clears on the next run.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -17,6 +18,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
+
+from ..errors import DiskFullError
 
 TMP_SUFFIX = ".tmp"
 
@@ -46,6 +49,27 @@ def usual_permissions(path: Path) -> None:
     os.chmod(path, 0o666 & ~_umask())
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether an error (an OSError, or a library's error wrapping one) says the disk or quota is full."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc).lower()
+    return "no space left" in text or "disk quota exceeded" in text
+
+
+def disk_full(path: Path) -> DiskFullError:
+    """The error for a save that did not fit: what was kept, how much is free, what to free."""
+    try:
+        free = shutil.disk_usage(path.parent).free / 2**20
+    except OSError:
+        free = 0.0
+    kept = f"the previous {path.name} is kept" if path.exists() else f"{path.name} was not written"
+    return DiskFullError(
+        f"the disk of {path.parent} is full ({free:.0f} MiB free) while saving {path.name}: {kept}; "
+        "free space there (older checkpoints, state folders, caches) or choose another folder, then resume"
+    )
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp_path)`, fsync the result, then move it onto `path` in one step; returns `path`."""
     path = Path(path)
@@ -59,8 +83,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full(path) from exc
         raise
     _fsync_dir(path.parent)
     return path

@@ -19,6 +19,7 @@ def status() -> Response:
     return jsonify(
         version=__version__,
         workspace=str(state.workspace),
+        allowed_dirs=[str(d) for d in state.allowed_dirs],
         demo=state.demo.status.as_json(),
         notices=[render(n, lang) for n in state.notices],
         notices_i18n=[n.as_json() for n in state.notices],

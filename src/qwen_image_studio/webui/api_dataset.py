@@ -13,7 +13,7 @@ from ..errors import DatasetError
 from ..params.validate import Message
 from .app import studio
 from .i18n import render, request_language
-from .paths import inside, resolve_in
+from .paths import inside, user_path
 from .store import NameTaken, check_name
 from .views_util import json_body, refuse, texts
 
@@ -52,7 +52,7 @@ def inspect() -> Response:
     raw = body.get("path")
     if not isinstance(raw, str) or not raw.strip():
         refuse(400, Message("dataset.no_path"))
-    path = resolve_in(studio().workspace, raw.strip())
+    path = user_path(studio().workspace, raw.strip(), "path")
     try:
         return jsonify(path=str(path), report=_report(path, bool(body.get("edit"))))
     except DatasetError as exc:
@@ -91,12 +91,12 @@ def create() -> Response:
     if not isinstance(images, str) or not images.strip():
         return _said("dataset_invalid", Message("dataset.no_images"), [Message("dataset.images_required")])
     table: dict[str, Any] = {
-        "image_directory": str(resolve_in(state.workspace, images.strip())),
+        "image_directory": str(user_path(state.workspace, images.strip(), "image_directory")),
         "cache_directory": str(folder / f"{name}_cache"),
     }
     control = body.get("control_directory")
     if isinstance(control, str) and control.strip():
-        table["control_directory"] = str(resolve_in(state.workspace, control.strip()))
+        table["control_directory"] = str(user_path(state.workspace, control.strip(), "control_directory"))
     general = {
         "resolution": _size(body.get("resolution", 1024)),
         "caption_extension": ".txt",

@@ -9,9 +9,12 @@ from flask import Blueprint, Response, abort, jsonify, send_file
 from ..params.spec import Stage
 from .app import studio
 from .jobs.artifacts import artifacts, find_artifact, output_dir_of
+from .jobs.commands import NotReady, preflight
 from .jobs.schema import JOB_KINDS
 from .paths import resolve_config
+from .store import check_name
 from .views_util import json_body, params_from
+from .write_check import write_problems
 
 bp = Blueprint("api_jobs", __name__, url_prefix="/api/jobs")
 
@@ -35,12 +38,17 @@ def start_job() -> Response:
     """Queue a stage or the full pipeline with the form's values (400 with the fields to fix)."""
     body = json_body()
     kind = body.get("kind")
-    if kind not in JOB_KINDS:
+    if not isinstance(kind, str) or kind not in JOB_KINDS:
         abort(400, description=f"'kind' must be one of {', '.join(JOB_KINDS)}")
     name = body.get("config_name")
+    if name is not None and not isinstance(name, str):
+        abort(400, description="'config_name' must be a configuration name (text) or null")
     state = studio()
     config = resolve_config(params_from(body), state.workspace)
-    job = state.supervisor.submit(kind, config, name if isinstance(name, str) and name else None)
+    problems = preflight(config, JOB_KINDS[kind]) + write_problems(config, JOB_KINDS[kind], state.roots)
+    if problems:
+        raise NotReady(problems)
+    job = state.supervisor.submit(kind, config, check_name(name) if name else None)
     if Stage.TRAIN in JOB_KINDS[kind] and config.logging_dir:  # TensorBoard follows the run's logging folder
         state.point_tensorboard(Path(config.logging_dir))
     return jsonify(job=job.as_json())

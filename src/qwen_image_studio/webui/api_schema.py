@@ -16,6 +16,7 @@ from .app import studio
 from .jobs.schema import UI_STAGES
 from .paths import resolve_params
 from .views_util import json_body, params_from, problem_list
+from .write_check import write_problems
 
 bp = Blueprint("api_schema", __name__, url_prefix="/api")
 
@@ -75,7 +76,11 @@ def validate() -> Response:
     params = params_from(body)
     stages = stages_of(body.get("stage"))
     problems = problems_of(params)
-    needs = check_stages(resolve_params(params, studio().workspace), problems, stages) if stages else []
+    state = studio()
+    resolved = resolve_params(params, state.workspace)
+    needs = check_stages(resolved, problems, stages) if stages else []
+    if stages and not problems:
+        needs += write_problems(StudioConfig.model_construct(**resolved), tuple(stages), state.roots)
     return jsonify(
         ok=not problems and not needs, problems=problem_list(problems), stage_problems=problem_list(needs)
     )

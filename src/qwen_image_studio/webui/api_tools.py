@@ -6,7 +6,7 @@ from flask import Blueprint, Response, abort, jsonify
 
 from ..memory.presets import PRESETS
 from .app import studio
-from .paths import resolve_in
+from .paths import user_path
 from .views_util import json_body, params_from
 from .vram import vram_for
 
@@ -43,5 +43,5 @@ def tensorboard_folder() -> Response:
     if not isinstance(logdir, str) or not logdir.strip():
         abort(400, description="'logdir' must be a folder path")
     state = studio()
-    changed = state.point_tensorboard(resolve_in(state.workspace, logdir.strip()))
+    changed = state.point_tensorboard(user_path(state.workspace, logdir.strip(), "logdir"))
     return jsonify(changed=changed, **state.tensorboard.status())

@@ -24,6 +24,7 @@ from .paths import resolve_in
 from .store import DB_NAME, NameTaken, NotFound, Store, StoreError
 from .tensorboard import DEFAULT_PORT, TensorBoard
 from .views_util import problem_list, texts
+from .write_check import WriteRoots
 
 EXTENSION = "qwen_image_studio"
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
@@ -44,6 +45,12 @@ class Studio:
     token: str | None = None
     notices: list[Message] = field(default_factory=list)
     mirror: ConfigMirror | None = None
+    allowed_dirs: tuple[Path, ...] = ()
+
+    @property
+    def roots(self) -> WriteRoots:
+        """Where this UI may write: its workspace and the folders allowed with --allow_dir."""
+        return WriteRoots(self.workspace, self.allowed_dirs)
 
     def config_file(self, name: str) -> str | None:
         """Where a saved configuration is mirrored, relative to the workspace (None when not mirrored)."""
@@ -137,12 +144,14 @@ def create_app(
     tensorboard: bool = False,
     command: Callable[..., list[str]] = stage_command,
     stall_after: float | None = STALL_AFTER_S,
+    allow_dirs: tuple[Path, ...] = (),
 ) -> Flask:
     """A web UI app over `workspace` (created if missing); with a token, every request must carry it.
 
     The job queue starts at once (re-attaching to jobs a previous run left running); TensorBoard is
     started by `start_services` (the server does it; tests that do not need it skip it). A running stage
-    silent for `stall_after` seconds gets a ⏰ warning line in its job's log (None or 0: never).
+    silent for `stall_after` seconds gets a ⏰ warning line in its job's log (None or 0: never). Jobs may
+    write only inside the workspace and `allow_dirs`.
     """
     workspace = Path(workspace).expanduser().resolve()
     workspace.mkdir(parents=True, exist_ok=True)
@@ -157,7 +166,12 @@ def create_app(
     supervisor = Supervisor(
         workspace, jobs, hub, stop_timeout=stop_timeout, command=command, stall_after=stall_after
     )
-    board = TensorBoard(workspace / "logs" / "tensorboard.log", port=tensorboard_port, enabled=tensorboard)
+    board = TensorBoard(
+        workspace / "logs" / "tensorboard.log",
+        port=tensorboard_port,
+        enabled=tensorboard,
+        tmp_dir=workspace / ".tmp" / "tensorboard",  # its .tensorboard-info files stay in the workspace
+    )
     state = Studio(
         workspace,
         store,
@@ -168,6 +182,7 @@ def create_app(
         board,
         token,
         mirror=mirror,
+        allowed_dirs=tuple(Path(d).expanduser().resolve() for d in allow_dirs),
     )
     state.import_demo()
     app.extensions[EXTENSION] = state

@@ -13,6 +13,7 @@ from ..params.config_files import document, from_document
 from ..params.schema import StudioConfig
 from ..params.validate import ConfigProblems, Message, MessageError, Problem, validate_config
 from .store import NameTaken, Store, StoredConfig, check_name
+from .views_util import parse_json
 
 MAX_UPLOAD = 1024 * 1024
 DEMO_IMPORTED = "demo_configs_imported"
@@ -70,8 +71,8 @@ def config_from_json(data: bytes, filename: str) -> tuple[StudioConfig, str | No
     """A configuration (and its saved name) from an uploaded JSON document of any known version."""
     text = _text_of(data, filename)
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
+        doc = parse_json(text)
+    except ValueError as exc:
         raise MessageError(Message("config.bad_json", {"filename": filename, "detail": exc})) from None
     return from_document(doc, filename)
 

@@ -148,6 +148,7 @@ EN: dict[str, str] = {
     "demo.failed": "The demo workspace could not be created:",
     "notice.title": "Notes from the start-up",
     "footer.workspace": "Workspace",
+    "footer.allowed": "jobs may also write in (--allow_dir)",
     "footer.version": "version",
 }
 
@@ -277,6 +278,7 @@ ZH: dict[str, str] = {
     "demo.failed": "无法创建演示工作区：",
     "notice.title": "启动时的提示",
     "footer.workspace": "工作区",
+    "footer.allowed": "任务还可写入（--allow_dir）",
     "footer.version": "版本",
 }
 
@@ -326,6 +328,12 @@ ZH_MESSAGES: dict[str, str] = {
     "rule.multiple_of_16": "{height} {width}：高度和宽度必须是 16 的倍数，范围 16 到 8192",
     "rule.key_value": "{flag}：{item} 不是 key=value 形式",
     "rule.unknown_key": "未知的键 {key}；允许：{keys}",
+    "rule.nul": "参数值不能包含 NUL 字节",
+    "rule.path_too_long": "路径过长（{length} 个字符；最多 {limit} 个，每一级名称最多 {part_limit} 个）",
+    "rule.file_stem": (
+        '{value} 不是有效的文件名前缀：不能包含目录，不能含 / \\ : * ? " < > | 或控制字符，'
+        "不能以 '-' 开头，长度 1 到 {limit} 个字符"
+    ),
     "rule.lora_ratio": "loraplus_lr_ratio 必须是大于 0 且至多 64 的数（当前为 {value}）",
     "rule.dropout_rate": "{key} 必须是 0 到小于 1 之间的数（当前为 {value}）",
 }

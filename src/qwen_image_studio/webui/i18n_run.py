@@ -131,6 +131,11 @@ EN_RUN: dict[str, str] = {
     "report.total": "Total: {usable} of {images} images usable; {samples} samples and {batches} batches per epoch",
     "report.problems": "Problems:",
     "report.no_problems": "No problems found.",
+    "w.outside": "{flag}: {path} is outside the folders this web UI may write to ({roots}); "
+    "to allow it, start the UI with --allow_dir {suggest}",
+    "w.not_writable": "{flag}: cannot write in {path} ({detail})",
+    "w.no_space": "{flag}: {path} has {free} free, and the next files need about {need}; "
+    "free space there or choose another folder",
     "err.not_ready": "The job cannot start yet; see the marked fields.",
     "err.dataset_invalid": "The dataset configuration has problems.",
 }
@@ -268,6 +273,9 @@ ZH_RUN: dict[str, str] = {
     "report.total": "合计：{images} 张图片中 {usable} 张可用；每轮 {samples} 个样本，{batches} 批",
     "report.problems": "问题：",
     "report.no_problems": "未发现问题。",
+    "w.outside": "{flag}：{path} 不在本界面允许写入的目录内（{roots}）；如需允许，请用 --allow_dir {suggest} 启动界面",
+    "w.not_writable": "{flag}：无法在 {path} 中写入（{detail}）",
+    "w.no_space": "{flag}：{path} 仅剩 {free} 可用空间，接下来的文件约需 {need}；请释放空间或选择其他目录",
     "err.not_ready": "任务还不能启动；请查看标出的字段。",
     "err.dataset_invalid": "数据集配置有问题。",
 }

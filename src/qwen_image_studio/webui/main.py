@@ -32,6 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="./workspace",
         help="folder for the UI's state, the demo and everything it writes (default ./workspace)",
     )
+    parser.add_argument(
+        "--allow_dir",
+        "--allow-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder outside the workspace that jobs may write in (LoRA files, logs, caches); repeatable",
+    )
     parser.add_argument("--token", help="access token (default: generated when --host is not loopback)")
     parser.add_argument("--no-demo", action="store_true", help="do not create the demo workspace")
     parser.add_argument(
@@ -79,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     """Start the server; returns the exit code."""
     args = build_parser().parse_args(argv)
     setup_logging(args.debug)
+    allowed = [Path(d).expanduser().resolve() for d in args.allow_dir]
+    for folder in allowed:
+        if not folder.is_dir():
+            print(f"error: --allow_dir: {folder} is not an existing folder", file=sys.stderr)
+            return 2
     token = args.token or (None if is_loopback(args.host) else secrets.token_urlsafe(24))
     app = create_app(
         Path(args.workspace),
@@ -87,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         stall_after=args.stall_warning,
         tensorboard_port=args.tensorboard_port,
         tensorboard=not args.no_tensorboard,
+        allow_dirs=tuple(allowed),
     )
     state = studio_of(app)
 
@@ -107,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         state.demo.start()
     print(f"Qwen-Image Studio: {url_of(args.host, args.port, token)}", flush=True)
     print(f"workspace: {state.workspace}", flush=True)
+    for folder in state.allowed_dirs:
+        print(f"jobs may also write in: {folder}", flush=True)
     board = state.tensorboard.status()
     if board["enabled"]:
         where = f"http://127.0.0.1:{board['port']}/ ({board['logdir']})"

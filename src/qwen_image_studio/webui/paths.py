@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..params.fields import all_fields
+from ..params.rules import check_path_text
 from ..params.schema import StudioConfig
 from ..params.validate import validate_config
 
@@ -16,6 +17,29 @@ def resolve_in(workspace: Path, value: str) -> Path:
     return (path if path.is_absolute() else workspace / path).resolve()
 
 
+def user_path(workspace: Path, value: str, name: str) -> Path:
+    """A path a request gave in field `name`, resolved like `resolve_in`; 400 naming the field when the
+    text cannot be a path (a NUL byte, too long)."""
+    from flask import abort
+
+    try:
+        check_path_text(value)
+        return resolve_in(workspace, value)
+    except (ValueError, OSError, RuntimeError) as exc:
+        abort(400, description=f"'{name}': {exc}")
+
+
+def _resolved_or_kept(workspace: Path, value: Any) -> Any:
+    """`value` made absolute when it is a path the OS can resolve; anything else as it is (validation
+    reports it)."""
+    if not isinstance(value, str) or not value:
+        return value
+    try:
+        return str(resolve_in(workspace, value))
+    except (ValueError, OSError, RuntimeError):
+        return value
+
+
 def resolve_params(params: dict[str, Any], workspace: Path) -> dict[str, Any]:
     """The values with every relative path parameter made absolute against the workspace folder."""
     out = dict(params)
@@ -23,10 +47,10 @@ def resolve_params(params: dict[str, Any], workspace: Path) -> dict[str, Any]:
         value = out.get(name)
         if not spec.meta.path or not value:
             continue
-        if isinstance(value, str):
-            out[name] = str(resolve_in(workspace, value))
-        elif isinstance(value, list):
-            out[name] = [str(resolve_in(workspace, v)) if isinstance(v, str) and v else v for v in value]
+        if isinstance(value, list):
+            out[name] = [_resolved_or_kept(workspace, v) for v in value]
+        else:
+            out[name] = _resolved_or_kept(workspace, value)
     return out
 
 

@@ -16,6 +16,7 @@ TOKEN_COOKIE = "studio_token"
 TOKEN_HEADER = "X-Studio-Token"
 UPLOAD_HEADER = "X-Studio-Upload"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_PAGE_SCHEME = {"ws": "http", "wss": "https"}
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -63,6 +64,15 @@ def _host_name(netloc: str) -> str:
     return urlsplit("//" + netloc).hostname or ""
 
 
+def same_origin(source: str) -> bool:
+    """Whether an Origin or Referer names this server: the same scheme and host:port as the request."""
+    if not source or source == "null":
+        return False
+    parts = urlsplit(source)
+    scheme = _PAGE_SCHEME.get(request.scheme.lower(), request.scheme.lower())  # a WebSocket's page
+    return parts.scheme.lower() == scheme and parts.netloc.lower() == request.host.lower()
+
+
 def _token_ok(token: str) -> bool:
     given = request.headers.get(TOKEN_HEADER) or request.cookies.get(TOKEN_COOKIE) or ""
     auth = request.headers.get("Authorization", "")
@@ -93,7 +103,7 @@ def _check_token(token: str) -> Response | None:
 def _check_write() -> Response | None:
     """A state-changing request must come from this origin and be JSON (or a marked upload)."""
     source = request.headers.get("Origin") or request.headers.get("Referer") or ""
-    if not source or source == "null" or urlsplit(source).netloc.lower() != request.host.lower():
+    if not same_origin(source):
         return _refuse(
             403, "cross_origin", "refused: the request does not come from this page (Origin/Referer)"
         )
@@ -115,7 +125,7 @@ def _check_write() -> Response | None:
 def _check_websocket() -> Response | None:
     """A WebSocket upgrade must come from a page of this origin (browsers always send Origin)."""
     origin = request.headers.get("Origin") or ""
-    if not origin or origin == "null" or urlsplit(origin).netloc.lower() != request.host.lower():
+    if not same_origin(origin):
         return _refuse(403, "cross_origin", "refused: the WebSocket does not come from this page (Origin)")
     return None
 

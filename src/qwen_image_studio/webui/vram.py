@@ -32,7 +32,7 @@ def dataset_shape(params: dict[str, Any], workspace: Path) -> tuple[int, int, in
 
         try:
             datasets = load_dataset_config(resolve_in(workspace, value), check_paths=False).datasets
-        except (DatasetError, OSError):
+        except (DatasetError, OSError, ValueError):  # unreadable, or not a path at all: the default shape
             datasets = []
         if datasets:
             w, h = max((d.resolution for d in datasets), key=lambda r: r[0] * r[1])

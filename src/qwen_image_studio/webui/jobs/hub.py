@@ -28,6 +28,7 @@ MAX_TAIL = 20000
 QUEUE_LIMIT = 5000
 IDLE_FEED_S = 60.0
 MAX_SCANS_PER_POLL = 8
+CATCH_UP_CHUNK = 16 * 1024 * 1024
 
 Message = dict[str, Any]
 
@@ -94,7 +95,7 @@ def _parse_events(raw: list[tuple[int, bytes]]) -> list[list[Any]]:
     for n, line in raw:
         try:
             event = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             continue
         if isinstance(event, dict):
             out.append([n, event])
@@ -157,10 +158,23 @@ class JobFeed:
                     messages.append({"type": "events", "job": self.job_id, "events": chunk})
         return messages
 
+    def _catch_up(self) -> None:
+        """Index the rest of a log that one poll could not read (the caller holds the lock).
+
+        The lines are not sent: pages already watching are marked to resume from their last line (and
+        get their own tail), so a page that connects to a huge log gets its tail, not the whole file.
+        """
+        a, b = self.log.scan(CATCH_UP_CHUNK)
+        while b > a:
+            for sub in self.subscribers:
+                sub.overflowed = True
+            a, b = self.log.scan(CATCH_UP_CHUNK)
+
     def subscribe(self, sub: Subscriber, log_after: int, events_after: int, tail: int) -> None:
         """Queue what the page lacks (at most the last `tail` log lines), then add it for live updates."""
         self.poll()
         with self.lock:
+            self._catch_up()
             self.last_used = time.monotonic()
             count = self.log.count
             first = max(log_after, 0)

@@ -1,15 +1,18 @@
-"""Processes of a job, read from /proc: identity (pid + start time), session members, and ending them all."""
+"""Processes of a job, read from /proc: identity (pid + start time), session members, ending them all, what a
+job's leader left behind, and the temporary folder a child is given."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 PROC = Path("/proc")
+TEMP_VARS = ("TMPDIR", "TMP", "TEMP")  # what tempfile (and so multiprocessing's pymp-* folders) honours
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,15 @@ def is_running(pid: int, start: str | None) -> bool:
     """Whether the process `pid` that started at `start` still runs (not a reused pid, not a zombie)."""
     stat = stat_of(pid)
     return stat is not None and stat.alive and (start is None or stat.start == start)
+
+
+def cmdline_of(pid: int) -> list[str]:
+    """A process's command line ([] when it is gone or has none, e.g. a zombie)."""
+    try:
+        raw = (PROC / str(pid) / "cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return []
+    return [arg.decode("utf-8", "replace") for arg in raw.split(b"\0") if arg]
 
 
 def _all_stats() -> list[ProcStat]:
@@ -113,3 +125,61 @@ def end_tree(leader: int, leader_start: str | None, timeout: float, poll: float 
             return []
         time.sleep(poll)
     return pids
+
+
+def _ticks(start: str) -> int:
+    try:
+        return int(start)
+    except ValueError:
+        return -1
+
+
+def orphans_of(leader: int, leader_start: str | None) -> list[int]:
+    """Living members of the session or group `leader` started at `leader_start`, once the leader itself has
+    ended (e.g. dataloader workers of a trainer that died); [] when that cannot be told for sure.
+
+    Linux does not give a pid to a new process while it still names a group or session, so members with
+    that id belong to the leader's group; a process holding the id again means the group is gone (another
+    program's now), and members older than the leader never were the job's."""
+    if leader <= 1 or leader_start is None or _ticks(leader_start) < 0:
+        return []
+    stat = stat_of(leader)
+    if stat is not None and (stat.alive or stat.start != leader_start):
+        return []  # the leader still runs (not an orphan), or its id was reused
+    since = _ticks(leader_start)
+    return sorted(
+        s.pid
+        for s in _all_stats()
+        if s.alive and (s.session == leader or s.pgrp == leader) and _ticks(s.start) >= since
+    )
+
+
+def end_orphans(leader: int, leader_start: str | None, timeout: float, poll: float = 0.1) -> list[int]:
+    """SIGTERM to what a dead leader left behind (`orphans_of`), SIGKILL after `timeout` s; returns the pids
+    ended (each checked by its start time before every signal, so a reused pid is never hit)."""
+    found = {pid: start for pid in orphans_of(leader, leader_start) if (start := start_time(pid))}
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        left = [pid for pid, start in found.items() if is_running(pid, start)]
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        end = time.monotonic() + wait
+        while left and time.monotonic() < end:
+            time.sleep(poll)
+            left = [pid for pid in left if is_running(pid, found[pid])]
+        if not left:
+            break
+    return sorted(found)
+
+
+def temp_env(folder: Path) -> dict[str, str]:
+    """Environment variables that put a child's temporary files into `folder`."""
+    return dict.fromkeys(TEMP_VARS, str(folder))
+
+
+def clear_temp(folder: Path) -> None:
+    """Remove a temporary folder the UI made for a child, with all in it (links are removed, not followed)."""
+    if folder.is_symlink():
+        folder.unlink(missing_ok=True)
+        return
+    shutil.rmtree(folder, ignore_errors=True)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
 from ...params.validate import Message
 from ..store import NotFound, Store
 from .schema import ACTIVE, FINAL, PENDING, QUEUED, RUNNING, SKIPPED
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -96,6 +100,22 @@ class Job:
             out["params"] = self.params
         return out
 
+    def record(self) -> dict[str, Any]:
+        """Every column of the job and its stages, as plain JSON (the job folder's snapshot)."""
+        out = asdict(self)
+        out["stages"] = [asdict(s) for s in self.stages]
+        return out
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> Job:
+        """The job `record` wrote (KeyError, TypeError or ValueError when `data` is not one)."""
+        values = dict(data)
+        stages = [StageRun(**s) for s in values.pop("stages")]
+        job = cls(**values, stages=stages)
+        if not isinstance(job.id, int) or not isinstance(job.params, dict) or not isinstance(job.kind, str):
+            raise ValueError("not a job record")
+        return job
+
 
 def _duration(start: float | None, end: float | None) -> float | None:
     if start is None:
@@ -103,11 +123,36 @@ def _duration(start: float | None, end: float | None) -> float | None:
     return round((end if end is not None else time.time()) - start, 1)
 
 
-class JobStore:
-    """Reads and writes the jobs tables through the studio's Store (one short connection per call)."""
+class JobListener(Protocol):
+    """Told of a job's whole record after each committed change to it (e.g. the job folder's job.json)."""
 
-    def __init__(self, store: Store) -> None:
+    def changed(self, job: Job) -> None: ...
+
+
+class JobStore:
+    """Reads and writes the jobs tables through the studio's Store (one short connection per call).
+
+    A `listener` hears of each job after every committed change to its rows (creation, status, stages).
+    """
+
+    def __init__(self, store: Store, listener: JobListener | None = None) -> None:
         self.store = store
+        self.listener = listener
+        self._told = threading.Lock()  # the listener hears the states in the order they were read
+
+    def _changed(self, job_id: int) -> None:
+        """Tell the listener of a job's rows as committed now (a failing listener is only logged)."""
+        if self.listener is None:
+            return
+        with self._told:
+            try:
+                job = self.get(job_id)
+            except NotFound:
+                return
+            try:
+                self.listener.changed(job)
+            except Exception:  # noqa: BLE001 - a snapshot that cannot be written must not fail the job
+                log.exception("cannot record the snapshot of job %s", job_id)
 
     def create(
         self,
@@ -132,10 +177,56 @@ class JobStore:
                     for i, (stage, argv) in enumerate(zip(stages, argvs, strict=True))
                 ],
             )
+        self._changed(job_id)
         return self.get(job_id)
+
+    def restore(self, job: Job) -> None:
+        """Write a job back under its own id (rebuilding the history from the job folders)."""
+        with self.store.transaction() as db:
+            db.execute(
+                "INSERT INTO jobs (id, kind, status, config_name, params, created_at, started_at, "
+                "finished_at, stop_requested) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.id,
+                    job.kind,
+                    job.status,
+                    job.config_name,
+                    json.dumps(job.params, ensure_ascii=False),
+                    job.created_at,
+                    job.started_at,
+                    job.finished_at,
+                    int(job.stop_requested),
+                ),
+            )
+            db.executemany(
+                "INSERT INTO job_stages (job_id, idx, stage, argv, status, pid, pid_start, started_at, "
+                "finished_at, exit_code, reason, field, log_tail, reason_i18n) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        job.id,
+                        s.index,
+                        s.stage,
+                        json.dumps(s.argv),
+                        s.status,
+                        s.pid,
+                        s.pid_start,
+                        s.started_at,
+                        s.finished_at,
+                        s.exit_code,
+                        s.reason,
+                        s.field,
+                        s.log_tail,
+                        None if s.reason_i18n is None else json.dumps(s.reason_i18n, ensure_ascii=False),
+                    )
+                    for s in job.stages
+                ],
+            )
 
     def get(self, job_id: int) -> Job:
         """One job with its stages (NotFound when absent)."""
+        if not 0 < job_id < 2**63:  # beyond SQLite's integers: no such job
+            raise NotFound(Message("store.no_job", {"id": job_id}))
         with self.store.connect() as db:
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
@@ -192,11 +283,13 @@ class JobStore:
 
     def set_job(self, job_id: int, **values: Any) -> None:
         """Update columns of a job (status, started_at, finished_at, stop_requested)."""
-        _update(self.store, "jobs", "id = ?", (job_id,), values)
+        if _update(self.store, "jobs", "id = ?", (job_id,), values):
+            self._changed(job_id)
 
     def set_stage(self, job_id: int, index: int, **values: Any) -> None:
         """Update columns of one stage run."""
-        _update(self.store, "job_stages", "job_id = ? AND idx = ?", (job_id, index), values)
+        if _update(self.store, "job_stages", "job_id = ? AND idx = ?", (job_id, index), values):
+            self._changed(job_id)
 
     def skip_pending(self, job_id: int) -> None:
         """Mark the stages not reached as skipped."""
@@ -204,6 +297,7 @@ class JobStore:
             db.execute(
                 "UPDATE job_stages SET status = ? WHERE job_id = ? AND status = ?", (SKIPPED, job_id, PENDING)
             )
+        self._changed(job_id)
 
     def request_stop(self, job_id: int) -> None:
         """Remember that the user asked this job to stop."""
@@ -227,15 +321,17 @@ _COLUMNS = {
 }
 
 
-def _update(store: Store, table: str, where: str, key: tuple[Any, ...], values: dict[str, Any]) -> None:
+def _update(store: Store, table: str, where: str, key: tuple[Any, ...], values: dict[str, Any]) -> bool:
+    """Set columns of the matching rows; whether any row changed."""
     unknown = set(values) - _COLUMNS[table]
     if unknown:
         raise ValueError(f"unknown columns for {table}: {sorted(unknown)}")
     if not values:
-        return
+        return False
     assignments = ", ".join(f"{name} = ?" for name in values)
     with store.transaction() as db:
-        db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", (*values.values(), *key))
+        cur = db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", (*values.values(), *key))
+        return cur.rowcount > 0
 
 
 def _json_or_none(text: str | None) -> Any:

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 JOBS_DIR = "jobs"
 LOCK_NAME = ".supervisor.lock"  # one UI process per workspace runs its jobs
 LOG_NAME = "log.txt"
+TMP_NAME = "tmp"  # a stage's TMPDIR inside its job's folder, removed when the stage ends
 EVENTS_NAME = "events.jsonl"
 WAIT_POLL_S = 0.25
 STALL_AFTER_S = 600.0  # a running stage silent this long gets a ⏰ line in its log (None or 0: never)
@@ -139,7 +140,7 @@ class Supervisor:
         self.stop_timeout = stop_timeout
         self.command = command
         self.stall_after = stall_after if stall_after and stall_after > 0 else None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._current: _Current | None = None
         self._wake = threading.Event()
         self._closing = threading.Event()
@@ -150,6 +151,10 @@ class Supervisor:
     def job_dir(self, job_id: int) -> Path:
         """The folder of a job's log and events."""
         return self.workspace / JOBS_DIR / str(int(job_id))
+
+    def tmp_dir(self, job_id: int) -> Path:
+        """The temporary folder of a job's running stage (its TMPDIR, so nothing is left in /tmp)."""
+        return self.job_dir(job_id) / TMP_NAME
 
     def paths(self, job_id: int) -> tuple[Path, Path]:
         """A job's log file and events file."""
@@ -271,11 +276,14 @@ class Supervisor:
                 self.hub.announce({**self.jobs.get(job.id).as_json(), "error": str(exc)})
 
     def _run(self, job: Job) -> None:
-        job = self.jobs.get(job.id)
-        if job.is_final:  # stopped while it was being picked
-            return
-        if job.status == QUEUED:
-            self.jobs.set_job(job.id, status=RUNNING, started_at=time.time())
+        with self._lock:  # stop() reads and writes under the same lock: a stopped job is never revived
+            job = self.jobs.get(job.id)
+            if job.is_final or job.stop_requested:  # stopped while it was being picked
+                if not job.is_final:
+                    self._finish(job.id, STOPPED)
+                return
+            if job.status == QUEUED:
+                self.jobs.set_job(job.id, status=RUNNING, started_at=time.time())
         self.hub.set_active(job.id, True)
         self.hub.feed(job.id)
         try:
@@ -283,6 +291,8 @@ class Supervisor:
                 if run.status in FINAL or run.status == SKIPPED:
                     continue
                 result = self._reattach(job, run) if run.status == RUNNING else self._launch(job.id, run)
+                if result is not DETACHED:  # the stage has ended (or never started): its temporary files go
+                    procs.clear_temp(self.tmp_dir(job.id))
                 if result is None:  # stopped before it started
                     self._finish(job.id, STOPPED)
                     return
@@ -313,6 +323,8 @@ class Supervisor:
         with self._lock:
             if self.jobs.get(job_id).stop_requested:
                 return None
+            tmp = self.tmp_dir(job_id)
+            tmp.mkdir(parents=True, exist_ok=True)
             try:
                 with open(log_file, "ab") as out:
                     proc = subprocess.Popen(
@@ -321,7 +333,7 @@ class Supervisor:
                         stderr=subprocess.STDOUT,
                         stdin=subprocess.DEVNULL,
                         cwd=self.workspace,
-                        env={**child_env(), "PYTHONUNBUFFERED": "1"},
+                        env={**child_env(), "PYTHONUNBUFFERED": "1", **procs.temp_env(tmp)},
                         start_new_session=True,
                     )
             except OSError as exc:
@@ -354,6 +366,8 @@ class Supervisor:
                     return DETACHED
                 watch()
             self._after_exit(run.pid)
+        else:
+            self._end_orphans(job.id, run)
         event = final_event(events_file, run.stage)
         return outcome_of(exit_code_of(event), event, self.jobs.get(job.id).stop_requested, log_file)
 
@@ -390,6 +404,22 @@ class Supervisor:
 
         return check
 
+    def _end_orphans(self, job_id: int, run: StageRun) -> None:
+        """A stage that ended while the UI was down may have left processes in its group (dataloader
+        workers): end them, recognised by the group id and the leader's start time."""
+        if run.pid is None:
+            return
+        ended = procs.end_orphans(run.pid, run.pid_start, self.stop_timeout)
+        if ended:
+            log.warning("job %s: ended %s, left by %s (pid %s)", job_id, ended, run.stage, run.pid)
+            log_file, _ = self.paths(job_id)
+            self._note(
+                log_file,
+                f"{WARNING_ICON} [{run.stage} ended while the web UI was not running; "
+                f"ended the processes it left: {', '.join(map(str, ended))}]",
+                own_line=True,
+            )
+
     def _after_exit(self, pid: int) -> None:
         """End whatever the stage left behind in its process group, then forget it."""
         if procs.tree_of(pid):
@@ -419,8 +449,12 @@ class Supervisor:
         self.hub.announce(self.jobs.get(job_id).as_json())
 
     def _finish(self, job_id: int, status: str) -> None:
-        self.jobs.skip_pending(job_id)
-        self.jobs.set_job(job_id, status=status, finished_at=time.time())
+        """Record a job's end; one whose stop was requested ends stopped, never done."""
+        with self._lock:
+            if status == DONE and self.jobs.get(job_id).stop_requested:
+                status = STOPPED
+            self.jobs.skip_pending(job_id)
+            self.jobs.set_job(job_id, status=status, finished_at=time.time())
         self.hub.announce(self.jobs.get(job_id).as_json())
 
     @staticmethod

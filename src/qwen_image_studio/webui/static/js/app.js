@@ -436,6 +436,9 @@ function renderNotices() {
   const s = state.status;
   if (!s) return;
   $("workspace-path").textContent = s.workspace;
+  const allowed = s.allowed_dirs || [];
+  $("allowed-dirs").textContent = allowed.join(", ");
+  $("allowed-dirs-box").hidden = allowed.length === 0;
   for (const hint of document.querySelectorAll(".paths-hint")) hint.textContent = t("paths.hint", { path: s.workspace });
   const add = (text, level) => {
     const p = document.createElement("p");

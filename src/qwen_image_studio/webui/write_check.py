@@ -1,0 +1,162 @@
+"""Where a job may write, checked before its first stage starts.
+
+The web UI writes only inside its workspace and the folders the operator allowed (``--allow_dir``). Each
+folder a stage will write (LoRA files, TensorBoard logs, dataset caches, generated images) must be inside
+one of them, writable (probed with a real file: root ignores permission bits) and have room for the next
+files, so that a read-only or full disk is reported before training starts, not after an epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DatasetError
+from ..memory.vram_estimate import LORA_PARAMS_PER_RANK
+from ..params.fields import all_fields
+from ..params.schema import StudioConfig
+from ..params.spec import Stage
+from ..params.validate import Join, Message, Problem
+from ..training.lora_keys import select_targets
+from .paths import inside
+
+MIB = 2**20
+SMALL_FILES = 64 * MIB  # room a caching, logging or generating folder needs at least
+MAX_HEADER = 100 * MIB
+COMFY_PREFIX = "model.diffusion_model."
+
+
+@dataclass(frozen=True)
+class WriteRoots:
+    """The folders the web UI may write in: its workspace and those allowed with --allow_dir."""
+
+    workspace: Path
+    allowed: tuple[Path, ...] = ()
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        """The workspace first, then the allowed folders."""
+        return (self.workspace, *self.allowed)
+
+    def permits(self, path: Path) -> bool:
+        """Whether `path` (symlinks resolved) lies inside one of the roots."""
+        return any(inside(path, root) for root in self.roots)
+
+
+def _dit_files(dit: str | None) -> list[Path]:
+    if not dit:
+        return []
+    path = Path(dit)
+    if path.is_file():
+        return [path]
+    folder = path / "transformer" if (path / "transformer").is_dir() else path
+    return sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+
+
+def _header(file: Path) -> dict[str, dict[str, object]]:
+    """A safetensors file's header (names, dtypes, shapes), read without loading a tensor."""
+    with open(file, "rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        if size > MAX_HEADER:
+            raise ValueError("header too large")
+        header = json.loads(fh.read(size))
+    return {k: v for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+
+
+def lora_file_bytes(config: StudioConfig) -> int:
+    """About how large one LoRA file of this training is (fp32 weights: the largest save precision)."""
+    linears: dict[str, list[int]] = {}
+    try:
+        for file in _dit_files(config.dit):
+            for name, info in _header(file).items():
+                shape = info.get("shape")
+                if name.endswith(".weight") and isinstance(shape, list) and len(shape) == 2:
+                    linears[name.removeprefix(COMFY_PREFIX).removesuffix(".weight")] = shape
+    except (OSError, ValueError, struct.error):
+        linears = {}
+    extra = {}
+    for item in config.network_args or []:
+        key, _, value = item.partition("=")
+        extra[key.strip()] = value.strip()
+    targets = select_targets(linears, extra.get("include_patterns"), extra.get("exclude_patterns"))
+    per_rank = sum(sum(linears[t]) for t in targets) if targets else LORA_PARAMS_PER_RANK
+    return per_rank * config.network_dim * 4
+
+
+def output_folders(config: StudioConfig, stages: tuple[Stage, ...]) -> list[tuple[str, Path, int]]:
+    """(field, folder, bytes needed) for each folder the stages write, in stage order."""
+    out: list[tuple[str, Path, int]] = []
+    caching = {Stage.CACHE_LATENTS, Stage.CACHE_TEXT} & set(stages)
+    if caching and config.dataset_config:
+        from ..data.config import load_dataset_config
+
+        try:
+            datasets = load_dataset_config(config.dataset_config).datasets
+        except (DatasetError, OSError, ValueError):
+            datasets = []  # the stage's own check reports an unreadable dataset TOML
+        for ds in datasets:
+            out.append(("dataset_config", Path(ds.cache_directory), SMALL_FILES))
+    if Stage.TRAIN in stages:
+        lora = lora_file_bytes(config)
+        saves = 2 + (3 if config.save_state else 0)  # the new file beside the last one; state: LoRA + Adam
+        if config.output_dir:
+            out.append(("output_dir", Path(config.output_dir), lora * saves + SMALL_FILES))
+        if config.logging_dir:
+            out.append(("logging_dir", Path(config.logging_dir), SMALL_FILES))
+    if Stage.GENERATE in stages and config.save_path:
+        out.append(("save_path", Path(config.save_path), SMALL_FILES))
+    return out
+
+
+def _nearest_existing(path: Path) -> Path | None:
+    return next((p for p in [path, *path.parents] if p.exists()), None)
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / MIB:.0f} MiB"
+
+
+def _folder_problem(flag: str, folder: Path, need: int, roots: WriteRoots) -> Message | None:
+    if not roots.permits(folder):
+        return Message(
+            "w.outside",
+            {
+                "flag": flag,
+                "path": folder,
+                "roots": Join(tuple(str(r) for r in roots.roots)),
+                "suggest": folder,
+            },
+        )
+    base = _nearest_existing(folder)
+    if base is None or not base.is_dir():
+        return None  # "inside a file" is the stage check's problem
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".studio-write-check-", dir=base)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return Message("w.not_writable", {"flag": flag, "path": base, "detail": exc.strerror or str(exc)})
+    free = shutil.disk_usage(base).free
+    if free < need:
+        return Message("w.no_space", {"flag": flag, "path": base, "free": _size(free), "need": _size(need)})
+    return None
+
+
+def write_problems(config: StudioConfig, stages: tuple[Stage, ...], roots: WriteRoots) -> list[Problem]:
+    """What stops the stages from writing their files: a folder outside the roots, read-only, or full."""
+    fields = all_fields()
+    problems: list[Problem] = []
+    seen: set[tuple[str, Path]] = set()
+    for name, folder, need in output_folders(config, stages):
+        if (name, folder) in seen:
+            continue
+        seen.add((name, folder))
+        msg = _folder_problem(fields[name].flag, folder, need, roots)
+        if msg is not None:
+            problems.append(Problem.of(name, msg))
+    return problems
