@@ -136,7 +136,9 @@ def test_unreadable_images_are_listed_not_fatal(tmp_path: Path) -> None:
     assert [i.key for i in found.items] == ["good"]
     assert sorted(u.path.name for u in found.unreadable) == ["cut.png", "empty.jpg", "junk.png"]
     assert all(u.reason for u in found.unreadable)
-    assert any("3 image(s) cannot be read" in p for p in found.problems)
+    for name in ("cut.png", "empty.jpg", "junk.png"):  # one line per file, naming it
+        assert sum(f"image {d / name} cannot be read (" in p for p in found.problems) == 1, found.problems
+    assert sorted(p.name for p in found.unreadable_items) == ["cut.png", "empty.jpg", "junk.png"]
 
 
 def test_truncated_jpeg_needs_decode(tmp_path: Path) -> None:
@@ -171,7 +173,8 @@ def test_load_image_for_bucket(tmp_path: Path) -> None:
 
 
 def test_captions_empty_unreadable_and_other_extension(tmp_path: Path) -> None:
-    """Empty captions are flagged (kept); a non-UTF-8 caption counts as missing; caption_extension is used."""
+    """Empty captions are flagged (kept); a non-UTF-8 caption is unreadable, not missing; caption_extension
+    is used."""
     d = tmp_path / "images"
     caption(image(d / "a.png"), "", ".caption")
     caption(image(d / "b.png"), "  b text \n", ".caption")
@@ -180,8 +183,12 @@ def test_captions_empty_unreadable_and_other_extension(tmp_path: Path) -> None:
     found = discover_items(dataset(tmp_path, caption_extension=".caption"))
     assert [(i.key, i.caption) for i in found.items] == [("a", ""), ("b", "b text")]
     assert found.empty_captions == [d / "a.png"]
-    assert found.missing_captions == [d / "c.png"]
-    assert any("cannot be read as UTF-8" in p for p in found.problems)
+    assert found.missing_captions == []
+    assert [u.path for u in found.unreadable_captions] == [d / "c.caption"]
+    assert found.unreadable_items == [d / "c.png"] and found.kept_keys == {"c"}
+    assert any(
+        f"caption {d / 'c.caption'} is not UTF-8 text (byte 0xff at offset 0)" in p for p in found.problems
+    )
 
 
 def test_duplicate_basenames_share_cache_files(tmp_path: Path) -> None:

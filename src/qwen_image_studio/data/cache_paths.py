@@ -39,7 +39,7 @@ import os
 import re
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -421,9 +421,14 @@ def text_cache_current(entry: CacheEntry) -> bool:
 
 
 def cache_state(
-    entries: list[CacheEntry], cache_dir: Path, arch: str, check_contents: bool = True
+    entries: list[CacheEntry],
+    cache_dir: Path,
+    arch: str,
+    check_contents: bool = True,
+    kept_keys: Collection[str] = (),
 ) -> CacheState:
-    """Compare the cache files a dataset needs with those in its cache folder."""
+    """Compare the cache files a dataset needs with those in its cache folder (``kept_keys``: see
+    :func:`stale_cache_files`)."""
     state = CacheState()
     for e in entries:
         if e.latent_path.is_file():
@@ -440,12 +445,19 @@ def cache_state(
                 state.outdated_reasons[e.text_path] = reason
         else:
             state.text_missing.append(e.text_path)
-    state.stale = stale_cache_files(cache_dir, entries, arch)
+    state.stale = stale_cache_files(cache_dir, entries, arch, kept_keys)
     return state
 
 
-def stale_cache_files(cache_dir: Path, entries: list[CacheEntry], arch: str) -> list[Path]:
-    """Cache files of this ``arch`` in ``cache_dir`` that belong to no current item."""
+def stale_cache_files(
+    cache_dir: Path, entries: list[CacheEntry], arch: str, kept_keys: Collection[str] = ()
+) -> list[Path]:
+    """Cache files of this ``arch`` in ``cache_dir`` that belong to no current item.
+
+    Files whose key is in ``kept_keys`` (items still in the dataset that could not be read this time:
+    ``DatasetItems.kept_keys``) are never stale, whatever size their name records.
+    """
+    kept = set(kept_keys)
     cache_dir = Path(cache_dir)
     if not cache_dir.is_dir():
         return []
@@ -456,6 +468,7 @@ def stale_cache_files(cache_dir: Path, entries: list[CacheEntry], arch: str) -> 
             continue
         latent = parse_latent_cache_name(p.name)
         text = parse_text_cache_name(p.name)
-        if (latent is not None and latent[2] == arch) or (text is not None and text[1] == arch):
+        key_arch = (latent[0], latent[2]) if latent is not None else text
+        if key_arch is not None and key_arch[1] == arch and key_arch[0] not in kept:
             stale.append(p)
     return stale

@@ -19,7 +19,26 @@ _EXIF_IN_HEADER = {"JPEG", "MPO", "WEBP"}  # formats whose EXIF Pillow reads wit
 
 
 class ImageReadError(Exception):
-    """An image file that cannot be read; the message is a short reason."""
+    """An image file that cannot be read; the message is a short reason, ``path`` the file (if known)."""
+
+    def __init__(self, reason: str, path: Path | None = None) -> None:
+        super().__init__(reason)
+        self.path = path
+
+
+_READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+"""What Pillow raises for a file it cannot open or decode (truncated, corrupt, unreadable)."""
+
+
+def read_error_reason(exc: BaseException) -> str:
+    """One short line for why Pillow (or the file system) could not read an image."""
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image Pillow can read"
+    if isinstance(exc, Image.DecompressionBombError):
+        return "too many pixels (a decompression-bomb guard)"
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return exc.strerror  # "Permission denied": the caller names the file
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def is_image_file(path: Path) -> bool:
@@ -48,14 +67,10 @@ def probe_image(path: Path, decode: bool = False) -> Size:
                     im.load()
                 else:
                     im.verify()
-    except UnidentifiedImageError:
-        raise ImageReadError("not an image Pillow can read") from None
-    except Image.DecompressionBombError:
-        raise ImageReadError("too many pixels (a decompression-bomb guard)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageReadError(str(exc) or type(exc).__name__) from None
+    except _READ_ERRORS as exc:
+        raise ImageReadError(read_error_reason(exc), path) from None
     if w <= 0 or h <= 0:
-        raise ImageReadError(f"empty image ({w}x{h})")
+        raise ImageReadError(f"empty image ({w}x{h})", path)
     return (h, w) if swap else (w, h)
 
 
@@ -64,6 +79,21 @@ def load_image(path: Path) -> Image.Image:
     with Image.open(path) as im:
         im = ImageOps.exif_transpose(im)
         return im.convert("RGB")
+
+
+def read_image(path: Path) -> Image.Image:
+    """:func:`load_image`, but ImageReadError (a short reason and the path) if the file cannot be decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return load_image(path)
+    except _READ_ERRORS as exc:
+        raise ImageReadError(read_error_reason(exc), path) from None
+
+
+def read_image_for_bucket(path: Path, bucket: Size) -> Image.Image:
+    """:func:`load_image_for_bucket`, but ImageReadError if the file cannot be decoded."""
+    return resize_to_bucket(read_image(path), bucket)
 
 
 def resize_to_bucket(image: Image.Image, bucket: Size) -> Image.Image:

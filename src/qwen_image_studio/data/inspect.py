@@ -59,7 +59,7 @@ class ControlReport(BaseModel):
 
 
 class UnreadableReport(BaseModel):
-    """An image that cannot be read, and why."""
+    """An image or caption file that cannot be read, and why."""
 
     path: str
     reason: str
@@ -82,6 +82,8 @@ class DatasetSummary(BaseModel):
     captions_found: int
     captions_missing: list[str]
     captions_empty: list[str]
+    captions_unreadable: list[UnreadableReport] = []
+    """Caption files that exist but cannot be read (not UTF-8, permissions); their images are left out."""
     buckets: list[BucketReport]
     samples_per_epoch: int
     batches_per_epoch: int
@@ -90,6 +92,9 @@ class DatasetSummary(BaseModel):
     latent_cache: CacheReport
     text_cache: CacheReport
     stale_cache_files: list[str]
+    """Cache files that match no image; never those of images that are present but unreadable."""
+    kept_cache_keys: list[str] = []
+    """Basenames of images present but unreadable: their cache files are kept, not stale."""
     problems: list[str]
 
 
@@ -129,8 +134,9 @@ def _summarise(found: DatasetItems) -> DatasetSummary:
     """Turn one dataset's discovery and cache state into its report."""
     d = found.dataset
     buckets = _bucket_reports(found)
-    state = cache_state([i.cache_entry() for i in found.items], d.cache_directory, found.arch)
-    problems = list(found.problems) + _cache_problems(state, len(found.items))
+    entries = [i.cache_entry() for i in found.items]
+    state = cache_state(entries, d.cache_directory, found.arch, kept_keys=found.kept_keys)
+    problems = list(found.problems) + _cache_problems(state, len(found.items), found.listing_complete)
     controls = None
     if found.has_controls or found.edit:
         per_image = Counter(len(i.control_paths) for i in found.items)
@@ -156,6 +162,9 @@ def _summarise(found: DatasetItems) -> DatasetSummary:
         captions_found=found.captions_found,
         captions_missing=[str(p) for p in found.missing_captions],
         captions_empty=[str(p) for p in found.empty_captions],
+        captions_unreadable=[
+            UnreadableReport(path=str(u.path), reason=u.reason) for u in found.unreadable_captions
+        ],
         buckets=buckets,
         samples_per_epoch=sum(b.samples for b in buckets),
         batches_per_epoch=sum(b.batches for b in buckets),
@@ -166,6 +175,7 @@ def _summarise(found: DatasetItems) -> DatasetSummary:
         ),
         text_cache=_cache_report(state, state.text_present, state.text_missing, state.text_outdated),
         stale_cache_files=[str(p) for p in state.stale],
+        kept_cache_keys=sorted(found.kept_keys),
         problems=problems,
     )
 
@@ -202,7 +212,7 @@ def _bucket_reports(found: DatasetItems) -> list[BucketReport]:
     return out
 
 
-def _cache_problems(state: CacheState, usable: int) -> list[str]:
+def _cache_problems(state: CacheState, usable: int, listing_complete: bool = True) -> list[str]:
     """Cache states worth acting on: partly cached, outdated or stale files."""
     out = []
     for kind, present, outdated, stage in (
@@ -218,7 +228,12 @@ def _cache_problems(state: CacheState, usable: int) -> list[str]:
                 f"{len(outdated)} {kind} cache file(s) were made with other settings, captions, images or "
                 f"control images; run {stage} again (e.g. {first.name}: {why})"
             )
-    if state.stale:
+    if state.stale and not listing_complete:
+        out.append(
+            f"{len(state.stale)} cache file(s) match no image read from the list (e.g. {state.stale[0].name}); "
+            "they may belong to the entries that cannot be read, so the caching stages keep them"
+        )
+    elif state.stale:
         out.append(
             f"{len(state.stale)} cache file(s) belong to no current image (e.g. {state.stale[0].name}); "
             "delete them, or a musubi-style trainer will still train on them"
@@ -254,10 +269,14 @@ def _format_dataset(s: DatasetSummary) -> list[str]:
         f"  resolution {w}x{h}, buckets {bucket_mode}, batch size {s.batch_size}, repeats {s.num_repeats}",
         f"  cache directory: {s.cache_directory}",
         f"  images: {s.image_count} found, {s.usable} usable, {len(s.unreadable)} unreadable",
-        f"  captions: {s.captions_found} found, {len(s.captions_missing)} missing, {len(s.captions_empty)} empty",
     ]
-    lines += [f"    missing caption: {p}" for p in s.captions_missing[:10]]
     lines += [f"    unreadable: {u.path} ({u.reason})" for u in s.unreadable[:10]]
+    lines.append(
+        f"  captions: {s.captions_found} found, {len(s.captions_missing)} missing, "
+        f"{len(s.captions_unreadable)} unreadable, {len(s.captions_empty)} empty"
+    )
+    lines += [f"    missing caption: {p}" for p in s.captions_missing[:10]]
+    lines += [f"    unreadable caption: {u.reason}" for u in s.captions_unreadable[:10]]
     lines.append(f"  buckets ({len(s.buckets)}):")
     for b in s.buckets:
         ctrl = (
@@ -282,7 +301,12 @@ def _format_dataset(s: DatasetSummary) -> list[str]:
             lines.append(f"    outdated: {Path(path).name}: {cache.reasons.get(path, 'outdated')}")
         if len(cache.outdated) > _LISTED:
             lines.append(f"    ... and {len(cache.outdated) - _LISTED} more outdated")
-    lines.append(f"  stale cache files: {len(s.stale_cache_files)}")
+    kept = (
+        f", {len(s.kept_cache_keys)} unreadable item(s) whose cache files are kept"
+        if s.kept_cache_keys
+        else ""
+    )
+    lines.append(f"  stale cache files: {len(s.stale_cache_files)}{kept}")
     return lines
 
 

@@ -2,6 +2,13 @@
 
 Discovery never raises for content problems: unreadable images, missing captions or control images are
 listed (and left out of the usable items) so that one bad file does not stop a run or an inspection.
+
+An item that is still in the dataset but could not be read (its image, its caption or, in edit mode, a
+control image: corrupt, truncated, not UTF-8, not readable for permissions) is told apart from one that
+is gone: :attr:`DatasetItems.kept_keys` names it, so the stale-cache cleanup never deletes its cache
+files (fixing the file and caching again with ``--skip_existing`` picks up where it left off). When a
+JSON-lines list has lines that cannot be read, nothing shows which images they named, so
+:attr:`DatasetItems.listing_complete` is False and no cache file of that dataset counts as stale.
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,11 +77,15 @@ class DatasetItem:
 
 
 @dataclass(frozen=True)
-class UnreadableImage:
-    """An image or control image that could not be read, and why."""
+class UnreadableFile:
+    """An image, control image or caption file that could not be read, and why."""
 
     path: Path
     reason: str
+
+
+UnreadableImage = UnreadableFile
+"""The former name, for images and control images."""
 
 
 @dataclass
@@ -89,12 +101,29 @@ class DatasetItems:
     empty_captions: list[Path] = field(default_factory=list)
     missing_controls: list[Path] = field(default_factory=list)
     unmatched_controls: list[Path] = field(default_factory=list)
-    unreadable: list[UnreadableImage] = field(default_factory=list)
-    unreadable_controls: list[UnreadableImage] = field(default_factory=list)
+    unreadable: list[UnreadableFile] = field(default_factory=list)
+    unreadable_controls: list[UnreadableFile] = field(default_factory=list)
+    unreadable_captions: list[UnreadableFile] = field(default_factory=list)
+    """Caption files that exist but cannot be read (not UTF-8, permissions): not "missing"."""
+    unreadable_items: list[Path] = field(default_factory=list)
+    """Target images left out because one of their files could not be read (one entry per item)."""
+    unreadable_lines: int = 0
+    """JSON-lines entries that could not be read (not UTF-8, not JSON, no image_path), or every line
+    when the list itself cannot be read (counted as 1)."""
     too_small: list[Path] = field(default_factory=list)
     captions_found: int = 0
     has_controls: bool = False
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def kept_keys(self) -> frozenset[str]:
+        """Cache keys of items still in the dataset but unreadable: their cache files are never stale."""
+        return frozenset(item_key(p) for p in self.unreadable_items)
+
+    @property
+    def listing_complete(self) -> bool:
+        """Whether every image of the dataset is known (False when JSON-lines entries could not be read)."""
+        return self.unreadable_lines == 0
 
 
 @dataclass
@@ -105,6 +134,10 @@ class _Candidate:
     caption: str | None
     caption_path: Path | None
     control_paths: tuple[Path, ...] = ()
+    caption_error: str | None = None
+    """Why an existing caption file could not be read; the caption is then None."""
+    damaged: bool = False
+    """A JSON-lines entry with a malformed field (the item counts as unreadable if it is left out)."""
 
 
 def discover_items(dataset: Dataset, edit: bool = False, decode: bool = False) -> DatasetItems:
@@ -136,6 +169,21 @@ def read_caption(path: Path) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
+def utf8_error(exc: UnicodeDecodeError, base: int = 0) -> str:
+    """Where UTF-8 decoding failed, e.g. ``byte 0xff at offset 3`` (``base`` adds to the offset)."""
+    data = exc.object
+    if isinstance(data, (bytes, bytearray, memoryview)) and exc.start < len(data):
+        return f"byte 0x{bytes(data)[exc.start]:02x} at offset {base + exc.start}"
+    return exc.reason
+
+
+def caption_read_error(path: Path, exc: OSError | UnicodeDecodeError) -> str:
+    """Why a caption file that exists could not be read, naming the file."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"caption {path} is not UTF-8 text ({utf8_error(exc)})"
+    return f"caption {path} cannot be read ({exc.strerror or exc})"
+
+
 def _from_directory(dataset: Dataset, result: DatasetItems) -> list[_Candidate]:
     """Images in image_directory with captions beside them and controls from control_directory."""
     assert dataset.image_directory is not None
@@ -147,13 +195,13 @@ def _from_directory(dataset: Dataset, result: DatasetItems) -> list[_Candidate]:
     out = []
     for image in images:
         caption_path = image.with_suffix(dataset.caption_extension)
-        caption = None
+        caption, error = None, None
         if caption_path.is_file():
             try:
                 caption = read_caption(caption_path)
             except (OSError, UnicodeDecodeError) as exc:
-                result.problems.append(f"caption {caption_path} cannot be read as UTF-8 text: {exc}")
-        out.append(_Candidate(image, caption, caption_path, controls.get(image, ())))
+                error = caption_read_error(caption_path, exc)
+        out.append(_Candidate(image, caption, caption_path, controls.get(image, ()), caption_error=error))
     return out
 
 
@@ -190,24 +238,30 @@ def _from_jsonl(dataset: Dataset, result: DatasetItems) -> list[_Candidate]:
     path = dataset.image_jsonl_file
     assert path is not None
     base = path.parent
-    out = []
+    out: list[_Candidate] = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        result.problems.append(f"{path} cannot be read: {exc}")
+        data = path.read_bytes()
+    except OSError as exc:
+        result.unreadable_lines = 1
+        result.problems.append(f"{path} cannot be read ({exc.strerror or exc}); no cache file is removed")
         return out
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    for number, line, error in _jsonl_lines(data):
+        if error is None and not line.strip():
             continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as exc:
-            result.problems.append(f"{path} line {number}: not valid JSON ({exc.msg}); line skipped")
-            continue
-        if not isinstance(entry, dict) or not isinstance(entry.get("image_path"), str):
-            result.problems.append(f'{path} line {number}: needs "image_path" (a string); line skipped')
+        entry = None
+        if error is None:
+            try:
+                entry = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                error = f"not valid JSON ({getattr(exc, 'msg', 'nested too deeply')})"
+        if error is None and (not isinstance(entry, dict) or not isinstance(entry.get("image_path"), str)):
+            error = 'needs "image_path" (a string)'
+        if error is not None or not isinstance(entry, dict):
+            result.unreadable_lines += 1
+            result.problems.append(f"{path} line {number}: {error}; line skipped")
             continue
         controls = _jsonl_controls(entry)
+        damaged = controls is None
         if controls is None:
             result.problems.append(
                 f'{path} line {number}: "control_path" must be a string or a list of strings'
@@ -222,8 +276,26 @@ def _from_jsonl(dataset: Dataset, result: DatasetItems) -> list[_Candidate]:
                 caption=caption.strip() if isinstance(caption, str) else None,
                 caption_path=None,
                 control_paths=tuple(_resolve(c, base) for c in controls),
+                damaged=damaged,
             )
         )
+    return out
+
+
+def _jsonl_lines(data: bytes) -> list[tuple[int, str, str | None]]:
+    """(line number, text, why it cannot be decoded or None) per line of a JSON-lines file.
+
+    Lines are decoded one by one, so that one line that is not UTF-8 loses only that line; a UTF-8 byte
+    order mark at the start is dropped.
+    """
+    out = []
+    offset = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    for number, raw in enumerate(data[offset:].split(b"\n"), start=1):
+        try:
+            out.append((number, raw.decode("utf-8"), None))
+        except UnicodeDecodeError as exc:
+            out.append((number, "", f"not UTF-8 text ({utf8_error(exc, offset)})"))
+        offset += len(raw) + 1
     return out
 
 
@@ -252,18 +324,18 @@ def _resolve(value: str, base: Path) -> Path:
     return p if p.is_absolute() else (base / p).resolve()
 
 
-def _probe(path: Path, decode: bool, bad: list[UnreadableImage]) -> Size | None:
+def _probe(path: Path, decode: bool, bad: list[UnreadableFile]) -> Size | None:
     """An image's size, or None after listing it in ``bad``."""
     if not path.is_file():
-        bad.append(UnreadableImage(path, "file not found"))
+        bad.append(UnreadableFile(path, "file not found"))
         return None
     if not is_image_file(path):
-        bad.append(UnreadableImage(path, f"unsupported extension {path.suffix!r}"))
+        bad.append(UnreadableFile(path, f"unsupported extension {path.suffix!r}"))
         return None
     try:
         return probe_image(path, decode=decode)
     except ImageReadError as exc:
-        bad.append(UnreadableImage(path, str(exc)))
+        bad.append(UnreadableFile(path, str(exc)))
         return None
 
 
@@ -277,7 +349,12 @@ def _check_candidate(
     """Turn a candidate into an item, or record every reason it is left out."""
     size = _probe(cand.image_path, decode, result.unreadable)
     usable = size is not None
-    if cand.caption is None:
+    unreadable = size is None and cand.image_path.is_file()
+    if cand.caption_error is not None:
+        assert cand.caption_path is not None
+        result.unreadable_captions.append(UnreadableFile(cand.caption_path, cand.caption_error))
+        usable, unreadable = False, True
+    elif cand.caption is None:
         result.missing_captions.append(cand.image_path)
         usable = False
     elif not cand.caption:
@@ -292,7 +369,11 @@ def _check_candidate(
         sizes.append(control_sizes[c])
     if result.edit and any(s is None for s in sizes):
         usable = False
+        pairs = zip(cand.control_paths, sizes, strict=True)
+        unreadable = unreadable or any(s is None and c.is_file() for c, s in pairs)
     if not usable or size is None:
+        if unreadable or cand.damaged:
+            result.unreadable_items.append(cand.image_path)
         return None
     bucket = select_bucket(size, dataset.resolution, dataset.enable_bucket, dataset.bucket_no_upscale)
     buckets: tuple[Size, ...] = ()
@@ -342,6 +423,23 @@ def _names(paths: list[Path], limit: int = 5) -> str:
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
+_LISTED_FILES = 20
+"""Unreadable files of one kind named one per line (the rest are counted in one more line)."""
+
+
+def _each(
+    r: DatasetItems, files: list[UnreadableFile], what: str, line: Callable[[UnreadableFile], str]
+) -> None:
+    """One problem per file (the first few), then one line counting the rest."""
+    r.problems += [line(u) for u in files[:_LISTED_FILES]]
+    if len(files) > _LISTED_FILES:
+        r.problems.append(f"{len(files) - _LISTED_FILES} more {what} (dataset inspect --json lists them all)")
+
+
+def _kept(kept: bool) -> str:
+    return "; its cache files are kept" if kept else ""
+
+
 def _summarise_problems(r: DatasetItems) -> None:
     """One line per kind of problem, naming the files involved."""
     d = r.dataset
@@ -354,13 +452,26 @@ def _summarise_problems(r: DatasetItems) -> None:
         )
     if r.empty_captions:
         r.problems.append(f"{len(r.empty_captions)} caption(s) are empty: {_names(r.empty_captions)}")
-    if r.unreadable:
-        reasons = "; ".join(f"{u.path.name}: {u.reason}" for u in r.unreadable[:5])
-        r.problems.append(f"{len(r.unreadable)} image(s) cannot be read and are left out: {reasons}")
-    if r.unreadable_controls:
-        reasons = "; ".join(f"{u.path.name}: {u.reason}" for u in r.unreadable_controls[:5])
-        left = " and their targets are left out" if r.edit else ""
-        r.problems.append(f"{len(r.unreadable_controls)} control image(s) cannot be read{left}: {reasons}")
+    kept = set(r.unreadable_items)
+    _each(
+        r,
+        r.unreadable,
+        "image(s) cannot be read",
+        lambda u: f"image {u.path} cannot be read ({u.reason}); left out{_kept(u.path in kept)}",
+    )
+    _each(
+        r,
+        r.unreadable_captions,
+        "caption(s) cannot be read",
+        lambda u: f"{u.reason}; its image is left out{_kept(True)}",
+    )
+    left = f"; its target is left out{_kept(True)}" if r.edit else ""
+    _each(
+        r,
+        r.unreadable_controls,
+        "control image(s) cannot be read",
+        lambda u: f"control image {u.path} cannot be read ({u.reason}){left}",
+    )
     if r.too_small:
         r.problems.append(
             f"{len(r.too_small)} image(s) are smaller than {STEP} px on a side: {_names(r.too_small)}"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +17,12 @@ import torch
 from PIL import Image
 
 from ..data.cache_paths import control_fingerprint, text_cache_metadata, text_tensor_key
-from ..data.images import load_image
+from ..data.images import read_image
 from ..data.items import DatasetItem
 from ..events import EventWriter
 from ..models.loading import load_prompt_encoder
 from ..params.schema import StudioConfig
-from .common import run_cache_stage, save_cache_file
+from .common import BatchEncoder, Unreadable, read_items, run_cache_stage, save_cache_file
 
 log = logging.getLogger(__name__)
 
@@ -130,26 +129,40 @@ def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> 
     the device never holds the bf16 language model (see `load_prompt_encoder` for the figures).
     """
 
-    def load(device: torch.device, dtype: torch.dtype) -> Callable[[list[DatasetItem]], None]:
+    def load(device: torch.device, dtype: torch.dtype) -> BatchEncoder:
         pipe = load_encoding_pipeline(config, device, dtype)
         return lambda batch: _encode_batch(pipe, config.model_version, batch, device)
 
     run_cache_stage(config, events, "text", load)
 
 
-def _encode_batch(pipe: Any, model_version: str, batch: list[DatasetItem], device: torch.device) -> None:
+def _encode_batch(
+    pipe: Any, model_version: str, batch: list[DatasetItem], device: torch.device
+) -> list[Unreadable]:
     """Encode one batch of captions (with their control images in edit mode) and write one file per item.
 
     In edit mode each file records the control images the text encoder saw (``control_sha256``, hashed
-    before they are read for encoding, so a file changed meanwhile shows up as outdated next time).
+    before they are read for encoding, so a file changed meanwhile shows up as outdated next time); items
+    whose control images cannot be decoded are left out (their files untouched) and returned with why.
     """
-    captions = [i.caption for i in batch]
+    unreadable: list[Unreadable] = []
     controls = None
     fingerprints: list[str | None] = [None] * len(batch)
     if model_version != "original":
-        fingerprints = [control_fingerprint(i.control_paths) for i in batch]
-        controls = [[load_image(p) for p in i.control_paths] for i in batch]
-    embeds = encode(pipe, model_version, captions, controls, device)
+        read, unreadable = read_items(batch, _read_controls)
+        if not read:
+            return unreadable
+        batch = [item for item, _, _ in read]
+        fingerprints = [fingerprint for _, fingerprint, _ in read]
+        controls = [images for _, _, images in read]
+    embeds = encode(pipe, model_version, [i.caption for i in batch], controls, device)
     for item, embed, fingerprint in zip(batch, embeds, fingerprints, strict=True):
         meta = text_cache_metadata(item.caption, fingerprint)
         save_cache_file({text_tensor_key(embed.dtype): embed}, item.text_cache_path, meta)
+    return unreadable
+
+
+def _read_controls(item: DatasetItem) -> tuple[DatasetItem, str, list[Image.Image]]:
+    """An item with its control images' fingerprint (taken first) and the decoded images."""
+    fingerprint = control_fingerprint(item.control_paths)
+    return item, fingerprint, [read_image(p) for p in item.control_paths]

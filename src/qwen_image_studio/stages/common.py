@@ -7,15 +7,23 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 from ..data.config import load_dataset_config
+from ..data.images import ImageReadError
 from ..data.items import DatasetItem, DatasetItems, discover_items
 from ..events import EventWriter, ProgressTracker
 from ..params.schema import StudioConfig
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+Unreadable = tuple[DatasetItem, str]
+"""An item a batch encoder could not read, and why (one line naming the file)."""
+BatchEncoder = Callable[[list[DatasetItem]], list[Unreadable]]
+"""Encodes one batch and writes its cache files; returns the items it skipped as unreadable."""
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -79,16 +87,50 @@ def save_cache_file(tensors: Mapping[str, torch.Tensor], path: Path, metadata: d
         raise
 
 
+def read_items(
+    batch: list[DatasetItem], read: Callable[[DatasetItem], T]
+) -> tuple[list[T], list[Unreadable]]:
+    """``read(item)`` for each item of a batch; those whose files cannot be read are set aside with why.
+
+    ``read`` raises ImageReadError (a decode failure) or OSError (a file it cannot open or hash).
+    """
+    done: list[T] = []
+    skipped: list[Unreadable] = []
+    for item in batch:
+        try:
+            done.append(read(item))
+        except ImageReadError as exc:
+            path = exc.path or item.image_path
+            what = "image" if path == item.image_path else "control image"
+            skipped.append((item, f"{what} {path} cannot be read ({exc})"))
+        except OSError as exc:
+            skipped.append(
+                (item, f"{exc.filename or item.image_path} cannot be read ({exc.strerror or exc})")
+            )
+    return done, skipped
+
+
 def remove_stale(found: DatasetItems, kind: str, keep: bool, events: EventWriter) -> int:
-    """Delete `kind` ("latent" or "text") cache files of this mode that belong to no item, unless kept."""
+    """Delete `kind` ("latent" or "text") cache files of this mode that belong to no item, unless kept.
+
+    Files of items still in the dataset but unreadable are never deleted; nor is anything when the
+    dataset's image list could not be read in full (see ``data.items``).
+    """
     from ..data.cache_paths import parse_latent_cache_name, stale_cache_files
 
     entries = [item.cache_entry() for item in found.items]
     stale = [
         p
-        for p in stale_cache_files(found.dataset.cache_directory, entries, found.arch)
+        for p in stale_cache_files(found.dataset.cache_directory, entries, found.arch, found.kept_keys)
         if (parse_latent_cache_name(p.name) is not None) == (kind == "latent")
     ]
+    if stale and not found.listing_complete:
+        events.warning(
+            f"{found.dataset.label}: not removing {len(stale)} {kind} cache file(s) that match no image: "
+            f"{found.unreadable_lines} entry(ies) of {found.dataset.source} could not be read, so they may "
+            "belong to those"
+        )
+        return 0
     if keep:
         if stale:
             events.warning(
@@ -147,7 +189,7 @@ def run_cache_stage(
     config: StudioConfig,
     events: EventWriter,
     kind: str,
-    load: Callable[[torch.device, torch.dtype], Callable[[list[DatasetItem]], None]],
+    load: Callable[[torch.device, torch.dtype], BatchEncoder],
 ) -> None:
     """The loop both caching stages share: discover, skip what is current, encode in batches, drop stale files.
 
@@ -155,12 +197,18 @@ def run_cache_stage(
     With --skip_existing an item is encoded again when its file is missing or outdated (another bucket,
     caption or control image: see ``data.cache_paths``); the first ten outdated ones are logged with
     the reason (the rest at debug level).
+
+    Items that cannot be read (a corrupt or truncated image, a caption that is not UTF-8, a file without
+    read permission), found by discovery or when the encoder decodes them, are skipped with one warning
+    each and their existing cache files are left as they are. As the reference trainer does, the stage
+    goes on and exits 0; the summary line and the ``metric`` event (``skipped``) count them.
     """
     found = discover(config, events)
     todo = [(r, item) for r in found for item in r.items]
     if config.skip_existing:
         todo = _skip_current(kind, todo)
     written = 0
+    skipped = sum(len(r.unreadable_items) + r.unreadable_lines for r in found)
     if todo:
         device = resolve_device(config.device)
         encode_batch = load(device, model_dtype(device))
@@ -169,10 +217,23 @@ def run_cache_stage(
         for result in found:
             items = [i for r, i in todo if r is result]
             for batch in batches(items, config.cache_batch_size or result.dataset.batch_size):
-                encode_batch(batch)
-                written += len(batch)
+                unreadable = encode_batch(batch)
+                for _, why in unreadable:
+                    events.warning(f"{result.dataset.label}: {why}; skipped, its cache files are kept")
+                written += len(batch) - len(unreadable)
+                skipped += len(unreadable)
                 tracker.advance(len(batch))
         tracker.close()
     removed = sum(remove_stale(r, kind, config.keep_cache, events) for r in found)
-    log.info("%s caches: %d written, %d stale removed", kind, written, removed)
-    events.emit("metric", step=written, written=written, removed=removed)
+    if skipped:
+        log.warning(
+            "%s caches: %d written, %d item(s) skipped as unreadable (see the warnings above; their cache "
+            "files are kept), %d stale removed",
+            kind,
+            written,
+            skipped,
+            removed,
+        )
+    else:
+        log.info("%s caches: %d written, %d stale removed", kind, written, removed)
+    events.emit("metric", step=written, written=written, skipped=skipped, removed=removed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +15,12 @@ from ..params.validate import ConfigProblems, Message
 from . import security
 from .config_mirror import CONFIGS_DIR, ConfigMirror
 from .configs import import_demo_configs
+from .db_check import repair_database
 from .demo_setup import DemoBuilder, demo_dir
 from .i18n import TABLE, request_language
 from .jobs.commands import NotReady, stage_command
 from .jobs.hub import Hub
+from .jobs.snapshot import JobSnapshots
 from .jobs.store import JobStore
 from .jobs.supervisor import STALL_AFTER_S, Supervisor, job_paths
 from .paths import resolve_in
@@ -123,6 +126,13 @@ def _register_errors(app: Flask) -> None:
         status = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, NameTaken) else 400
         return _error(status, exc.code, str(exc), exc.i18n)
 
+    @app.errorhandler(sqlite3.DatabaseError)
+    def _database_error(exc: sqlite3.DatabaseError) -> Response:
+        busy = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+        key = "err.database_busy" if busy else "err.database"
+        msg = Message(key, {"path": studio().store.path, "detail": exc})
+        return _error(503, "database_busy" if busy else "database", msg.render(), msg)
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response | HTTPException:
         if not request.path.startswith("/api/"):
@@ -159,9 +169,10 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
     mirror = ConfigMirror(workspace / CONFIGS_DIR)
+    repair = repair_database(workspace)  # a damaged database is kept aside and rebuilt; None when sound
     store = Store(workspace / DB_NAME, listener=mirror)
     mirror.fill_in(store.list_configs())
-    jobs = JobStore(store)
+    jobs = JobStore(store, listener=JobSnapshots(workspace))
     hub = Hub(lambda job_id: job_paths(workspace, job_id))
     supervisor = Supervisor(
         workspace, jobs, hub, stop_timeout=stop_timeout, command=command, stall_after=stall_after
@@ -184,6 +195,8 @@ def create_app(
         mirror=mirror,
         allowed_dirs=tuple(Path(d).expanduser().resolve() for d in allow_dirs),
     )
+    if repair is not None:
+        state.notices.extend(repair.notices())
     state.import_demo()
     app.extensions[EXTENSION] = state
     security.install(app, token)

@@ -143,6 +143,27 @@ EN: dict[str, str] = {
     "cmdline.bad_start": "the command line should start with python, accelerate or a flag, not {token}",
     "cmdline.not_accepted": "the command line was not accepted",
     "notice.demo_not_imported": "demo configuration not imported: {detail}",
+    "notice.db_rebuilt": (
+        "The database {path} was damaged ({problem}). It was kept as {kept} and a new one was made: "
+        "{jobs} jobs rebuilt from the job folders, {configs} saved configurations from {configs_dir}."
+    ),
+    "notice.db_missing": (
+        "The database {path} was missing although job folders exist. A new one was made: "
+        "{jobs} jobs rebuilt from the job folders, {configs} saved configurations from {configs_dir}."
+    ),
+    "notice.db_jobs_left": "{count} job folders had no readable job.json and are not listed: {folders}.",
+    "db.missing": "the file is missing",
+    "db.empty": "the file is empty although the workspace has jobs or configurations",
+    "db.not_sqlite": "the file is not an SQLite database",
+    "db.check_failed": "SQLite's check found errors: {detail}",
+    "db.unreadable": "SQLite cannot read it: {detail}",
+    "db.no_table": "its table {table} is missing",
+    "db.columns": "its table {table} is not the studio's",
+    "err.database": (
+        "The database {path} cannot be read ({detail}). Restart the web UI: it checks the file at start "
+        "and rebuilds it from the job folders."
+    ),
+    "err.database_busy": "The database {path} is busy ({detail}); try again in a moment.",
     "demo.creating": "Creating the demo workspace (tiny models and a small dataset)…",
     "demo.ready": "The demo workspace is ready; its configurations are listed.",
     "demo.failed": "The demo workspace could not be created:",
@@ -273,6 +294,24 @@ ZH: dict[str, str] = {
     "cmdline.bad_start": "命令行应以 python、accelerate 或参数开头，而不是 {token}",
     "cmdline.not_accepted": "命令行未被接受",
     "notice.demo_not_imported": "演示配置未导入：{detail}",
+    "notice.db_rebuilt": (
+        "数据库 {path} 已损坏（{problem}）。旧文件保留为 {kept}，并已新建数据库："
+        "从任务文件夹重建了 {jobs} 个任务，从 {configs_dir} 恢复了 {configs} 个已保存的配置。"
+    ),
+    "notice.db_missing": (
+        "数据库 {path} 不存在，但工作区中有任务文件夹。已新建数据库："
+        "从任务文件夹重建了 {jobs} 个任务，从 {configs_dir} 恢复了 {configs} 个已保存的配置。"
+    ),
+    "notice.db_jobs_left": "{count} 个任务文件夹没有可读的 job.json，未列入任务记录：{folders}。",
+    "db.missing": "文件不存在",
+    "db.empty": "文件为空，但工作区中有任务或配置",
+    "db.not_sqlite": "文件不是 SQLite 数据库",
+    "db.check_failed": "SQLite 检查发现错误：{detail}",
+    "db.unreadable": "SQLite 无法读取：{detail}",
+    "db.no_table": "缺少数据表 {table}",
+    "db.columns": "数据表 {table} 的结构不是本工具的",
+    "err.database": "无法读取数据库 {path}（{detail}）。请重启 Web 界面：启动时会检查该文件，并从任务文件夹重建。",
+    "err.database_busy": "数据库 {path} 正忙（{detail}），请稍后再试。",
     "demo.creating": "正在创建演示工作区（微型模型与小数据集）…",
     "demo.ready": "演示工作区已就绪，其配置已列出。",
     "demo.failed": "无法创建演示工作区：",

@@ -177,12 +177,17 @@ class Store:
         with self._connect() as db:
             return db.execute("SELECT 1 FROM configs WHERE name = ?", (name,)).fetchone() is not None
 
-    def save_config(self, name: str, document: dict[str, Any], overwrite: bool = False) -> StoredConfig:
-        """Save a document under a name; an existing one is replaced only with `overwrite`."""
+    def save_config(
+        self, name: str, document: dict[str, Any], overwrite: bool = False, saved_at: str | None = None
+    ) -> StoredConfig:
+        """Save a document under a name; an existing one is replaced only with `overwrite`.
+
+        `saved_at` (ISO time) is when it was saved, for a configuration restored from a file; else now.
+        """
         with self._config_writes:
             name = check_name(name)
             text = json.dumps(document, ensure_ascii=False, sort_keys=True)
-            now = _now()
+            now = saved_at or _now()
             with self._transaction() as db:
                 exists = db.execute("SELECT 1 FROM configs WHERE name = ?", (name,)).fetchone() is not None
                 if exists and not overwrite:

@@ -8,7 +8,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 from ...params.validate import Message
@@ -108,10 +108,12 @@ class Job:
 
     @classmethod
     def from_record(cls, data: dict[str, Any]) -> Job:
-        """The job `record` wrote (KeyError, TypeError or ValueError when `data` is not one)."""
-        values = dict(data)
-        stages = [StageRun(**s) for s in values.pop("stages")]
-        job = cls(**values, stages=stages)
+        """The job `record` wrote (KeyError, TypeError or ValueError when `data` is not one); keys it does
+        not know (from a later version) are left out."""
+        known = {f.name for f in fields(cls)} - {"stages"}
+        stage_known = {f.name for f in fields(StageRun)}
+        stages = [StageRun(**{k: v for k, v in s.items() if k in stage_known}) for s in data["stages"]]
+        job = cls(**{k: v for k, v in data.items() if k in known}, stages=stages)
         if not isinstance(job.id, int) or not isinstance(job.params, dict) or not isinstance(job.kind, str):
             raise ValueError("not a job record")
         return job

@@ -8,6 +8,7 @@ import fcntl
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import threading
 import time
@@ -262,8 +263,21 @@ class Supervisor:
                 os.close(fd)  # releases the lock
 
     def _serve(self) -> None:
+        unreadable = False
         while not self._closing.is_set():
-            job = self._next()
+            try:
+                job = self._next()
+            except sqlite3.DatabaseError as exc:  # damaged while running: the queue waits for a restart
+                if not unreadable:
+                    log.error(
+                        "cannot read the jobs from %s (%s): restart the web UI to repair it",
+                        self.jobs.store.path,
+                        exc,
+                    )
+                unreadable = True
+                self._closing.wait(5.0)
+                continue
+            unreadable = False
             if job is None:
                 self._wake.wait(1.0)
                 self._wake.clear()
