@@ -12,7 +12,6 @@ import logging
 import random
 import shutil
 import sqlite3
-import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -22,9 +21,8 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from test_webui_jobs import FAKE_STAGE, FakeStages, ready_params
 
-from qwen_image_studio.params.schema import StudioConfig
-from qwen_image_studio.params.spec import Stage
 from qwen_image_studio.webui.app import create_app, studio_of
 from qwen_image_studio.webui.db_check import DAMAGED, damage_of, move_aside
 from qwen_image_studio.webui.jobs.snapshot import SNAPSHOT_NAME, read_snapshot
@@ -33,63 +31,6 @@ from qwen_image_studio.webui.store import DB_NAME
 ORIGIN = {"Origin": "http://localhost"}
 ZH = {"X-Studio-Lang": "zh-CN"}
 CONFIG_NAME = "my config"
-
-FAKE_STAGE = r"""
-import argparse, json, sys, time
-p = argparse.ArgumentParser()
-p.add_argument("--events_file")
-p.add_argument("--stage")
-p.add_argument("--exit", type=int, default=0)
-a = p.parse_args()
-with open(a.events_file, "a") as ev:
-    ev.write(json.dumps({"t": time.time(), "stage": a.stage, "type": "started", "argv": sys.argv[1:]}) + "\n")
-    print(f"{a.stage} ran")
-    if a.exit:
-        ev.write(json.dumps({"t": time.time(), "stage": a.stage, "type": "failed",
-                             "reason": "fake failure", "exit_code": a.exit}) + "\n")
-    else:
-        ev.write(json.dumps({"t": time.time(), "stage": a.stage, "type": "finished"}) + "\n")
-sys.exit(a.exit)
-"""
-
-
-class FakeStages:
-    """The supervisor's stage command: the fake stage, failing for the stages named in `failing`."""
-
-    def __init__(self, script: Path) -> None:
-        self.script = script
-        self.failing: set[str] = set()
-
-    def __call__(self, stage: Stage, config: StudioConfig, events_file: Path) -> list[str]:
-        extra = ["--exit", "3"] if stage.value in self.failing else []
-        return [
-            sys.executable,
-            str(self.script),
-            "--events_file",
-            str(events_file),
-            "--stage",
-            stage.value,
-            *extra,
-        ]
-
-
-def ready_params(root: Path) -> dict[str, Any]:
-    """Values that pass every stage's checks (the files exist; the fake stage ignores them)."""
-    files = root / "inputs"
-    files.mkdir(exist_ok=True)
-    for name in ("dit.safetensors", "vae.safetensors", "te.safetensors"):
-        (files / name).write_bytes(b"x")
-    toml = files / "dataset.toml"
-    toml.write_text(f'[[datasets]]\nimage_directory = "{files}"\n', encoding="utf-8")
-    return {
-        "dit": str(files / "dit.safetensors"),
-        "vae": str(files / "vae.safetensors"),
-        "text_encoder": str(files / "te.safetensors"),
-        "dataset_config": str(toml),
-        "output_dir": "output",
-        "output_name": "fake",
-        "logging_dir": "logs",
-    }
 
 
 def wait_final(client: FlaskClient, job_id: int, timeout: float = 30.0) -> dict[str, Any]:
@@ -136,11 +77,11 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Any], li
         res = client.post("/api/configs", json={"name": CONFIG_NAME, "params": params}, headers=ORIGIN)
         assert res.status_code == 200, res.get_json()
         for kind, failing in (("cache_latents", set()), ("pipeline", {"cache_text_encoder_outputs"})):
-            fake.failing = failing
+            fake.options = {stage: ["--exit", "3", "--reason", "fake failure"] for stage in failing}
             res = client.post("/api/jobs", json={"kind": kind, "params": params}, headers=ORIGIN)
             assert res.status_code == 200, res.get_json()
             wait_final(client, res.get_json()["job"]["id"])
-        fake.failing = set()
+        fake.options = {}
         res = client.post(
             "/api/jobs",
             json={"kind": "train_network", "params": params, "config_name": CONFIG_NAME},

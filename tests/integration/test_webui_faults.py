@@ -15,24 +15,17 @@ import pytest
 from flask import Flask
 from test_webui_jobs import ORIGIN, FakeStages, ready_params
 from test_webui_jobs import fake as fake  # noqa: F401 - the fixture
+from test_webui_orphans import close_app
 
 from qwen_image_studio.webui.app import create_app, studio_of
 from qwen_image_studio.webui.jobs.hub import Hub, Subscriber
-
-
-def _close(app: Flask) -> None:
-    state = studio_of(app)
-    for job in state.jobs.with_status("queued", "running"):
-        state.supervisor.stop(job.id)
-    state.supervisor.wait_idle(30)
-    state.close()
 
 
 @pytest.fixture
 def app(tmp_path: Path, fake: FakeStages) -> Iterator[Flask]:
     made = create_app(tmp_path / "ws", command=fake, stop_timeout=2.0, allow_dirs=(tmp_path,))
     yield made
-    _close(made)
+    close_app(made)
 
 
 def test_a_fresh_watcher_gets_only_its_tail_of_a_huge_log(tmp_path: Path) -> None:
@@ -182,7 +175,7 @@ def test_jobs_write_only_inside_the_workspace_and_allowed_folders(tmp_path: Path
         assert status["allowed_dirs"] == [str((tmp_path / "inputs").resolve())]
         assert not Path("/etc/qwen").exists() and not Path("/root/logs").exists()
     finally:
-        _close(app)
+        close_app(app)
 
 
 def test_output_name_must_be_a_file_name_stem(app: Flask, tmp_path: Path) -> None:
