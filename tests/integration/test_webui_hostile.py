@@ -9,6 +9,7 @@ limits, numbers beyond 64 bits, wrong types, lone surrogates, traversal). The co
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import socket
 from collections.abc import Iterator
@@ -188,7 +189,7 @@ def test_every_http_route_answers_hostile_input_with_a_4xx(client: FlaskClient, 
                 tally,
                 "POST",
                 "/api/configs/import",
-                data={"file": (__import__("io").BytesIO(content), filename)},
+                data={"file": (io.BytesIO(content), filename)},
                 headers={"X-Studio-Upload": "1"},
                 content_type="multipart/form-data",
             )

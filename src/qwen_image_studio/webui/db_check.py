@@ -8,7 +8,6 @@ has tables that are not the studio's, or is empty while jobs exist is moved to
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sqlite3
@@ -23,6 +22,7 @@ from .i18n import TABLE
 from .jobs.snapshot import job_folders, read_snapshots
 from .jobs.store import JobStore
 from .store import DB_NAME, MIGRATIONS, Store, StoreError
+from .views_util import parse_json
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def restore_configs(store: Store, folder: Path) -> int:
         if file.name.startswith("."):
             continue
         try:
-            doc = json.loads(file.read_text(encoding="utf-8"))
+            doc = parse_json(file.read_text(encoding="utf-8"))
             if not isinstance(doc, dict) or not isinstance(doc.get("params"), dict):
                 raise ValueError("not a configuration document")
             name = doc.get("name") if isinstance(doc.get("name"), str) else unquote(file.stem)

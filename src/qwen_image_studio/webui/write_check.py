@@ -8,12 +8,12 @@ files, so that a read-only or full disk is reported before training starts, not 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import struct
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from ..errors import DatasetError
@@ -24,6 +24,7 @@ from ..params.spec import Stage
 from ..params.validate import Join, Message, Problem
 from ..training.lora_keys import select_targets
 from .paths import inside
+from .views_util import parse_json
 
 MIB = 2**20
 SMALL_FILES = 64 * MIB  # room a caching, logging or generating folder needs at least
@@ -58,14 +59,30 @@ def _dit_files(dit: str | None) -> list[Path]:
     return sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
 
 
-def _header(file: Path) -> dict[str, dict[str, object]]:
-    """A safetensors file's header (names, dtypes, shapes), read without loading a tensor."""
+def _linear_shapes(file: Path) -> dict[str, list[int]]:
+    """The 2-D weights of a safetensors file by module path, from its header (no tensor is loaded)."""
+    stat = file.stat()
+    return dict(_linear_shapes_of(str(file), stat.st_mtime_ns, stat.st_size))
+
+
+@lru_cache(maxsize=8)
+def _linear_shapes_of(file: str, mtime_ns: int, size: int) -> tuple[tuple[str, list[int]], ...]:
+    """`_linear_shapes` of one version of a file (the form checks often; the header is read once)."""
     with open(file, "rb") as fh:
-        (size,) = struct.unpack("<Q", fh.read(8))
-        if size > MAX_HEADER:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        if length > MAX_HEADER:
             raise ValueError("header too large")
-        header = json.loads(fh.read(size))
-    return {k: v for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+        header = parse_json(fh.read(length))
+    if not isinstance(header, dict):
+        raise ValueError("not a safetensors header")
+    return tuple(
+        (name.removeprefix(COMFY_PREFIX).removesuffix(".weight"), shape)
+        for name, info in header.items()
+        if isinstance(info, dict)
+        and name.endswith(".weight")
+        and isinstance(shape := info.get("shape"), list)
+        and len(shape) == 2
+    )
 
 
 def lora_file_bytes(config: StudioConfig) -> int:
@@ -73,10 +90,7 @@ def lora_file_bytes(config: StudioConfig) -> int:
     linears: dict[str, list[int]] = {}
     try:
         for file in _dit_files(config.dit):
-            for name, info in _header(file).items():
-                shape = info.get("shape")
-                if name.endswith(".weight") and isinstance(shape, list) and len(shape) == 2:
-                    linears[name.removeprefix(COMFY_PREFIX).removesuffix(".weight")] = shape
+            linears.update(_linear_shapes(file))
     except (OSError, ValueError, struct.error):
         linears = {}
     extra = {}

@@ -42,7 +42,7 @@ def _count(message: dict[str, Any], key: str, default: int, upto: int = MAX_JOB_
         number = int(value)
     except (ValueError, OverflowError):
         raise ValueError(key) from None
-    if isinstance(value, float) and number != value or not 0 <= number <= upto:
+    if (isinstance(value, float) and number != value) or not 0 <= number <= upto:
         raise ValueError(key)
     return number
 
