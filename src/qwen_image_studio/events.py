@@ -4,12 +4,24 @@ Stages write human logs to stdout/stderr and machine events here; the web UI rea
 state and never guesses it from log text. Every event has ``t`` (unix time), ``stage`` and ``type``:
 
 - ``started``: ``argv``, ``pid``
-- ``progress``: ``phase``, ``done``, ``total``, ``rate`` (per second), ``eta`` (seconds), optional ``unit``
+- ``progress``: ``phase``, ``done``, ``total``, ``rate`` (per second), ``eta`` (seconds), optional ``unit``;
+  optional ``sub`` (true) and ``step`` (see below)
 - ``metric``: ``step`` plus named values (``loss``, ``loss_avg``, ``lr`` ...)
 - ``warning``: ``message``
-- ``artifact``: ``kind`` ("checkpoint", "sample", "image", "cache", "state"), ``path``
-- ``finished``: optional summary values
+- ``artifact``: ``kind`` ("checkpoint", "sample", "image", "cache", "state"), ``path``; a training sample
+  also has ``prompt`` (its text), ``index`` (its line among the sample prompts, from 0) and ``step``
+- ``finished``: optional summary values; ``peak_gpu_memory_bytes`` and ``peak_gpu_memory_allocated_bytes``
+  (PyTorch's peak reserved and allocated CUDA memory) when the stage used a GPU; also on ``failed`` after
+  an out-of-memory or unexpected error
 - ``failed``: ``reason`` (one line a user can act on), ``exit_code``
+
+Progress phases. A stage's *main* phase ("cache latents", "cache texts", "train", "generate") measures
+the stage: its ``done / total`` only grows. Work done inside it (training's sample images, "sample", and
+checkpoint saving, "save") is a *sub-phase*: its events have ``sub: true`` and ``step``, the main phase's
+count when it began (so a throttled main event cannot lag behind), and the UI shows them beside the
+job's bar without moving it. ``rate`` and ``eta`` count only the units done since the tracker started
+(a resumed run's earlier steps are not "done" in this run); training's ``eta`` is the steps left at the
+average pace so far, which includes the sampling and saving done so far, so it foresees the later ones.
 """
 
 from __future__ import annotations
@@ -54,9 +66,9 @@ class EventWriter:
         print(f"warning: {message}", file=sys.stderr, flush=True)
         self.emit("warning", message=message)
 
-    def artifact(self, kind: str, path: str | Path) -> None:
-        """Announce a file the stage wrote (checkpoint, sample image, cache file, state)."""
-        self.emit("artifact", kind=kind, path=str(path))
+    def artifact(self, kind: str, path: str | Path, **info: Any) -> None:
+        """Announce a file the stage wrote (checkpoint, sample image, cache file, state), with details."""
+        self.emit("artifact", kind=kind, path=str(path), **info)
 
     def progress(self, items: Iterable[T], total: int, phase: str, unit: str = "it") -> Iterator[T]:
         """Iterate with a progress bar on a terminal and throttled ``progress`` events."""
@@ -74,21 +86,34 @@ class EventWriter:
 
 
 class ProgressTracker:
-    """Counts work done; emits a progress event at most every `interval` seconds and at the end."""
+    """Counts work done; emits a progress event at most every `interval` seconds and at the end.
+
+    `done`: units done before this run (a resumed training); `extra`: values every event carries (a
+    sub-phase's ``sub`` and ``step``)."""
 
     def __init__(
-        self, events: EventWriter, total: int, phase: str, unit: str = "it", interval: float = 0.5
+        self,
+        events: EventWriter,
+        total: int,
+        phase: str,
+        unit: str = "it",
+        interval: float = 0.5,
+        done: int = 0,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         self.events, self.total, self.phase, self.unit, self.interval = events, total, phase, unit, interval
-        self.done = 0
+        self.done = self.first = done
+        self.extra = extra or {}
         self.start = time.monotonic()
         self._last = 0.0
         self._bar = None
         if sys.stderr.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=phase, unit=unit)
-        events.emit("progress", phase=phase, done=0, total=total, rate=0.0, eta=None, unit=unit)
+            self._bar = tqdm(total=total, initial=done, desc=phase, unit=unit)
+        events.emit(
+            "progress", phase=phase, done=done, total=total, rate=0.0, eta=None, unit=unit, **self.extra
+        )
 
     def advance(self, n: int = 1, **values: Any) -> None:
         """Record n more units done; extra values (loss, lr) ride along on the event."""
@@ -106,7 +131,7 @@ class ProgressTracker:
 
     def _emit(self, now: float, values: dict[str, Any]) -> None:
         elapsed = max(now - self.start, 1e-9)
-        rate = self.done / elapsed
+        rate = (self.done - self.first) / elapsed
         eta = (self.total - self.done) / rate if rate > 0 else None
         self.events.emit(
             "progress",
@@ -116,6 +141,7 @@ class ProgressTracker:
             rate=round(rate, 4),
             eta=None if eta is None else round(eta, 1),
             unit=self.unit,
+            **self.extra,
             **values,
         )
 

@@ -159,6 +159,14 @@ def load_config(page: Any, name: str) -> None:
     page.fill("#config-name", "")
     page.select_option("#config-list", name)
     page.wait_for_function("n => document.querySelector('#config-name').value === n", arg=name)
+    open_all(page)
+
+
+def open_all(page: Any) -> None:
+    """Unfold every section and its "more options" (the page remembers what was left open)."""
+    page.evaluate(
+        "() => document.querySelectorAll('#config-form details:not([open]) > summary').forEach(s => s.click())"
+    )
 
 
 def stage_status(page: Any, stage: str) -> str | None:
@@ -472,6 +480,7 @@ def test_switching_to_chinese_is_remembered(page: Any) -> None:
     assert page.get_attribute("html", "lang") == "zh-CN"
     sync_api.expect(page.locator("#history-title")).to_have_text("历史记录")
     sync_api.expect(page.locator("#job-summary")).to_contain_text("已停止")
+    sync_api.expect(page.locator("#job-stages")).to_contain_text("已由你停止")  # not "exit code -15"
     shot(page, "07-chinese-jobs", full_page=True)
     page.click("#tab-btn-config")
     sync_api.expect(page.locator("details[data-group='models'] > summary")).to_have_text("模型路径")

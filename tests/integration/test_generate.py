@@ -200,10 +200,10 @@ def test_save_merged_model_writes_the_dit_with_the_lora_merged_in(
 
 
 def test_sample_images_with_the_live_training_model(demo: Path, tmp_path: Path) -> None:
+    from qwen_image_studio.data.prompt_files import parse_sample_prompts
     from qwen_image_studio.models.loading import load_dit, load_vae
     from qwen_image_studio.params.validate import validate_config
     from qwen_image_studio.training.sampling import (
-        parse_sample_prompts,
         prepare_sample_embeddings,
         sample_dir,
         sample_images,
@@ -212,7 +212,7 @@ def test_sample_images_with_the_live_training_model(demo: Path, tmp_path: Path) 
     comfy = demo / "models" / "comfyui"
     config = validate_config({"text_encoder": str(comfy / "qwen_2.5_vl_7b.safetensors"), "device": "cpu",
                               "mixed_precision": "no"})  # fmt: skip
-    prepared = prepare_sample_embeddings(config, parse_sample_prompts(demo / "sample_prompts.txt"))
+    prepared = prepare_sample_embeddings(config, parse_sample_prompts(demo / "sample_prompts_t2i.txt"))
     dit = load_dit(comfy / "qwen_image_bf16.safetensors", dtype=torch.float32)
     vae = load_vae(comfy / "qwen_image_vae.safetensors", dtype=torch.float32)
     dit.enable_gradient_checkpointing()

@@ -23,6 +23,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from qwen_image_studio.data.prompt_files import SamplePrompt
 from qwen_image_studio.events import EventWriter
 from qwen_image_studio.models.loading import load_dit, load_vae
 from qwen_image_studio.models.lora_apply import linear_paths, merge_loras, read_lora
@@ -30,7 +31,6 @@ from qwen_image_studio.models.lora_convert import convert_lora
 from qwen_image_studio.params.validate import validate_config
 from qwen_image_studio.training.lora_keys import ALPHA, DOWN, UP, lora_name, select_targets
 from qwen_image_studio.training.sampling import (
-    SamplePrompt,
     build_pipeline,
     generate_images,
     prepare_sample_embeddings,

@@ -28,14 +28,6 @@ def _drop_log_handlers() -> object:
     logging.getLogger().handlers.clear()
 
 
-@pytest.fixture(scope="module")
-def t2i(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A text-to-image dataset TOML over the demo images with both caches written."""
-    toml = ts.dataset_toml(demo, tmp_path_factory.mktemp("mem"), edit=False)
-    ts.cache(demo, toml)
-    return toml
-
-
 def _run(demo: Path, toml: Path, out: Path, **flags: object) -> tuple[list[float], dict[str, torch.Tensor]]:
     assert ts.train(ts.train_argv(demo, toml, out, **flags)) == 0, ts.failure(out / "events.jsonl")
     tensors, _ = read_lora_file(out / "lora.safetensors")
@@ -66,7 +58,7 @@ def test_block_swap_trains_exactly_like_the_plain_path(
     demo: Path, t2i: Path, tmp_path: Path, flags: dict[str, object], capsys: pytest.CaptureFixture[str]
 ) -> None:
     if flags.get("gradient_checkpointing") and not flags.get("fp8_base"):
-        flags = {**flags, **SAMPLES, "sample_prompts": demo / "sample_prompts.txt"}
+        flags = {**flags, **SAMPLES, "sample_prompts": demo / "sample_prompts_t2i.txt"}
     plain = _run(demo, t2i, tmp_path / "plain", **flags)
     capsys.readouterr()
     swapped = _run(demo, t2i, tmp_path / "swap", blocks_to_swap=1, **flags)

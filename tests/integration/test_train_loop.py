@@ -15,14 +15,6 @@ from qwen_image_studio.training import flow_matching as fm
 from qwen_image_studio.training.lora import read_lora_file
 
 
-@pytest.fixture(scope="module")
-def t2i(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A text-to-image dataset TOML over the demo images with both caches written."""
-    toml = ts.dataset_toml(demo, tmp_path_factory.mktemp("t2i"), edit=False)
-    ts.cache(demo, toml)
-    return toml
-
-
 def test_overfitting_the_demo_lowers_the_loss_clearly(demo: Path, t2i: Path, tmp_path: Path) -> None:
     argv = ts.train_argv(
         demo,
@@ -138,8 +130,10 @@ def test_epochs_accumulation_and_saving_follow_the_flags(demo: Path, t2i: Path, 
         "acc.safetensors",
     ]
     assert read_lora_file(tmp_path / "acc-000001.safetensors")[1]["ss_steps"] == "2"
-    progress = [e for e in events if e["type"] == "progress"]
+    progress = [e for e in events if e["type"] == "progress" and e["phase"] == "train"]
     assert progress[-1]["done"] == progress[-1]["total"] == 4 and "loss" in progress[-1]
+    saves = [e for e in events if e["type"] == "progress" and e["phase"] == "save"]
+    assert {e["step"] for e in saves} == {2, 3, 4} and all(e["sub"] for e in saves)  # a sub-phase of training
 
 
 def _trainer(demo: Path, toml: Path, max_grad_norm: float) -> tuple:
@@ -264,7 +258,7 @@ def test_sample_images_during_training_leave_the_loss_curve_unchanged(
         sampled,
         max_train_steps=4,
         network_dropout=0.1,
-        sample_prompts=demo / "sample_prompts.txt",
+        sample_prompts=demo / "sample_prompts_t2i.txt",
         sample_at_first=True,
         sample_every_n_steps=2,
     )

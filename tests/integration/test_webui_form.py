@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
+from node_support import node
 
 from qwen_image_studio.params.json_schema import form_schema, switch_needs
 from qwen_image_studio.params.schema import EDIT_VERSIONS
@@ -27,24 +25,6 @@ ORIGIN = {"Origin": "http://localhost"}
 @pytest.fixture
 def client(tmp_path: Path) -> FlaskClient:
     return create_app(tmp_path / "ws").test_client()
-
-
-def _node(script: str, stdin: str) -> object:
-    """Run an ES-module snippet with node (the form model is plain JS without a DOM) and parse its JSON."""
-    node = shutil.which("node")
-    if node is None:
-        if os.environ.get("CI"):
-            pytest.fail("node is not installed (the JS form model is tested with it)", pytrace=False)
-        pytest.skip("node is not installed")
-    out = subprocess.run(
-        [node, "--input-type=module", "-e", script],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return json.loads(out.stdout)
 
 
 MODEL_SCRIPT = f"""
@@ -99,7 +79,7 @@ def test_schema_is_served_with_ui_metadata(client: FlaskClient) -> None:
 
 def test_form_fields_equal_the_schema(client: FlaskClient) -> None:
     schema = client.get("/api/schema").get_json()
-    model = _node(MODEL_SCRIPT, json.dumps(schema))
+    model = node(MODEL_SCRIPT, json.dumps(schema))
     props = schema["properties"]
     names = [f["name"] for s in model["sections"] for f in s["fields"]]
     shown = [name for name, prop in props.items() if not prop.get("x-hidden")]
@@ -215,7 +195,7 @@ def test_client_messages_match_the_servers(client: FlaskClient) -> None:
             assert problem["field"] == name
             server[lang].append((name, value, problem["message_i18n"]))
             texts[lang].append(problem["message"])
-    rendered = _node(RENDER_SCRIPT, json.dumps({"schema": schema, "table": TABLE, "cases": server}))
+    rendered = node(RENDER_SCRIPT, json.dumps({"schema": schema, "table": TABLE, "cases": server}))
     for lang in TABLE:
         assert [client_text for client_text, _ in rendered[lang]] == texts[lang], lang
         assert [page_text for _, page_text in rendered[lang]] == texts[lang], lang

@@ -123,11 +123,16 @@ def fake(tmp_path: Path) -> FakeStages:
 
 
 def ready_params(tmp_path: Path) -> dict[str, Any]:
-    """Values that pass every stage's checks (the files exist; the fake stage ignores them)."""
+    """Values that pass every stage's checks (the files exist, one captioned image; the fake stage
+    ignores them)."""
+    from PIL import Image
+
     files = tmp_path / "inputs"
     files.mkdir(exist_ok=True)
     for name in ("dit.safetensors", "vae.safetensors", "te.safetensors"):
         (files / name).write_bytes(b"x")
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(files / "red.png")
+    (files / "red.txt").write_text("a red square\n", encoding="utf-8")
     toml = files / "dataset.toml"
     toml.write_text(f'[[datasets]]\nimage_directory = "{files}"\n', encoding="utf-8")
     return {
@@ -553,7 +558,7 @@ def test_start_is_refused_with_the_fields_to_fix(make_app, tmp_path: Path) -> No
 
 
 def test_files_are_served_only_from_the_jobs_output_folder(make_app, fake, tmp_path: Path) -> None:
-    out = tmp_path / "ws" / "output"
+    out = tmp_path / "ws" / "output" / "job-1"  # the job's run folder inside its output_dir
     outside = tmp_path / "elsewhere" / "secret.safetensors"
     fake.options["train_network"] = [
         "--artifact",

@@ -3,14 +3,10 @@ rules (each line once, the last N kept), and nothing loaded from outside the ser
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
+from node_support import node
 
 from qwen_image_studio.webui.app import create_app, studio_of
 from qwen_image_studio.webui.i18n import TABLE
@@ -18,18 +14,6 @@ from qwen_image_studio.webui.jobs import schema
 
 WEBUI = Path(__file__).resolve().parents[2] / "src" / "qwen_image_studio" / "webui"
 STATIC = WEBUI / "static"
-
-
-def node(script: str) -> object:
-    exe = shutil.which("node")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("node is not installed (the JS form model is tested with it)", pytrace=False)
-        pytest.skip("node is not installed")
-    out = subprocess.run(
-        [exe, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60, check=True
-    )
-    return json.loads(out.stdout)
 
 
 def test_every_state_the_page_shows_is_translated() -> None:

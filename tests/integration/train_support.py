@@ -38,6 +38,13 @@ def dataset_toml(demo: Path, folder: Path, edit: bool, batch_size: int = 1, num_
     return toml
 
 
+def cached_dataset(demo: Path, folder: Path) -> Path:
+    """A text-to-image dataset TOML over the demo images (in `folder`) with both caches written."""
+    toml = dataset_toml(demo, folder, edit=False)
+    cache(demo, toml)
+    return toml
+
+
 def cache(demo: Path, toml: Path, model_version: str = "original") -> None:
     """Run both caching stages in this process."""
     m = models(demo)

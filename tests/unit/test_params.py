@@ -372,8 +372,12 @@ def test_readme_cli_reference_is_generated_from_the_schema() -> None:
 
 
 def test_edit_model_version_needs_control_images_in_the_dataset(tmp_path: Path) -> None:
+    from PIL import Image
+
     images = tmp_path / "images"
     images.mkdir()
+    Image.new("RGB", (64, 64)).save(images / "one.png")
+    (images / "one.txt").write_text("a black square", encoding="utf-8")
     toml = tmp_path / "ds.toml"
     toml.write_text(
         f'[general]\nresolution = [64, 64]\n[[datasets]]\nimage_directory = "{images}"\n'

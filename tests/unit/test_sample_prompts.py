@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from qwen_image_studio.errors import ConfigError
-from qwen_image_studio.params.cli import parse_args, to_argv
-from qwen_image_studio.params.spec import Stage
-from qwen_image_studio.params.validate import ConfigProblems, validate_config
-from qwen_image_studio.training.sampling import (
+from qwen_image_studio.data.prompt_files import (
     PromptDefaults,
     SamplePrompt,
     parse_prompt_line,
     parse_sample_prompts,
     resolve_prompt,
 )
+from qwen_image_studio.errors import ConfigError
+from qwen_image_studio.params.cli import parse_args, to_argv
+from qwen_image_studio.params.spec import Stage
+from qwen_image_studio.params.validate import ConfigProblems, validate_config
 
 
 def _write(tmp_path: Path, text: str) -> Path:

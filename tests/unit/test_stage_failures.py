@@ -120,7 +120,12 @@ def test_the_english_has_one_home_and_every_key_chinese() -> None:
 
 
 def _inputs(tmp_path: Path) -> list[str]:
+    """A VAE file and a dataset of one captioned image: the stage's own checks pass."""
+    from PIL import Image
+
     (tmp_path / "vae.safetensors").write_bytes(b"x")
+    Image.new("RGB", (64, 64)).save(tmp_path / "one.png")
+    (tmp_path / "one.txt").write_text("a black square", encoding="utf-8")
     toml = tmp_path / "dataset.toml"
     toml.write_text(f'[[datasets]]\nimage_directory = "{tmp_path}"\n', encoding="utf-8")
     return ["--dataset_config", str(toml), "--vae", str(tmp_path / "vae.safetensors")]

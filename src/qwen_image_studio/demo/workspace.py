@@ -9,10 +9,18 @@ from ..params.config_files import save_config
 from ..params.schema import StudioConfig
 
 MARKER = ".demo-complete"
-SAMPLE_PROMPTS = (
-    "a red square on a white background --w 64 --h 64 --s 4 --d 1\n"
-    "a blue circle on a yellow background --w 64 --h 64 --s 4 --d 2\n"
-)
+# One prompt file per mode: edit versions render each line from its control image (``--ci``, relative to
+# the prompt file's folder), text-to-image takes none (the stages reject either one in the other mode).
+SAMPLE_PROMPTS = {
+    "sample_prompts_t2i.txt": (
+        "a red square on a white background --w 64 --h 64 --s 4 --d 1\n"
+        "a blue circle on a yellow background --w 64 --h 64 --s 4 --d 2\n"
+    ),
+    "sample_prompts_edit.txt": (
+        "a red square on a white background --ci dataset/controls/demo_00.png --w 64 --h 64 --s 4 --d 1\n"
+        "a blue circle on a black background --ci dataset/controls/demo_01.png --w 64 --h 64 --s 4 --d 2\n"
+    ),
+}
 
 
 def demo_configs(root: Path, models: dict[str, Path], dataset: dict[str, Path]) -> dict[str, StudioConfig]:
@@ -31,12 +39,15 @@ def demo_configs(root: Path, models: dict[str, Path], dataset: dict[str, Path]) 
         "save_every_n_epochs": 1,
         "max_data_loader_n_workers": 0,
         "persistent_data_loader_workers": False,
-        "sample_prompts": str(root / "sample_prompts.txt"),
         "sample_every_n_epochs": 1,
         "device": "cpu",
     }
     t2i = StudioConfig(
-        **common, dit=str(models["dit"]), dataset_config=str(dataset["t2i_toml"]), output_name="demo_t2i"
+        **common,
+        dit=str(models["dit"]),
+        dataset_config=str(dataset["t2i_toml"]),
+        output_name="demo_t2i",
+        sample_prompts=str(root / "sample_prompts_t2i.txt"),
     )
     edit = StudioConfig(
         **common,
@@ -44,6 +55,7 @@ def demo_configs(root: Path, models: dict[str, Path], dataset: dict[str, Path]) 
         dataset_config=str(dataset["edit_toml"]),
         output_name="demo_edit",
         model_version="edit-2509",
+        sample_prompts=str(root / "sample_prompts_edit.txt"),
     )
     return {"demo-t2i": t2i, "demo-edit": edit}
 
@@ -62,7 +74,8 @@ def create_demo(root: Path, seed: int = 0, force: bool = False) -> dict[str, Pat
     root.mkdir(parents=True, exist_ok=True)
     models = create_demo_models(root / "models", seed=seed)
     dataset = create_demo_dataset(root / "dataset", seed=seed)
-    (root / "sample_prompts.txt").write_text(SAMPLE_PROMPTS, encoding="utf-8")
+    for name, text in SAMPLE_PROMPTS.items():
+        (root / name).write_text(text, encoding="utf-8")
     for name, config in demo_configs(root, _model_roles(models), dataset).items():
         save_config(config, root / "configs" / f"{name}.json", name=name)
     (root / MARKER).write_text(f"seed={seed}\n", encoding="utf-8")
@@ -85,5 +98,6 @@ def demo_paths(root: Path) -> dict[str, Path]:
         "models": root / "models",
         "dataset": root / "dataset",
         "configs": root / "configs",
-        "sample_prompts": root / "sample_prompts.txt",
+        "sample_prompts": root / "sample_prompts_t2i.txt",
+        "sample_prompts_edit": root / "sample_prompts_edit.txt",
     }

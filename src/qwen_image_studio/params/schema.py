@@ -56,6 +56,7 @@ class StudioConfig(BaseModel):
             required_for=(T, G),
             path="file_or_dir",
             aliases=("dit_path",),
+            basic=True,
         ),
     )
     vae: str | None = param(
@@ -68,6 +69,7 @@ class StudioConfig(BaseModel):
             required_for=(CL, T, G),
             path="file_or_dir",
             aliases=("vae_path",),
+            basic=True,
         ),
     )
     text_encoder: str | None = param(
@@ -80,6 +82,7 @@ class StudioConfig(BaseModel):
             required_for=(CT, T, G),
             path="file_or_dir",
             aliases=("text_encoder_path",),
+            basic=True,
         ),
     )
     tokenizer: str | None = param(
@@ -100,6 +103,7 @@ class StudioConfig(BaseModel):
             "Model variant: original (text-to-image), edit, edit-2509 or edit-2511 (edit modes need control images)",
             "模型版本：original（文生图）、edit、edit-2509、edit-2511（编辑模式需要控制图像）",
             aliases=("edit_mode",),
+            basic=True,
         ),
     )
 
@@ -113,6 +117,7 @@ class StudioConfig(BaseModel):
             "数据集配置文件（TOML 格式）",
             required_for=(CL, CT, T),
             path="file",
+            basic=True,
         ),
     )
 
@@ -124,6 +129,7 @@ class StudioConfig(BaseModel):
             (T, G),
             "Mixed precision; bf16 is recommended on modern GPUs",
             "混合精度类型；推荐 bf16（现代 GPU，节省显存且保持精度）",
+            basic=True,
         ),
     )
     timestep_sampling: Literal["uniform", "sigmoid", "shift", "qwen_shift", "logsnr"] = param(
@@ -242,6 +248,7 @@ class StudioConfig(BaseModel):
             (T,),
             "Learning rate (5e-5 balances speed and stability)",
             "学习率（推荐 5e-5，平衡训练速度和稳定性）",
+            basic=True,
         ),
         ge=1e-6,
         le=1e-3,
@@ -279,6 +286,7 @@ class StudioConfig(BaseModel):
             (T,),
             "Number of epochs (raise it for small datasets)",
             "最大训练轮数（数据少时可提高）",
+            basic=True,
         ),
         ge=1,
         le=100,
@@ -324,6 +332,7 @@ class StudioConfig(BaseModel):
             (T,),
             "LoRA rank (8-16 balances size and expressiveness)",
             "LoRA 维度（推荐 8-16，平衡模型大小和表现力）",
+            basic=True,
         ),
         ge=1,
         le=256,
@@ -335,6 +344,7 @@ class StudioConfig(BaseModel):
             (T,),
             "LoRA alpha; the update is scaled by alpha / rank",
             "LoRA alpha；缩放系数为 alpha / 维度",
+            basic=True,
         ),
         gt=0.0,
         le=1024.0,
@@ -377,6 +387,7 @@ class StudioConfig(BaseModel):
             (T,),
             "Recompute activations in the backward pass to save memory",
             "梯度检查点（节省显存）",
+            basic=True,
         ),
     )
     persistent_data_loader_workers: bool = param(
@@ -393,6 +404,7 @@ class StudioConfig(BaseModel):
             (T, G),
             "Store the DiT weights in fp8 (recommended for 12-24 GB GPUs)",
             "DiT 以 FP8 存储（12GB 显卡推荐）",
+            basic=True,
         ),
     )
     fp8_scaled: bool = param(
@@ -432,6 +444,7 @@ class StudioConfig(BaseModel):
             (T, G),
             "DiT blocks kept in CPU memory and swapped in when used (0-59; 64 GB RAM advised)",
             "交换到内存的 DiT 块数（0-59；推荐 64GB 主内存）",
+            basic=True,
         ),
         ge=0,
         le=59,
@@ -487,11 +500,26 @@ class StudioConfig(BaseModel):
     # ---- logging and output ------------------------------------------------------------------
     output_dir: str | None = param(
         None,
-        ParamMeta("logging", (T,), "Folder for LoRA files", "输出目录", required_for=(T,), path="out_dir"),
+        ParamMeta(
+            "logging",
+            (T,),
+            "Folder for LoRA files",
+            "输出目录",
+            required_for=(T,),
+            path="out_dir",
+            basic=True,
+        ),
     )
     output_name: str | None = param(
         None,
-        ParamMeta("logging", (T,), "File-name prefix of the LoRA files", "输出文件名前缀", required_for=(T,)),
+        ParamMeta(
+            "logging",
+            (T,),
+            "File-name prefix of the LoRA files",
+            "输出文件名前缀",
+            required_for=(T,),
+            basic=True,
+        ),
     )
     logging_dir: str | None = param(
         "./logs", ParamMeta("logging", (T,), "TensorBoard log folder", "日志目录", path="out_dir")
@@ -500,7 +528,10 @@ class StudioConfig(BaseModel):
         "tensorboard", ParamMeta("logging", (T,), "Logging tool", "日志工具")
     )
     save_every_n_epochs: int | None = param(
-        1, ParamMeta("logging", (T,), "Save a LoRA every N epochs", "每 N 轮保存一次"), ge=1, le=100
+        1,
+        ParamMeta("logging", (T,), "Save a LoRA every N epochs", "每 N 轮保存一次", basic=True),
+        ge=1,
+        le=100,
     )
     save_every_n_steps: int | None = param(
         None, ParamMeta("logging", (T,), "Save a LoRA every N steps", "每 N 步保存一次"), ge=1, le=10_000_000
@@ -531,10 +562,14 @@ class StudioConfig(BaseModel):
             "Prompt file for sample images (one prompt per line, --w --h --s --d --l --n --ci options)",
             "采样提示词文件（每行一个提示词，可带 --w --h --s --d --l --n --ci 选项）",
             path="file",
+            basic=True,
         ),
     )
     sample_every_n_epochs: int | None = param(
-        None, ParamMeta("samples", (T,), "Generate samples every N epochs", "每 N 轮生成样例图"), ge=1, le=100
+        None,
+        ParamMeta("samples", (T,), "Generate samples every N epochs", "每 N 轮生成样例图", basic=True),
+        ge=1,
+        le=100,
     )
     sample_every_n_steps: int | None = param(
         None,
@@ -670,7 +705,9 @@ class StudioConfig(BaseModel):
     )
     skip_existing: bool = param(
         False,
-        ParamMeta("caching", CACHE, "Skip items whose cache files already exist", "跳过已存在的缓存文件"),
+        ParamMeta(
+            "caching", CACHE, "Skip items whose cache files already exist", "跳过已存在的缓存文件", basic=True
+        ),
     )
     keep_cache: bool = param(
         False,
@@ -688,6 +725,7 @@ class StudioConfig(BaseModel):
             (*CACHE, G),
             "Device for caching and generation, e.g. cuda, cuda:1 or cpu (default: cuda when available)",
             "缓存和生成使用的设备，如 cuda、cuda:1、cpu（默认有 GPU 时用 cuda）",
+            basic=True,
         ),
         pattern=r"^(cpu|cuda(:\d+)?|mps)$",
     )

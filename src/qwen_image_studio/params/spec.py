@@ -46,6 +46,7 @@ class ParamMeta:
     path: str = ""  # "file", "dir", "file_or_dir", "out_dir" (may not exist yet) or "" for no path
     choices: tuple[str, ...] = ()  # suggested values for free-form strings (e.g. optimizer_type)
     aliases: tuple[str, ...] = ()  # older names accepted in configuration files
+    basic: bool = False  # shown first in its UI section; the others fold under "more options"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -73,6 +74,8 @@ class _SchemaExtra:
             schema["x-path"] = m.path
         if m.choices:
             schema["x-choices"] = list(m.choices)
+        if m.basic:
+            schema["x-basic"] = True
         schema.update(m.extra)
 
 

@@ -35,6 +35,7 @@ MESSAGES: dict[str, str] = {
     "v.choice": "{flag}: {value} is not allowed; choose one of {allowed}",
     "v.not_int": "{flag}: {value} is not a whole number",
     "v.not_number": "{flag}: {value} is not a number",
+    "v.empty_number": "{flag}: a number is needed",
     "v.not_bool": "{flag}: {value} is not true or false",
     "v.with_allowed": "{problem}; allowed {allowed}",
     "v.pattern": "{flag}: {value} is not a valid value",
@@ -52,6 +53,7 @@ MESSAGES: dict[str, str] = {
     "v.is_folder": "{flag}: {path} is a folder; a file is expected",
     "v.is_file": "{flag}: {path} is a file; a folder is expected",
     "v.needs_control": "{flag} {version} needs control images: {dataset} of {path} has no control_directory",
+    "v.no_usable": "{flag}: {path} has no usable images: {detail}",
     # allowed values (the same text as FieldSpec.allowed(); a test keeps them equal)
     "allowed.range": "{low} to {high}",
     "allowed.range_gt": "above {low} to {high}",
@@ -77,6 +79,7 @@ STAGE_KEYS = (
     "v.is_folder",
     "v.is_file",
     "v.needs_control",
+    "v.no_usable",
     *RULES,
 )
 
@@ -325,6 +328,8 @@ def _message(err: dict[str, Any]) -> Problem:
         msg = Message("v.range", {**said, "allowed": allowed})
     elif typ == "literal_error":
         msg = Message("v.choice", {**said, "allowed": allowed})
+    elif typ.startswith(("int_", "float_")) and isinstance(value, _Raw) and not str(value).strip():
+        msg = Message("v.empty_number", {"flag": spec.flag})  # the form's wording for an empty box
     elif typ.startswith(("int_", "float_", "bool_")):
         key = {"int": "v.not_int", "float": "v.not_number", "bool": "v.not_bool"}[typ.split("_")[0]]
         msg = Message(key, said)
@@ -376,25 +381,39 @@ def _path_problem(flag: str, kind: str, value: str) -> Message | None:
 
 
 def stage_problems(config: StudioConfig, stage: Stage) -> list[Problem]:
-    """What stops a stage from running: missing required parameters and input paths that do not exist."""
+    """What stops a stage from running: missing required parameters, input paths that do not exist, and
+    what the stage would reject when it reads its inputs (dataset TOML, images, captions, control images,
+    prompt files), each naming the file (and line)."""
     missing: list[Problem] = []
     bad_paths: list[Problem] = []
     for spec in fields_for(stage):
-        value = getattr(config, spec.name)
+        value = getattr(config, spec.name, None)
         if stage in spec.meta.required_for and value in (None, ""):
             missing.append(Problem.of(spec.name, Message("v.required", {"flag": spec.flag})))
         elif spec.meta.path and value:
             msg = _path_problem(spec.flag, spec.meta.path, value)
             if msg:
                 bad_paths.append(Problem.of(spec.name, msg))
-    if not bad_paths and config.is_edit and config.dataset_config and stage != Stage.GENERATE:
-        bad_paths += _edit_dataset_problems(config)
+    if not bad_paths:
+        bad_paths += input_problems(config, stage)
     return bad_paths + missing
 
 
-def _edit_dataset_problems(config: StudioConfig) -> list[Problem]:
-    """Edit model versions train on (target, control) pairs: every dataset must name its control images."""
+def input_problems(config: StudioConfig, stage: Stage) -> list[Problem]:
+    """What the stage would reject in the files it reads (the paths themselves exist)."""
+    found: list[Problem] = []
+    if stage != Stage.GENERATE and config.dataset_config:
+        found += _dataset_problems(config)
+    prompts = _prompt_problem(config, stage)
+    if prompts is not None:
+        found.append(prompts)
+    return found
+
+
+def _dataset_problems(config: StudioConfig) -> list[Problem]:
+    """The dataset TOML as the stages load it; edit versions need control images; some image must be usable."""
     from ..data.config import load_dataset_config
+    from ..data.items import discover_items
     from ..errors import DatasetError
 
     fields = all_fields()
@@ -403,22 +422,62 @@ def _edit_dataset_problems(config: StudioConfig) -> list[Problem]:
         datasets = load_dataset_config(config.dataset_config).datasets  # type: ignore[arg-type]
     except DatasetError as exc:
         return [Problem.of("dataset_config", Message("v.detail", {"flag": flag, "detail": exc}))]
-    return [
-        Problem.of(
-            "dataset_config",
-            Message(
-                "v.needs_control",
-                {
-                    "flag": fields["model_version"].flag,
-                    "version": config.model_version,
-                    "dataset": ds.label,
-                    "path": config.dataset_config,
-                },
-            ),
-        )
-        for ds in datasets
-        if ds.image_directory is not None and ds.control_directory is None
-    ]
+    if config.is_edit:
+        no_control = [
+            Problem.of(
+                "dataset_config",
+                Message(
+                    "v.needs_control",
+                    {
+                        "flag": fields["model_version"].flag,
+                        "version": config.model_version,
+                        "dataset": ds.label,
+                        "path": config.dataset_config,
+                    },
+                ),
+            )
+            for ds in datasets
+            if ds.image_directory is not None and ds.control_directory is None
+        ]
+        if no_control:
+            return no_control
+    try:
+        results = [discover_items(ds, edit=config.is_edit) for ds in datasets]
+    except (DatasetError, OSError) as exc:
+        return [Problem.of("dataset_config", Message("v.detail", {"flag": flag, "detail": exc}))]
+    if any(r.items for r in results):
+        return []  # the stages leave unusable files out with a warning; the dataset tab lists them
+    detail = "; ".join(f"{r.dataset.label}: {problem}" for r in results for problem in r.problems)
+    values = {"flag": flag, "path": config.dataset_config, "detail": detail or "-"}
+    return [Problem.of("dataset_config", Message("v.no_usable", values))]
+
+
+def _prompt_problem(config: StudioConfig, stage: Stage) -> Problem | None:
+    """The first line of the prompts a stage renders that it would reject (training's sample prompts,
+    generate's prompt file or prompt), naming the file and line."""
+    from ..data.prompt_files import PromptDefaults, generation_prompts, resolve_prompt
+
+    if stage == Stage.TRAIN and config.sample_prompts:
+        name = "sample_prompts"
+    elif stage == Stage.GENERATE and (config.from_file or config.prompt):
+        name = "from_file" if config.from_file else "prompt"
+    else:
+        return None
+    flag = all_fields()[name].flag
+    try:
+        defaults = PromptDefaults.from_config(config)
+    except (AttributeError, TypeError, ValueError):
+        defaults = PromptDefaults()  # the form's own problems come first; judge the lines alone
+    try:
+        if name == "sample_prompts":
+            prompts = generation_prompts(config.sample_prompts)  # type: ignore[arg-type]
+        else:
+            prompts = generation_prompts(config.from_file, config.prompt, config.control_image_path)
+        for prompt in prompts:
+            resolve_prompt(prompt, defaults, config.model_version)
+    except ConfigError as exc:
+        return Problem.of(name, Message("v.detail", {"flag": flag, "detail": exc}))
+    return None
 
 
 def check_for_stage(config: StudioConfig, stage: Stage) -> StudioConfig:

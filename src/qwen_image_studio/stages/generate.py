@@ -19,10 +19,11 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..data.prompt_files import SamplePrompt
+from ..data.prompt_files import generation_prompts as prompt_lines
 from ..errors import ConfigError
 from ..events import EventWriter
 from ..memory.attention import attention_mode, check_backend
@@ -33,14 +34,7 @@ from ..models.loading import load_dit, load_vae
 from ..models.lora_apply import LoraFile, merge_loras, multipliers_for, read_lora
 from ..models.writing import comfy_dit_state_dict, stream_safetensors
 from ..params.schema import StudioConfig
-from ..training.sampling import (
-    SamplePrompt,
-    find_control_image,
-    free_memory,
-    generate_images,
-    parse_sample_prompts,
-    prepare_sample_embeddings,
-)
+from ..training.sampling import free_memory, generate_images, prepare_sample_embeddings
 from .common import model_dtype, resolve_device
 
 log = logging.getLogger(__name__)
@@ -48,18 +42,7 @@ log = logging.getLogger(__name__)
 
 def generation_prompts(config: StudioConfig) -> list[SamplePrompt]:
     """The prompts to render: the lines of --from_file, or --prompt with --control_image_path."""
-    if config.from_file:
-        prompts = parse_sample_prompts(config.from_file)
-        if config.control_image_path:  # lines without --ci use the command line's control images
-            controls = tuple(
-                find_control_image(c, None, "--control_image_path") for c in config.control_image_path
-            )
-            prompts = [p if p.control_images else replace(p, control_images=controls) for p in prompts]
-        return prompts
-    if not config.prompt:
-        raise ConfigError("--prompt or --from_file is required")
-    controls = tuple(find_control_image(c, None, "--control_image_path") for c in config.control_image_path)
-    return [SamplePrompt(config.prompt, control_images=controls, where="--prompt")]
+    return prompt_lines(config.from_file, config.prompt, config.control_image_path)
 
 
 def output_paths(save_path: Path, seeds: list[int]) -> list[Path]:

@@ -114,11 +114,22 @@ def _flag_value(argv: list[str], flag: str) -> str | None:
     return None
 
 
+def gpu_peak() -> dict[str, int]:
+    """The most GPU memory this process's CUDA allocator reserved and allocated (bytes), when it used CUDA."""
+    torch = sys.modules.get("torch")  # a stage that never imported torch used no GPU
+    if torch is None or not torch.cuda.is_initialized():
+        return {}
+    return {
+        "peak_gpu_memory_bytes": int(torch.cuda.max_memory_reserved()),
+        "peak_gpu_memory_allocated_bytes": int(torch.cuda.max_memory_allocated()),
+    }
+
+
 def _fail(events: EventWriter, msg: Message, code: int) -> int:
     """Print a failure reason as one line and write it to the events file (as text and as the message)."""
     reason = msg.render()
     print(f"error: {reason}", file=sys.stderr)
-    events.emit("failed", reason=reason, reason_i18n=msg.as_json(), exit_code=code)
+    events.emit("failed", reason=reason, reason_i18n=msg.as_json(), exit_code=code, **gpu_peak())
     return code
 
 
@@ -140,7 +151,7 @@ def main(stage: Stage, argv: list[str] | None = None) -> int:
             return _fail(events, Message("reason.not_available", {"stage": stage.value}), EXIT_NOT_AVAILABLE)
         events.emit("started", argv=args_list, pid=os.getpid())
         module.run(config, ns, events)
-        events.emit("finished")
+        events.emit("finished", **gpu_peak())
         return 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

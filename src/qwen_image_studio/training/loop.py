@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from ..events import EventWriter
+from ..events import EventWriter, ProgressTracker
 from ..memory.setup import configure_dit
 from ..params.schema import StudioConfig
 from . import flow_matching as fm
@@ -167,7 +167,10 @@ class Checkpointer:
         """Write ``{stem}.safetensors`` (and ``{stem}-state``) atomically; returns the LoRA path."""
         acc, cfg = self.accelerator, self.config
         path = self.output_dir / f"{stem}.safetensors"
+        saving = None
         if acc.is_main_process:
+            within = {"sub": True, "step": progress.step}  # a sub-phase of training (see ``events``)
+            saving = ProgressTracker(self.events, total=1, phase="save", unit="file", extra=within)
             meta = file_metadata(
                 cfg,
                 epoch=epoch,
@@ -180,6 +183,9 @@ class Checkpointer:
             log.info("saved %s", path)
         if cfg.save_state:
             self._save_state(self.output_dir / f"{stem}-state", progress)
+        if saving is not None:
+            saving.advance()
+            saving.close()
         acc.wait_for_everyone()
         return path
 
@@ -227,10 +233,11 @@ class SampleHook:
         self.vae: Any = None
         self.last_step = -1
         if self.enabled and accelerator.is_main_process:
+            from ..data.prompt_files import parse_sample_prompts
             from ..models.loading import load_vae
             from . import sampling
 
-            prompts = sampling.parse_sample_prompts(config.sample_prompts)  # type: ignore[arg-type]
+            prompts = parse_sample_prompts(config.sample_prompts)  # type: ignore[arg-type]
             self.prepared = sampling.prepare_sample_embeddings(config, prompts)
             self.vae = load_vae(config.vae, dtype=dtype, device="cpu")  # type: ignore[arg-type]
         accelerator.wait_for_everyone()

@@ -1,19 +1,18 @@
-"""Sample images: prompt files, prompt encoding, and image generation with a live DiT (training and generate).
+"""Sample images: prompt encoding and image generation with a live DiT (training and generate).
 
 Stable API (the training loop and ``stages/generate.py`` call these):
 
-- ``parse_sample_prompts(path) -> list[SamplePrompt]``: one prompt per line with the usual options
-  ``--w`` width, ``--h`` height, ``--s`` steps, ``--d`` seed, ``--l`` (or ``--g``) guidance scale,
-  ``--n`` negative prompt, ``--ci`` control image (repeat for several); ``#`` lines and blank lines are
-  skipped. Options not given stay None and take the configuration's defaults when prepared.
+Prompt files (``--w --h --s --d --l/--g --n --ci`` per line) are read by ``data/prompt_files``
+(``parse_sample_prompts``); options a line leaves out take the configuration's defaults when prepared.
+
 - ``prepare_sample_embeddings(config, prompts) -> PreparedSamples``: loads the text encoder once, encodes
   every prompt (and the negative prompt where guidance is on) exactly as the text-cache stage does, frees it.
 - ``sample_images(transformer, vae, prepared, out_dir, name_prefix, step_or_epoch, events, device, dtype)
   -> list[Path]``: generates with the live (LoRA-wrapped) transformer in eval mode without gradients,
   restores its train mode and the RNG state, writes ``out_dir/{name_prefix}_{step_or_epoch:06d}_{i:02d}.png``
-  atomically and emits one ``artifact`` event (kind "sample") per image. ``sample_dir(output_dir)`` is the
-  usual ``out_dir``. Pass the unwrapped module (not the DDP wrapper); gradient checkpointing may stay on.
-  Call it on the main process only.
+  atomically and emits one ``artifact`` event (kind "sample", with its prompt, index and step) per image.
+  ``sample_dir(output_dir)`` is the usual ``out_dir``. Pass the unwrapped module (not the DDP wrapper);
+  gradient checkpointing may stay on. Call it on the main process only.
 
 Also used by ``generate``: ``build_pipeline`` (a diffusers pipeline around a DiT and VAE), ``render`` (one
 image) and ``generate_images`` (every prompt to a given path, with progress and artifact events).
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image
 
-from qwen_image_studio.errors import ConfigError
+from qwen_image_studio.data.prompt_files import PromptDefaults, SamplePrompt, resolve_prompt
 from qwen_image_studio.events import EventWriter, ProgressTracker
 from qwen_image_studio.training.atomic import atomic_write
 
@@ -49,31 +48,6 @@ log = logging.getLogger(__name__)
 EMPTY_NEGATIVE = " "  # what diffusers' docs advise for "guidance without a negative prompt"
 MAX_SEQUENCE_LENGTH = 1024  # the text-cache stage keeps up to 1024 tokens; the pipeline default is 512
 SAMPLE_SUBDIR = "sample"
-_OPTIONS = {
-    "w": "width",
-    "h": "height",
-    "s": "steps",
-    "d": "seed",
-    "l": "guidance_scale",
-    "g": "guidance_scale",
-    "n": "negative_prompt",
-    "ci": "control_images",
-}
-
-
-@dataclass(frozen=True)
-class SamplePrompt:
-    """One line of a prompt file; None where the line gives no value (the configuration's default applies)."""
-
-    prompt: str
-    width: int | None = None
-    height: int | None = None
-    steps: int | None = None
-    seed: int | None = None
-    guidance_scale: float | None = None
-    negative_prompt: str | None = None
-    control_images: tuple[Path, ...] = ()
-    where: str = ""  # "FILE line N" for messages
 
 
 @dataclass
@@ -99,155 +73,6 @@ class PreparedSamples:
 
     model_version: str
     prompts: list[PreparedPrompt]
-
-
-@dataclass(frozen=True)
-class PromptDefaults:
-    """Values for options a prompt line leaves out."""
-
-    width: int = 1024
-    height: int = 1024
-    steps: int = 25
-    seed: int = 42
-    guidance_scale: float = 4.0
-    negative_prompt: str | None = None
-
-    @classmethod
-    def from_config(cls, config: StudioConfig) -> PromptDefaults:
-        """The generation settings of a configuration (``--image_size`` is H W)."""
-        height, width = config.image_size
-        return cls(
-            width, height, config.infer_steps, config.seed, config.guidance_scale, config.negative_prompt
-        )
-
-
-# ---- prompt files ------------------------------------------------------------------------------------
-def _number(kind: type, option: str, value: str, where: str) -> Any:
-    try:
-        return kind(value)
-    except ValueError:
-        wanted = "a whole number" if kind is int else "a number"
-        raise ConfigError(f"{where}: --{option} {value!r} is not {wanted}") from None
-
-
-def check_prompt_values(width: int, height: int, steps: int, seed: int, guidance: float, where: str) -> None:
-    """Raise ConfigError naming `where` for a size, step count, seed or guidance the pipelines cannot use."""
-    for name, value in (("width", width), ("height", height)):
-        if value < 16 or value % 16:
-            raise ConfigError(f"{where}: {name} {value} must be a multiple of 16 (at least 16)")
-    if steps < 2:
-        raise ConfigError(f"{where}: {steps} inference steps; at least 2 are needed")
-    if seed < 0:
-        raise ConfigError(f"{where}: seed {seed} must not be negative")
-    if guidance <= 0:
-        raise ConfigError(f"{where}: guidance scale {guidance} must be above 0 (1 turns guidance off)")
-
-
-def parse_prompt_line(line: str, where: str = "prompt", base: Path | None = None) -> SamplePrompt:
-    """One prompt line with its ``--w --h --s --d --l/--g --n --ci`` options."""
-    parts = (" " + line.strip()).split(" --")
-    text = parts[0].strip()
-    values: dict[str, Any] = {}
-    controls: list[Path] = []
-    for part in parts[1:]:
-        option, _, value = part.strip().partition(" ")
-        value = value.strip()
-        if not option:
-            continue
-        name = _OPTIONS.get(option)
-        if name is None:
-            log.warning("%s: ignoring unknown option --%s", where, option)
-            continue
-        if not value:
-            raise ConfigError(f"{where}: --{option} needs a value")
-        if name == "control_images":
-            controls.append(find_control_image(value, base, where))
-        elif name == "negative_prompt":
-            values[name] = value
-        elif name == "guidance_scale":
-            values[name] = _number(float, option, value, where)
-        else:
-            values[name] = _number(int, option, value, where)
-    if not text:
-        raise ConfigError(f"{where}: the line has options but no prompt")
-    prompt = SamplePrompt(text, control_images=tuple(controls), where=where, **values)
-    d = PromptDefaults()
-    check_prompt_values(
-        _pick(prompt.width, d.width),
-        _pick(prompt.height, d.height),
-        _pick(prompt.steps, d.steps),
-        _pick(prompt.seed, d.seed),
-        _pick(prompt.guidance_scale, d.guidance_scale),
-        where,
-    )
-    return prompt
-
-
-def _pick(value: Any, default: Any) -> Any:
-    return default if value is None else value
-
-
-def find_control_image(value: str, base: Path | None, where: str) -> Path:
-    """A control image path as written, else relative to the prompt file's folder; it must exist."""
-    raw = Path(value.strip("\"'")).expanduser()
-    candidates = [raw] if raw.is_absolute() or base is None else [raw, base / raw]
-    for path in candidates:
-        if path.is_file():
-            return path.resolve()
-    raise ConfigError(f"{where}: control image not found: {raw}")
-
-
-def parse_sample_prompts(path: str | Path) -> list[SamplePrompt]:
-    """The prompts of a prompt file (UTF-8, one per line; ``#`` comments and blank lines skipped)."""
-    p = Path(path).expanduser()
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ConfigError(f"prompt file not found: {p}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"prompt file {p} is unreadable: {exc}") from None
-    prompts = [
-        parse_prompt_line(line, f"{p} line {n}", p.parent)
-        for n, line in enumerate(text.splitlines(), start=1)
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
-    if not prompts:
-        raise ConfigError(f"prompt file {p} holds no prompt")
-    return prompts
-
-
-# ---- prompt encoding ---------------------------------------------------------------------------------
-def resolve_prompt(prompt: SamplePrompt, defaults: PromptDefaults, model_version: str) -> dict[str, Any]:
-    """A prompt's values with defaults filled in, checked against the model version."""
-    where = prompt.where or "prompt"
-    values = {
-        "prompt": prompt.prompt,
-        "width": _pick(prompt.width, defaults.width),
-        "height": _pick(prompt.height, defaults.height),
-        "steps": _pick(prompt.steps, defaults.steps),
-        "seed": _pick(prompt.seed, defaults.seed),
-        "guidance_scale": _pick(prompt.guidance_scale, defaults.guidance_scale),
-        "negative_prompt": _pick(prompt.negative_prompt, defaults.negative_prompt),
-        "control_paths": prompt.control_images,
-    }
-    check_prompt_values(
-        values["width"], values["height"], values["steps"], values["seed"], values["guidance_scale"], where
-    )
-    edit = model_version != "original"
-    if edit and not prompt.control_images:
-        raise ConfigError(
-            f"{where}: --model_version {model_version} needs a control image (--ci PATH on the "
-            "line, or --control_image_path)"
-        )
-    if not edit and prompt.control_images:
-        raise ConfigError(
-            f"{where}: control images need an edit --model_version (edit, edit-2509, edit-2511)"
-        )
-    if model_version == "edit" and len(prompt.control_images) > 1:
-        raise ConfigError(
-            f"{where}: --model_version edit takes one control image; edit-2509 and edit-2511 take several"
-        )
-    return values
 
 
 def prepare_sample_embeddings(config: StudioConfig, prompts: list[SamplePrompt]) -> PreparedSamples:
@@ -398,14 +223,20 @@ def generate_images(
     dtype: torch.dtype,
     artifact_kind: str = "sample",
     phase: str = "sample",
+    step: int | None = None,
 ) -> list[Path]:
-    """Render every prepared prompt to its path (eval mode, no grad, RNG and train mode restored)."""
+    """Render every prepared prompt to its path (eval mode, no grad, RNG and train mode restored).
+
+    `step`: the training step the images show; their progress is then a sub-phase of training and each
+    artifact event carries the step, the prompt and its index (see ``events``)."""
     if len(paths) != len(prepared.prompts):
         raise ValueError("one output path per prepared prompt is needed")
     was_training = transformer.training
     vae_device = next(vae.parameters()).device
     cuda = [device] if device.type == "cuda" else []
-    tracker = ProgressTracker(events, total=sum(p.steps for p in prepared.prompts), phase=phase, unit="step")
+    within = {} if step is None else {"sub": True, "step": step}
+    total = sum(p.steps for p in prepared.prompts)
+    tracker = ProgressTracker(events, total=total, phase=phase, unit="step", extra=within)
     written: list[Path] = []
     try:
         transformer.eval()
@@ -413,10 +244,11 @@ def generate_images(
         pipe = build_pipeline(transformer, vae, prepared.model_version)
         autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype in (torch.float16, torch.bfloat16))
         with torch.random.fork_rng(devices=cuda), torch.no_grad(), autocast:
-            for item, path in zip(prepared.prompts, paths, strict=True):
+            for index, (item, path) in enumerate(zip(prepared.prompts, paths, strict=True)):
                 image = render(pipe, item, device, dtype, on_step=tracker.advance)
                 written.append(_save_png(image, path, item, prepared.model_version))
-                events.artifact(artifact_kind, path)
+                info = {} if step is None else {"prompt": item.prompt, "index": index, "step": step}
+                events.artifact(artifact_kind, path, **info)
                 log.info("wrote %s", path)
     finally:
         tracker.close()
@@ -446,4 +278,4 @@ def sample_images(
     """Sample images with the live transformer to ``out_dir/{name_prefix}_{step_or_epoch:06d}_{i:02d}.png``."""
     folder = Path(out_dir)
     paths = [folder / f"{name_prefix}_{step_or_epoch:06d}_{i:02d}.png" for i in range(len(prepared.prompts))]
-    return generate_images(transformer, vae, prepared, paths, events, device, dtype)
+    return generate_images(transformer, vae, prepared, paths, events, device, dtype, step=step_or_epoch)

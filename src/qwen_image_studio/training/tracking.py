@@ -49,8 +49,9 @@ class TrainTracker:
         self.progress: ProgressTracker | None = None
         self.writer: Any = None
         if enabled:
-            self.progress = ProgressTracker(events, total=total_steps, phase="train", unit="step")
-            self.progress.done = start_step
+            self.progress = ProgressTracker(
+                events, total=total_steps, phase="train", unit="step", done=start_step
+            )
             if tensorboard is not None:
                 from torch.utils.tensorboard import SummaryWriter
 

@@ -1,4 +1,4 @@
-"""The app's own state for the page: version, workspace, demo status and startup notices."""
+"""The app's own state for the page: version, workspace, demo status, startup notices and the live GPUs."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from flask import Blueprint, Response, jsonify
 
 from .. import __version__
 from .app import studio
+from .gpu import gpu_status
 from .i18n import TABLE, render, request_language
 
 bp = Blueprint("api_app", __name__, url_prefix="/api")
@@ -26,6 +27,12 @@ def status() -> Response:
         token_required=state.token is not None,
         tensorboard=state.tensorboard.status(),
     )
+
+
+@bp.get("/gpu")
+def gpus() -> Response:
+    """The machine's GPUs now (memory used and total, utilisation, temperature), or the "cpu_only" state."""
+    return jsonify(gpu_status())
 
 
 @bp.get("/i18n")

@@ -14,7 +14,7 @@ from ..params.validate import Message
 from .app import studio
 from .i18n import render, request_language
 from .paths import inside, user_path
-from .store import NameTaken, check_name
+from .store import check_name
 from .views_util import json_body, refuse, texts
 
 bp = Blueprint("api_dataset", __name__, url_prefix="/api/dataset")
@@ -38,6 +38,14 @@ def _said(code: str, msg: Message, problems: list[Message]) -> Response:
         problems_i18n=[p.as_json() for p in problems],
     )
     response.status_code = 400
+    return response
+
+
+def _taken(name: str, target: Path) -> Response:
+    """409 `exists` (as for a configuration name) naming the dataset file, which is never replaced."""
+    msg = Message("dataset.exists", {"path": target})
+    response = jsonify(**texts(str(msg), msg, "error"), code="exists", subject="dataset", name=name)
+    response.status_code = 409
     return response
 
 
@@ -86,7 +94,7 @@ def create() -> Response:
     if target.parent != folder or not inside(target, state.workspace):
         refuse(400, Message("dataset.plain_name"))
     if target.exists():
-        raise NameTaken(Message("dataset.exists", {"path": target}))
+        return _taken(name, target)
     images = body.get("image_directory")
     if not isinstance(images, str) or not images.strip():
         return _said("dataset_invalid", Message("dataset.no_images"), [Message("dataset.images_required")])

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, abort, jsonify, send_file
 
 from ..params.spec import Stage
 from .app import studio
+from .gpu import job_gpu_peak
 from .jobs.artifacts import artifacts, find_artifact, output_dir_of
 from .jobs.commands import NotReady, preflight
 from .jobs.schema import JOB_KINDS
@@ -30,6 +31,7 @@ def _details(job_id: int) -> dict[str, object]:
         **job.as_json(with_params=True),
         "output_folder": str(root) if root else None,
         "files": [a.as_json() for a in artifacts(job, events, state.workspace)],
+        **job_gpu_peak(events),
     }
 
 
@@ -46,8 +48,8 @@ def start_job() -> Response:
     state = studio()
     config = resolve_config(params_from(body), state.workspace)
     problems = preflight(config, JOB_KINDS[kind]) + write_problems(config, JOB_KINDS[kind], state.roots)
-    if problems:
-        raise NotReady(problems)
+    if problems:  # each problem once, though two checks may find it
+        raise NotReady(list({(p.field, p.message): p for p in problems}.values()))
     job = state.supervisor.submit(kind, config, check_name(name) if name else None)
     if Stage.TRAIN in JOB_KINDS[kind] and config.logging_dir:  # TensorBoard follows the run's logging folder
         state.point_tensorboard(Path(config.logging_dir))

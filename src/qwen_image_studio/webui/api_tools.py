@@ -6,6 +6,7 @@ from flask import Blueprint, Response, abort, jsonify
 
 from ..memory.presets import PRESETS
 from .app import studio
+from .gpu import gpu_status
 from .paths import user_path
 from .views_util import json_body, params_from
 from .vram import vram_for
@@ -26,8 +27,8 @@ def presets() -> Response:
 
 @bp.post("/vram")
 def vram() -> Response:
-    """The estimated GPU memory of training with the form's values."""
-    return jsonify(vram_for(params_from(json_body()), studio().workspace))
+    """The estimated GPU memory of training with the form's values, for the chosen files and this machine."""
+    return jsonify(vram_for(params_from(json_body()), studio().workspace, gpu_status()))
 
 
 @bp.get("/tensorboard")

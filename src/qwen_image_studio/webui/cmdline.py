@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import io
 import re
 import shlex
 from pathlib import PurePath
 
 from ..errors import ConfigError
-from ..params.cli import parse_args
+from ..params.cli import build_parser, parse_args
+from ..params.fields import fields_for
 from ..params.schema import StudioConfig
 from ..params.spec import STAGE_SCRIPTS, Stage
-from ..params.validate import Message, MessageError
+from ..params.validate import ConfigProblems, Message, MessageError, Problem
 
 MAX_TEXT = 100_000
 # Line continuations of POSIX shells, cmd.exe and PowerShell.
 _CONTINUATION = re.compile(r"(\\|\^|`)\r?\n")
 _PYTHON = re.compile(r"^(python[0-9.]*|py)(\.exe)?$", re.IGNORECASE)
+_NEGATIVE = re.compile(r"^-\d|^-\.\d")  # a negative number is a value, not a flag
 # `qwen-image-studio SUBCOMMAND ...` subcommands by stage.
 _SUBCOMMANDS = {"cache-latents": Stage.CACHE_LATENTS, "cache-text": Stage.CACHE_TEXT, "train": Stage.TRAIN}
 
@@ -59,16 +62,79 @@ def split_command(text: str) -> tuple[Stage, list[str]]:
     raise MessageError(Message("cmdline.bad_start", {"token": repr(tokens[0])}))
 
 
+def _flag_of(token: str) -> str | None:
+    """The flag a token names (`--foo` of `--foo=3`), or None for a value (`3`, `-0.5`, `a b`)."""
+    if not token.startswith("-") or token == "-" or _NEGATIVE.match(token):
+        return None
+    return token.split("=", 1)[0]
+
+
+def _left_over(argv: list[str], extras: list[str]) -> list[int]:
+    """The positions in `argv` of the tokens argparse left over (matched in order)."""
+    positions: list[int] = []
+    for token in extras:
+        positions.append(argv.index(token, positions[-1] + 1 if positions else 0))
+    return positions
+
+
+def _unknown_problems(argv: list[str], left: list[int], stage: Stage) -> list[Problem]:
+    """One problem per flag the stage does not know (the values after it go with it) and per stray value."""
+    script = STAGE_SCRIPTS[stage]
+    known = [spec.flag for spec in fields_for(stage)]
+    problems: list[Problem] = []
+    taken = set(left)
+    for i in left:
+        flag = _flag_of(argv[i])
+        if flag is None:
+            if i - 1 not in taken:  # a value that no flag takes
+                token, before = repr(argv[i]), _flag_of(argv[i - 1]) if i else None
+                stray = (
+                    Message("cmdline.stray_after", {"token": token, "flag": before})
+                    if before
+                    else Message("cmdline.stray", {"token": token})
+                )
+                problems.append(Problem.of("", stray))
+            continue
+        near = difflib.get_close_matches(flag, known, n=1, cutoff=0.75)
+        msg = (
+            Message("cmdline.unknown_flag_near", {"flag": flag, "script": script, "near": near[0]})
+            if near
+            else Message("cmdline.unknown_flag", {"flag": flag, "script": script})
+        )
+        problems.append(Problem.of("", msg))
+    return problems
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    seen: dict[tuple[str, str], Problem] = {}
+    for problem in problems:
+        seen.setdefault((problem.field, problem.message), problem)
+    return list(seen.values())
+
+
 def config_from_command(text: str) -> tuple[Stage, StudioConfig]:
-    """Parse a pasted command line with the schema's parser for its stage (train when no script is named)."""
+    """Parse a pasted command line with the schema's parser for its stage (train when no script is named);
+    every unknown flag and every bad value is reported (ConfigProblems), each once."""
     stage, argv = split_command(text)
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            config, _ = parse_args(stage, argv)
+            _, extras = build_parser(stage).parse_known_args(argv)
+            left = _left_over(argv, extras)
+            problems = _unknown_problems(argv, left, stage)
+            try:
+                config, _ = parse_args(stage, [t for i, t in enumerate(argv) if i not in left])
+            except ConfigProblems as exc:
+                problems += exc.problems
+            except ConfigError as exc:  # e.g. --config_file: not found
+                problems.append(
+                    Problem.of("", getattr(exc, "i18n", None) or Message("v.text", {"text": exc}))
+                )
     except SystemExit:
         message = out.getvalue().strip().splitlines()
         if message:
             raise ConfigError(message[-1]) from None
         raise MessageError(Message("cmdline.not_accepted")) from None
+    if problems:
+        raise ConfigProblems(_unique(problems))
     return stage, config

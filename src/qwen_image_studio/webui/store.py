@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..params.validate import Message
-from .jobs.schema import JOBS_MIGRATION, JOBS_REASON_I18N
+from .jobs.schema import JOBS_MIGRATION, JOBS_REASON_I18N, JOBS_RUN_DIR
 
 DB_NAME = "studio.sqlite3"
 NAME_MAX = 100
@@ -33,6 +33,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     JOBS_MIGRATION,
     JOBS_REASON_I18N,
+    JOBS_RUN_DIR,
 )
 
 

@@ -1,16 +1,41 @@
-"""The VRAM estimate for the form's values: options from the values, resolution and batch from the dataset."""
+"""The memory estimate for the form's values: the chosen model files' architecture and sizes (read from
+their safetensors headers, no tensor is loaded), resolution and batch from the dataset, where the stages
+run (`--device`, and whether this machine has an NVIDIA GPU), and which common GPU sizes fit.
+
+Training runs on the GPU whenever there is one (`--device` chooses the device of caching, sample prompts
+and generation only); on a machine without a GPU every stage runs on the CPU and the answer gives the RAM
+training needs. Torch-free, like the rest of the web UI.
+"""
 
 from __future__ import annotations
 
+import re
+import struct
 from pathlib import Path
 from typing import Any
 
 from ..errors import DatasetError
-from ..memory.vram_estimate import VramOptions, estimate_vram
+from ..memory.presets import PRESETS
+from ..memory.vram_estimate import (
+    CUDA_CONTEXT_GB,
+    FULL_DIT,
+    FULL_TEXT_ENCODER_GB,
+    GB,
+    DitShape,
+    VramOptions,
+    estimate_ram,
+    estimate_vram,
+    text_encoder_gb,
+)
 from ..params.schema import EDIT_VERSIONS, StudioConfig
+from ..training.lora_keys import select_targets
 from .paths import resolve_in
+from .write_check import _linear_shapes
 
 _DEFAULTS = StudioConfig()
+COMMON_GPU_GB = (8, 12, 16, 24, 32, 48, 80)
+_SHARD = re.compile(r"^(?P<stem>.+)-\d{5}-of-(?P<n>\d{5})\.safetensors$")
+Linears = dict[str, list[int]]
 
 
 def _value(params: dict[str, Any], name: str, kind: type) -> Any:
@@ -40,10 +65,79 @@ def dataset_shape(params: dict[str, Any], workspace: Path) -> tuple[int, int, in
     return 1024, 1024, 1, "default"
 
 
-def vram_for(params: dict[str, Any], workspace: Path) -> dict[str, Any]:
-    """The estimate (GB, with its parts) and the resolution and batch it assumed."""
-    width, height, batch, source = dataset_shape(params, workspace)
-    opts = VramOptions(
+# ---- the chosen files ------------------------------------------------------------------------------
+def model_files(value: Any, workspace: Path, component: str) -> list[Path]:
+    """The safetensors files behind a form's model path: a file (all shards of a shard), a component
+    folder, or a diffusers root with a `component` folder; [] when there are none."""
+    if not isinstance(value, str) or not value:
+        return []
+    try:
+        path = resolve_in(workspace, value)
+        if path.is_file():
+            m = _SHARD.match(path.name)
+            return sorted(path.parent.glob(f"{m['stem']}-*-of-{m['n']}.safetensors")) if m else [path]
+        folder = path / component if (path / component).is_dir() else path
+        return sorted(p for p in folder.glob("*.safetensors") if p.is_file()) if folder.is_dir() else []
+    except (OSError, ValueError, RuntimeError):  # not a path this OS can look at
+        return []
+
+
+def _linears(files: list[Path]) -> Linears | None:
+    """The 2-D weights of the files by module path (their headers only); None when one is unreadable."""
+    if not files:
+        return None
+    out: Linears = {}
+    try:
+        for file in files:
+            out.update(_linear_shapes(file))
+    except (OSError, ValueError, struct.error):
+        return None
+    return out or None
+
+
+def _lora_targets(params: dict[str, Any], linears: Linears) -> list[str]:
+    """The module paths the LoRA trains (--network_args include/exclude patterns); the defaults if unreadable."""
+    raw = params.get("network_args")
+    items = raw if isinstance(raw, list) else [raw] if isinstance(raw, str) else []
+    extra = {}
+    for item in items:
+        key, _, value = str(item).partition("=")
+        extra[key.strip()] = value.strip()
+    try:
+        return select_targets(linears, extra.get("include_patterns"), extra.get("exclude_patterns"))
+    except re.error:
+        return select_targets(linears)
+
+
+class ChosenModels:
+    """What the estimate reads of the chosen DiT, text encoder and VAE files."""
+
+    def __init__(self, params: dict[str, Any], workspace: Path) -> None:
+        dit = _linears(model_files(params.get("dit"), workspace, "transformer"))
+        self.dit: DitShape | None = None
+        if dit is not None:
+            try:
+                self.dit = DitShape.from_linears(dit, _lora_targets(params, dit))
+            except (ValueError, KeyError, IndexError, TypeError):
+                self.dit = None
+        self.text_encoder = _linears(model_files(params.get("text_encoder"), workspace, "text_encoder"))
+        vae = model_files(params.get("vae"), workspace, "vae")
+        self.vae_bytes = sum(f.stat().st_size for f in vae) if vae else None
+
+    def text_encoder_gb(self, *, fp8: bool, vision: bool, bytes_per_value: int = 2) -> float:
+        """The text encoder on its device for prompt encoding (the release's size when its file is unreadable)."""
+        if self.text_encoder is None:
+            return FULL_TEXT_ENCODER_GB[(fp8, vision)] * bytes_per_value / 2
+        try:
+            return text_encoder_gb(self.text_encoder, fp8=fp8, vision=vision, bytes_per_value=bytes_per_value)
+        except (TypeError, ValueError):
+            return FULL_TEXT_ENCODER_GB[(fp8, vision)] * bytes_per_value / 2
+
+
+# ---- the estimate ----------------------------------------------------------------------------------
+def _options(params: dict[str, Any], models: ChosenModels, shape: tuple[int, int, int], te_gb: float) -> VramOptions:
+    width, height, batch = shape
+    return VramOptions(
         width=width,
         height=height,
         batch_size=batch,
@@ -56,11 +150,90 @@ def vram_for(params: dict[str, Any], workspace: Path) -> dict[str, Any]:
         edit=params.get("model_version") in EDIT_VERSIONS,
         checkpoint_offload=_value(params, "gradient_checkpointing_cpu_offload", bool),
         fp8_upcast=params.get("fp8_matmul") == "upcast",
+        dit=models.dit or FULL_DIT,
+        text_encoder_gb=te_gb,
     )
+
+
+def _stage_gb(params: dict[str, Any], models: ChosenModels, shape: tuple[int, int, int]) -> dict[str, Any]:
+    """The training estimate and the text-encoder stage's, on the GPU, for these values."""
+    on_gpu = params.get("device") != "cpu"  # where caching and sample prompts run (training: the GPU)
+    fp8_vl, edit = _value(params, "fp8_vl", bool), params.get("model_version") in EDIT_VERSIONS
+    te = models.text_encoder_gb(fp8=fp8_vl, vision=edit)
+    sampling = bool(params.get("sample_prompts"))
+    estimate = estimate_vram(_options(params, models, shape, te if sampling and on_gpu else 0.0))
+    cache_text = te + CUDA_CONTEXT_GB if on_gpu else None
+    peak = max(estimate.total_gb, cache_text or 0.0)
+    return {"estimate": estimate, "text_encoder_gb": te, "cache_text_gb": cache_text, "peak_gb": peak}
+
+
+def _fits(peak: float) -> list[int]:
+    return [size for size in COMMON_GPU_GB if peak <= size]
+
+
+def _presets(params: dict[str, Any], models: ChosenModels, shape: tuple[int, int, int], peak: float) -> dict:
+    """Each GPU preset's peak with the other values as they are, and the smallest card one makes fit."""
+    fits = _fits(peak)
+    smallest = fits[0] if fits else None
+    rows, better = [], None
+    for preset in PRESETS:
+        gb = _stage_gb({**params, **preset.values}, models, shape)["peak_gb"]
+        rows.append({"gpu_gb": preset.gpu_gb, "estimate_gb": round(gb, 1)})
+        if better is None and gb <= preset.gpu_gb and (smallest is None or preset.gpu_gb < smallest):
+            better = {"gpu_gb": preset.gpu_gb, "estimate_gb": round(gb, 1)}
+    return {"presets": rows, "preset": better}
+
+
+def _this_gpu(gpu: dict[str, Any] | None, peak: float) -> dict[str, Any] | None:
+    """This machine's first GPU (training's `cuda:0`) and whether the estimate fits it."""
+    gpus = (gpu or {}).get("gpus") or []
+    if not gpus:
+        return None
+    first = gpus[0]
+    total = first["memory_total"] / GB
+    return {"name": first["name"], "total_gb": round(total, 1), "fits": peak <= total}
+
+
+def vram_for(params: dict[str, Any], workspace: Path, gpu: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The estimate for the form's values (GB, with its parts), what it assumed, and where it fits.
+
+    `gpu` is `webui.gpu.gpu_status()` (the machine's GPUs); None or "cpu_only": every stage runs on the CPU.
+    """
+    width, height, batch, source = dataset_shape(params, workspace)
+    shape = (width, height, batch)
+    models = ChosenModels(params, workspace)
+    stages = _stage_gb(params, models, shape)
+    peak = stages["peak_gb"]
+    dit = models.dit or FULL_DIT
+    edit = params.get("model_version") in EDIT_VERSIONS
+    te_ram = models.text_encoder_gb(fp8=_value(params, "fp8_vl", bool), vision=edit, bytes_per_value=4)
+    sampling = bool(params.get("sample_prompts"))
+    ram = estimate_ram(_options(params, models, shape, te_ram if sampling else 0.0))
+    gpu_present = bool(gpu and gpu.get("state") == "gpu")
     return {
-        "estimate": estimate_vram(opts).as_json(),
+        "estimate": stages["estimate"].as_json(),
         "width": width,
         "height": height,
         "batch_size": batch,
         "source": source,
+        "dit": {
+            "source": "file" if models.dit else "default",
+            "num_layers": dit.num_layers,
+            "hidden": dit.hidden,
+            "params": dit.params,
+        },
+        "text_encoder": {
+            "source": "file" if models.text_encoder else "default",
+            "gb": round(stages["text_encoder_gb"], 2),
+        },
+        "vae_gb": None if models.vae_bytes is None else round(models.vae_bytes / GB, 2),
+        "cache_text_gb": None if stages["cache_text_gb"] is None else round(stages["cache_text_gb"], 1),
+        "peak_gb": round(peak, 2 if peak < 1 else 1),
+        "device": "cpu" if params.get("device") == "cpu" else "gpu",
+        "gpu_present": gpu_present,
+        "ram_gb": round(ram, 1),
+        "fits": _fits(peak),
+        "sizes": list(COMMON_GPU_GB),
+        "this_gpu": _this_gpu(gpu, peak) if gpu_present else None,
+        **_presets(params, models, shape, peak),
     }

@@ -1,8 +1,8 @@
-"""Files a job announced (LoRA checkpoints, sample images), limited to its own output folder."""
+"""Files a job announced (LoRA checkpoints, sample images), limited to its own output (run) folder."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...events import read_events
@@ -10,6 +10,7 @@ from ..paths import inside, resolve_in
 from .store import Job
 
 DOWNLOADABLE = ("checkpoint", "sample")
+DETAILS = ("prompt", "index", "step")  # what a sample's artifact event tells about it (see ``events``)
 
 
 @dataclass(frozen=True)
@@ -19,19 +20,21 @@ class Artifact:
     kind: str
     name: str  # relative to the output folder, POSIX separators
     path: Path
+    details: dict[str, object] = field(default_factory=dict)  # a sample's prompt, index and step
 
     def as_json(self) -> dict[str, object]:
-        """Name, kind and size (None when the file is gone)."""
+        """Name, kind, size (None when the file is gone) and the event's details."""
         try:
             size: int | None = self.path.stat().st_size
         except OSError:
             size = None
-        return {"kind": self.kind, "name": self.name, "size": size}
+        return {**self.details, "kind": self.kind, "name": self.name, "size": size}
 
 
 def output_dir_of(job: Job, workspace: Path) -> Path | None:
-    """The output folder of a job's configuration snapshot, if it has one."""
-    value = job.params.get("output_dir")
+    """The folder a job's files lie in: its run folder (the --output_dir its train stage got), or for a job
+    from before run folders the output folder of its configuration snapshot; None when it has neither."""
+    value = job.run_dir or job.params.get("output_dir")
     return resolve_in(workspace, value) if isinstance(value, str) and value else None
 
 
@@ -48,7 +51,8 @@ def artifacts(job: Job, events_file: Path, workspace: Path) -> list[Artifact]:
         path = resolve_in(workspace, raw)
         if inside(path, root) and path != root.resolve():
             name = path.relative_to(root.resolve()).as_posix()
-            found[name] = Artifact(str(kind), name, path)
+            details = {k: event[k] for k in DETAILS if k in event}
+            found[name] = Artifact(str(kind), name, path, details)
     return list(found.values())
 
 

@@ -37,6 +37,10 @@ CREATE TABLE job_stages (
 # A later step: each stage's failure reason also as a structured message (JSON {"key", "vars"}) that the
 # page renders in its language; `reason` keeps the English text.
 JOBS_REASON_I18N = "ALTER TABLE job_stages ADD COLUMN reason_i18n TEXT;"
+# A later step: the job's run folder, the --output_dir its train stage got (`<output_dir>/job-<id>`, see
+# supervisor.run_folder). NULL for a job without a train stage, and for jobs from before run folders, whose
+# files lie in the output_dir of their configuration snapshot.
+JOBS_RUN_DIR = "ALTER TABLE jobs ADD COLUMN run_dir TEXT;"
 
 PIPELINE = "pipeline"
 # What each kind of job runs, in order.

@@ -69,6 +69,9 @@ class Job:
     finished_at: float | None
     stop_requested: bool
     stages: list[StageRun] = field(default_factory=list)
+    # the folder its train stage writes into (the --output_dir it got, `<output_dir>/job-<id>`); None for a
+    # job without a train stage and for jobs from before run folders (their files lie in `params`' output_dir)
+    run_dir: str | None = None
 
     @property
     def is_final(self) -> bool:
@@ -94,6 +97,7 @@ class Job:
             "finished_at": self.finished_at,
             "duration": _duration(self.started_at, self.finished_at),
             "stop_requested": self.stop_requested,
+            "run_dir": self.run_dir,
             "stages": [s.as_json() for s in self.stages],
         }
         if with_params:
@@ -116,6 +120,8 @@ class Job:
         job = cls(**{k: v for k, v in data.items() if k in known}, stages=stages)
         if not isinstance(job.id, int) or not isinstance(job.params, dict) or not isinstance(job.kind, str):
             raise ValueError("not a job record")
+        if job.run_dir is not None and not isinstance(job.run_dir, str):
+            raise ValueError("not a job record (run_dir)")
         return job
 
 
@@ -163,14 +169,19 @@ class JobStore:
         params: dict[str, Any],
         stages: list[str],
         argv_for: Callable[[int], list[list[str]]],
+        run_dir_for: Callable[[int], str | None] | None = None,
     ) -> Job:
-        """A new queued job; `argv_for(job_id)` gives each stage's command line (written in the same commit)."""
+        """A new queued job; `run_dir_for(job_id)` gives its run folder, then `argv_for(job_id)` each stage's
+        command line (both written in the same commit)."""
         with self.store.transaction() as db:
             cur = db.execute(
                 "INSERT INTO jobs (kind, status, config_name, params, created_at) VALUES (?, ?, ?, ?, ?)",
                 (kind, QUEUED, config_name, json.dumps(params, ensure_ascii=False), time.time()),
             )
             job_id = int(cur.lastrowid or 0)
+            run_dir = run_dir_for(job_id) if run_dir_for is not None else None
+            if run_dir is not None:
+                db.execute("UPDATE jobs SET run_dir = ? WHERE id = ?", (run_dir, job_id))
             argvs = argv_for(job_id)
             db.executemany(
                 "INSERT INTO job_stages (job_id, idx, stage, argv, status) VALUES (?, ?, ?, ?, ?)",
@@ -187,7 +198,7 @@ class JobStore:
         with self.store.transaction() as db:
             db.execute(
                 "INSERT INTO jobs (id, kind, status, config_name, params, created_at, started_at, "
-                "finished_at, stop_requested) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "finished_at, stop_requested, run_dir) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job.id,
                     job.kind,
@@ -198,6 +209,7 @@ class JobStore:
                     job.started_at,
                     job.finished_at,
                     int(job.stop_requested),
+                    job.run_dir,
                 ),
             )
             db.executemany(
@@ -354,6 +366,7 @@ def _job(row: sqlite3.Row, stages: list[sqlite3.Row]) -> Job:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         stop_requested=bool(row["stop_requested"]),
+        run_dir=row["run_dir"],
         stages=[
             StageRun(
                 index=s["idx"],

@@ -20,6 +20,7 @@ from ...params.schema import StudioConfig
 from ...params.spec import Stage
 from ...params.validate import ConfigProblems, Message, problems_message, validate_config
 from ..demo_setup import child_env
+from ..paths import resolve_in
 from . import procs
 from .commands import NotReady, preflight, shown, stage_command
 from .hub import Hub
@@ -48,6 +49,7 @@ EVENTS_NAME = "events.jsonl"
 WAIT_POLL_S = 0.25
 STALL_AFTER_S = 600.0  # a running stage silent this long gets a ⏰ line in its log (None or 0: never)
 DETACHED = Outcome("detached")  # the web UI is closing: the stage goes on, the next UI re-attaches to it
+RUN_PREFIX = "job-"  # a web-UI job's train stage writes into OUTPUT_DIR/job-<id>/ (see run_folder)
 
 Command = Callable[[Stage, StudioConfig, Path], list[str]]
 
@@ -56,6 +58,22 @@ def job_paths(workspace: Path, job_id: int) -> tuple[Path, Path]:
     """A job's log file and events file (WORKSPACE/jobs/<id>/)."""
     folder = workspace / JOBS_DIR / str(int(job_id))
     return folder / LOG_NAME, folder / EVENTS_NAME
+
+
+def run_folder(output_dir: Path, job_id: int) -> Path:
+    """The run folder of a job: `output_dir/job-<id>`, or `job-<id>-2`, `-3`, ... when that one exists and is
+    not an empty folder (a re-created database may reuse an id): a job never writes into another's files."""
+    base = f"{RUN_PREFIX}{int(job_id)}"
+    for n in range(1, 10_000):
+        candidate = output_dir / (base if n == 1 else f"{base}-{n}")
+        if not os.path.lexists(candidate):
+            return candidate
+        try:
+            if candidate.is_dir() and not candidate.is_symlink() and not any(candidate.iterdir()):
+                return candidate
+        except OSError:
+            pass
+    raise FileExistsError(f"no free run folder for job {job_id} in {output_dir}")
 
 
 def _size(path: Path) -> int:
@@ -164,18 +182,37 @@ class Supervisor:
     # ---- the API's side ---------------------------------------------------------------------------
 
     def submit(self, kind: str, config: StudioConfig, config_name: str | None) -> Job:
-        """Queue a job of `kind` (a stage or the pipeline) with a validated, path-resolved configuration."""
+        """Queue a job of `kind` (a stage or the pipeline) with a validated, path-resolved configuration;
+        the train stage gets the job's own run folder as --output_dir (`run_folder`), params keep `config`."""
         stages = JOB_KINDS[kind]
         problems = preflight(config, stages)
         if problems:
             raise NotReady(problems)
-        params = config.model_dump(mode="json")
+        params = config.model_dump(mode="json")  # what the user chose; the train stage gets the run folder
+        output_dir = resolve_in(self.workspace, config.output_dir) if config.output_dir else None
+        runs: dict[int, Path] = {}
+
+        def run_dir_for(job_id: int) -> str | None:
+            if Stage.TRAIN not in stages or output_dir is None:
+                return None
+            runs[job_id] = run_folder(output_dir, job_id)
+            return str(runs[job_id])
 
         def argv_for(job_id: int) -> list[list[str]]:
             _, events = self.paths(job_id)
-            return [self.command(stage, config, events) for stage in stages]
+            run = runs.get(job_id)
+            return [
+                self.command(
+                    stage,
+                    config.model_copy(update={"output_dir": str(run)})
+                    if stage == Stage.TRAIN and run is not None
+                    else config,
+                    events,
+                )
+                for stage in stages
+            ]
 
-        job = self.jobs.create(kind, config_name, params, [s.value for s in stages], argv_for)
+        job = self.jobs.create(kind, config_name, params, [s.value for s in stages], argv_for, run_dir_for)
         self.job_dir(job.id).mkdir(parents=True, exist_ok=True)
         self.hub.announce(job.as_json())
         self._wake.set()

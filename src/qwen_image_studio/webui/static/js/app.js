@@ -31,14 +31,34 @@ function problemText(p) {
   return typeof p === "string" ? p : localText(p.message, p.message_i18n);
 }
 
-/** A readable error for a failed API answer: the translated headline, then the server's detail. */
-function errorText(res) {
+// Refused values ("invalid", "not_ready") worded for the action that was refused; Save keeps err.invalid.
+const REFUSED_HEADS = { run: "err.run_refused", command: "err.command_refused" };
+// Actions whose problems the page lists elsewhere (Save: the form's summary; Run: the job area), once.
+const LISTED_ELSEWHERE = new Set(["save", "run"]);
+
+/** Problems without repeats: one per (field, message). */
+function uniqueProblems(problems) {
+  const seen = new Set();
+  return (problems || []).filter((p) => {
+    const id = typeof p === "string" ? `\n${p}` : `${p.field || ""}\n${p.message}`;
+    return !seen.has(id) && seen.add(id);
+  });
+}
+
+/** A readable error for a failed API answer: the translated headline, then the server's detail; `action`
+ * ("save", "run", "command" or none) words the headline of refused values and says whether the problems
+ * are listed here or elsewhere on the page. */
+function errorText(res, action = "") {
   const code = res.data.code || "other";
-  const head = hasKey(`err.${code}`) ? t(`err.${code}`) : t("err.other");
+  const refused = code === "invalid" || code === "not_ready";
+  const key = refused && REFUSED_HEADS[action] ? REFUSED_HEADS[action] : `err.${code}`;
+  const head = hasKey(key) ? t(key) : t("err.other");
   const lines = [head];
   const detail = localText(res.data.error, res.data.error_i18n);
-  if (detail && detail !== head && res.data.code !== "invalid") lines.push(detail);
-  for (const p of res.data.problems || []) lines.push(problemText(p));
+  if (detail && detail !== head && !refused) lines.push(detail); // a refusal's detail is its problems
+  if (!(refused && LISTED_ELSEWHERE.has(action))) {
+    for (const p of uniqueProblems(res.data.problems)) lines.push(problemText(p));
+  }
   return lines.join("\n");
 }
 
@@ -112,15 +132,18 @@ function showProblems() {
   if (!state.view) return;
   const values = state.view.read();
   const byField = {};
-  const add = (name, item) => { (byField[name] = byField[name] || []).push(item); };
+  const add = (name, item) => {
+    const list = (byField[name] = byField[name] || []);
+    if (!list.some((p) => p.text === item.text)) list.push(item); // each problem once
+  };
   const clientErrors = new Set();
   for (const field of state.model.fields) {
     const problem = checkValue(field, values[field.name]);
     if (problem) { clientErrors.add(field.name); add(field.name, { text: t(problem.key, problem.vars), level: "error" }); }
   }
   const top = [];
-  for (const p of state.server.problems) {
-    if (!p.field) top.push(problemText(p));
+  for (const p of uniqueProblems(state.server.problems)) {
+    if (!p.field || !state.model.byName[p.field]) { if (!top.includes(problemText(p))) top.push(problemText(p)); }
     else if (!clientErrors.has(p.field) && !state.staleFields.has(p.field)) add(p.field, { text: problemText(p), level: "error" });
   }
   const clientNeeds = missingFor(state.model, values, checkedStages(), state.view.edit);
@@ -177,8 +200,7 @@ function focusField(name) {
   const input = state.view.inputs[name];
   if (!input) return;
   switchTab("config");
-  const details = input.closest("details");
-  if (details) details.open = true;
+  state.view.reveal(name);
   input.focus();
   input.scrollIntoView({ block: "center", behavior: "smooth" });
 }
@@ -272,6 +294,7 @@ async function refreshList() {
   if (!res.ok) { say(errorText(res), "error"); return; }
   state.configs = res.data.configs;
   renderList();
+  renderGuide();
 }
 
 function renderList() {
@@ -333,8 +356,8 @@ async function saveConfig() {
   }
   if (res.status === 409) return;
   if (!res.ok) {
-    if (res.data.problems) { state.server.problems = res.data.problems; showProblems(); }
-    say(errorText(res), "error");
+    if (res.data.problems) { state.server.problems = res.data.problems; state.staleFields.clear(); showProblems(); }
+    say(errorText(res, "save"), "error");
     return;
   }
   state.current = res.data.config.name;
@@ -365,6 +388,7 @@ async function deleteConfig() {
   const res = await api("DELETE", configUrl(name));
   if (!res.ok) { say(errorText(res), "error"); return; }
   state.current = null;
+  $("config-name").value = "";
   markDirty();
   await refreshList();
   say(t("msg.deleted", { name }));
@@ -375,8 +399,11 @@ async function resetDefaults() {
   const res = await api("GET", "/api/config/defaults");
   if (!res.ok) { say(errorText(res), "error"); return; }
   state.view.write(res.data.params);
+  state.current = null; // the defaults are no saved configuration: Save asks for a new name
+  $("config-name").value = "";
   syncModeControls();
   markDirty();
+  renderList();
   say(t("msg.reset"));
   await validateNow();
 }
@@ -416,7 +443,7 @@ function wireImport() {
   });
   $("import-cli-load").addEventListener("click", async () => {
     const res = await api("POST", "/api/config/from-command", { text: $("import-cli").value });
-    if (!res.ok) { error.textContent = errorText(res); return; }
+    if (!res.ok) { error.textContent = errorText(res, "command"); return; }
     dialog.close();
     await writeValues(res.data.params);
     state.current = null;
@@ -426,6 +453,77 @@ function wireImport() {
     say(t("msg.imported_cli", { stage: t(`stage.${res.data.stage}`) }));
     await validateNow();
   });
+}
+
+// ---- first run: the guide and the demo ---------------------------------------------------------
+
+const GUIDE_KEY = "studio_guide_hidden";
+const DEMO_LANDING = "demo-t2i";
+
+function guideHidden() {
+  try { return localStorage.getItem(GUIDE_KEY) === "1"; } catch (e) { return false; }
+}
+
+function renderGuide() {
+  const hidden = guideHidden();
+  $("guide").hidden = hidden;
+  $("guide-show").hidden = !hidden;
+  const names = new Set(state.configs.map((c) => c.name));
+  let any = false;
+  for (const button of document.querySelectorAll("[data-demo]")) {
+    button.hidden = !names.has(button.dataset.demo);
+    any = any || !button.hidden;
+  }
+  $("guide-demo").hidden = !any;
+}
+
+function showGuide(show) {
+  try { localStorage.setItem(GUIDE_KEY, show ? "0" : "1"); } catch (e) { /* storage off */ }
+  renderGuide();
+}
+
+/** The guide's steps lead to the model fields, the Dataset tab and the Run button. */
+function followGuide(step) {
+  if (step === "models") {
+    switchTab("config");
+    const section = document.querySelector('#config-form details[data-group="models"]');
+    if (section) { section.open = true; section.scrollIntoView({ block: "start", behavior: "smooth" }); }
+    const first = state.model && state.model.sections.find((s) => s.name === "models");
+    if (first && first.fields.length) state.view.inputs[first.fields[0].name].focus({ preventScroll: true });
+  } else if (step === "dataset") {
+    switchTab("dataset");
+    $("dataset-path").focus();
+  } else {
+    switchTab("jobs");
+    document.querySelector("[data-run='pipeline']").focus();
+  }
+}
+
+async function openDemo(name) {
+  if (!state.configs.some((c) => c.name === name)) return;
+  if (state.current === name && !state.dirty) { say(t("msg.demo_opened", { name })); return; }
+  await loadConfig(name);
+  if (state.current === name) say(t("msg.demo_opened", { name }));
+}
+
+/** A first visit (nothing restored, nothing chosen) opens on the demo's text-to-image configuration. */
+async function landOnDemo() {
+  if (state.landed || state.current || state.dirty) return;
+  if (!state.configs.some((c) => c.name === DEMO_LANDING)) return;
+  state.landed = true;
+  await loadConfig(DEMO_LANDING);
+  if (state.current === DEMO_LANDING) say(t("msg.demo_opened", { name: DEMO_LANDING }));
+}
+
+function wireGuide() {
+  $("guide-hide").addEventListener("click", () => showGuide(false));
+  $("guide-show").addEventListener("click", () => showGuide(true));
+  for (const button of document.querySelectorAll("[data-guide]")) {
+    button.addEventListener("click", () => followGuide(button.dataset.guide));
+  }
+  for (const button of document.querySelectorAll("[data-demo]")) {
+    button.addEventListener("click", () => openDemo(button.dataset.demo));
+  }
 }
 
 // ---- status and notices -----------------------------------------------------------------------
@@ -460,6 +558,7 @@ async function pollStatus() {
     if (before === "creating" && res.data.demo.state !== "creating") {
       state.demoWasCreating = true;
       await refreshList();
+      if (state.view && !state.restored) await landOnDemo();
     }
     renderNotices();
   }
@@ -504,6 +603,7 @@ function startPanels() {
   const common = { say, errorText, problemText, focusField };
   state.jobs = new JobsPanel({
     ...common,
+    errorText: (res) => errorText(res, "run"), // the job area lists the problems itself
     readValues: () => state.view.read(),
     currentName: () => (state.dirty ? null : state.current),
     serverProblems,
@@ -549,7 +649,9 @@ async function start() {
   switchTab(initialTab());
   wireToolbar();
   wireImport();
+  wireGuide();
   pollStatus();
+  import("./gpu-chip.js").then((m) => m.startGpuChip());  // the header's live GPU panel
   const schema = await api("GET", "/api/schema");
   if (!schema.ok) {
     $("config-form").replaceChildren();
@@ -570,7 +672,8 @@ async function start() {
   syncModeControls();
   await refreshList();
   startPanels();
-  await restoreDraft();
+  state.restored = await restoreDraft();
+  if (!state.restored) await landOnDemo();
   state.dataset.sync();
   state.tools.baseline();
   await validateNow();

@@ -67,6 +67,10 @@ export class DatasetPanel {
 
   answerLines(res) {
     if (res.ok) return [{ text: res.data.path, cls: "path" }, ...reportLines(res.data.report)];
+    if (res.data.subject === "dataset" && res.data.code === "exists") { // not errorText's "a configuration ..."
+      return [{ text: t("err.dataset_exists", { name: res.data.name }), cls: "problem head" },
+        { text: tm(res.data.error_i18n || res.data.error), cls: "problem" }];
+    }
     const lines = [{ text: res.data.code === "dataset_invalid" ? t("dataset.invalid") : this.ctx.errorText(res), cls: "problem head" }];
     if (res.data.code !== "dataset_invalid") return lines; // errorText lists the problems
     for (const p of res.data.problems_i18n || res.data.problems || []) lines.push({ text: `• ${tm(p)}`, cls: "problem" });

@@ -55,6 +55,7 @@ function fieldOf(name, prop) {
     mode: prop["x-mode"] || "", // "edit" or "t2i": shown only in that mode
     hidden: Boolean(prop["x-hidden"]), // no input: its value is carried as it is
     needs: prop["x-needs"] || null, // the switch this switch needs on
+    basic: Boolean(prop["x-basic"]), // shown first in its section; the others fold under "more options"
   };
 }
 
@@ -91,18 +92,27 @@ export function fromInput(field, raw) {
   return text;
 }
 
-function shown(value) {
-  return typeof value === "string" ? `'${value}'` : formatNumber(value);
+/** A value as the server's messages show it: text quoted, except what was typed into a number field. */
+function shown(field, value) {
+  if (typeof value !== "string") return formatNumber(value);
+  return field.kind === "int" || field.kind === "float" ? value : `'${value}'`;
 }
 
-/** The first problem of one value as {key, vars} for the translation table, or null. */
+/** The server's wording of a value that is not a number of the field's kind (params/validate.py `_message`). */
+function notNumber(field, vars) {
+  const problem = { key: field.kind === "int" ? "v.not_int" : "v.not_number", vars: { flag: vars.flag, value: vars.value } };
+  return field.allowed ? { key: "v.with_allowed", vars: { problem, allowed: field.allowed } } : problem;
+}
+
+/** The first problem of one value as {key, vars} for the translation table, or null; worded with the same
+ * key and values as the server's message for the same value, so the field and Save/Run say the same. */
 export function checkValue(field, value) {
-  const vars = { flag: field.flag, value: shown(value), allowed: field.allowed };
+  const vars = { flag: field.flag, value: shown(field, value), allowed: field.allowed };
   if (value === null) return null;
   if (field.kind === "int" || field.kind === "float") {
     if (value === "") return { key: "v.empty_number", vars };
-    if (typeof value !== "number" || !Number.isFinite(value)) return { key: "v.not_number", vars };
-    if (field.kind === "int" && !Number.isInteger(value)) return { key: "v.not_int", vars };
+    if (typeof value !== "number" || !Number.isFinite(value)) return notNumber(field, vars);
+    if (field.kind === "int" && !Number.isInteger(value)) return notNumber(field, vars);
     const low = field.minimum !== undefined && value < field.minimum;
     const high = field.maximum !== undefined && value > field.maximum;
     const lowEx = field.exclusiveMinimum !== undefined && value <= field.exclusiveMinimum;

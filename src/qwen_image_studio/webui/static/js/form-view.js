@@ -11,6 +11,30 @@ function shownDefault(field) {
   return typeof d === "number" ? formatNumber(d) : String(d);
 }
 
+const OPEN_KEY = "studio_open_sections";
+
+/** The sections (and "more options" parts) the user left open, as a set; null on a first visit. */
+function remembered() {
+  try {
+    const list = JSON.parse(localStorage.getItem(OPEN_KEY));
+    return Array.isArray(list) ? new Set(list.map(String)) : null;
+  } catch (e) { return null; }
+}
+
+function remember(open) {
+  try { localStorage.setItem(OPEN_KEY, JSON.stringify([...open])); } catch (e) { /* storage off */ }
+}
+
+/** A flag as <code> that a narrow column breaks only after an underscore, never after the leading "--". */
+function flagCode(flag) {
+  const code = el("code", { class: "flag-name" });
+  flag.split("_").forEach((part, i, parts) => {
+    code.append(document.createTextNode(i < parts.length - 1 ? `${part}_` : part));
+    if (i < parts.length - 1) code.append(document.createElement("wbr"));
+  });
+  return code;
+}
+
 /** A JSON value that shares nothing with the original. */
 function clone(value) {
   return value === undefined ? undefined : JSON.parse(JSON.stringify(value));
@@ -24,7 +48,7 @@ export class FormView {
     this.edit = false;
     this.inputs = {};
     this.carried = {}; // values of the fields the form does not show (x-hidden), kept as they came
-    this.openSections = new Set(model.sections.filter((s) => !s.collapsed).map((s) => s.name));
+    this.openSections = remembered() || new Set(model.sections.filter((s) => !s.collapsed).map((s) => s.name));
     form.addEventListener("input", (e) => this.changed(e));
     form.addEventListener("change", (e) => this.changed(e));
     form.addEventListener("submit", (e) => e.preventDefault());
@@ -69,13 +93,41 @@ export class FormView {
     const details = el("details", { class: "section", "data-group": section.name, open: this.openSections.has(section.name) });
     details.addEventListener("toggle", () => {
       if (details.open) this.openSections.add(section.name); else this.openSections.delete(section.name);
+      remember(this.openSections);
     });
     details.append(el("summary", {}, t(`group.${section.name}`)));
     if (section.name === "advanced") details.append(el("p", { class: "hint" }, t("form.advanced_hint")));
+    const basic = section.fields.filter((f) => f.basic);
+    const rest = section.fields.filter((f) => !f.basic);
     const grid = el("div", { class: "fields" });
-    for (const field of section.fields) grid.append(this.row(field));
+    for (const field of basic.length ? basic : rest) grid.append(this.row(field));
     details.append(grid);
+    if (basic.length && rest.length) details.append(this.more(section.name, rest));
     return details;
+  }
+
+  /** A section's other fields, folded under "more options (N)" until opened. */
+  more(name, fields) {
+    const key = `${name}:more`;
+    const box = el("details", { class: "more", "data-more": name, open: this.openSections.has(key) });
+    box.addEventListener("toggle", () => {
+      if (box.open) this.openSections.add(key); else this.openSections.delete(key);
+      remember(this.openSections);
+    });
+    box.append(el("summary", {}, t("form.more", { count: fields.length })));
+    const grid = el("div", { class: "fields" });
+    for (const field of fields) grid.append(this.row(field));
+    box.append(grid);
+    return box;
+  }
+
+  /** Open every folded part around a field's row (its section and its "more options"). */
+  reveal(name) {
+    let node = this.rows[name];
+    while (node && node !== this.form) {
+      if (node.tagName === "DETAILS") node.open = true;
+      node = node.parentElement;
+    }
   }
 
   row(field) {
@@ -83,7 +135,7 @@ export class FormView {
     const row = el("div", { class: `field kind-${field.kind}`, "data-row": field.name });
     const head = el("div", { class: "field-head" });
     const label = el("label", { for: id, class: "flag" });
-    label.append(el("code", {}, field.flag));
+    label.append(flagCode(field.flag));
     head.append(label);
     const required = badgeStages(this.model, field);
     if (required.length) {
@@ -208,10 +260,7 @@ export class FormView {
       row.classList.toggle("has-need", list.length > 0 && list.every((p) => p.level === "need"));
       const input = this.inputs[field.name];
       if (input) input.setAttribute("aria-invalid", list.some((p) => p.level === "error") ? "true" : "false");
-      if (list.some((p) => p.level === "error")) {
-        const details = row.closest("details");
-        if (details && !details.open) details.open = true;
-      }
+      if (list.some((p) => p.level === "error")) this.reveal(field.name);
     }
   }
 }

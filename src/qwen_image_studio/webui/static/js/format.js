@@ -38,3 +38,44 @@ export function since(start, end) {
   if (!start) return null;
   return (end || Date.now() / 1000) - start;
 }
+
+/** The page's monotonic clock in seconds (it does not jump when the computer's clock is set). */
+export function monoNow() {
+  return performance.now() / 1000;
+}
+
+/** Note, once, when the page got a job (and its stages) from the server: their clocks count from then. */
+export function received(job) {
+  const at = monoNow();
+  for (const thing of [job, ...((job && job.stages) || [])]) {
+    if (thing && thing._at === undefined) Object.defineProperty(thing, "_at", { value: at, enumerable: false });
+  }
+  return job;
+}
+
+/** Seconds a job or stage has run: the server's `duration` when it was sent plus, while it runs, the time
+ *  since then on this page's clock, so a client clock that differs from the server's cannot freeze it. */
+export function elapsed(thing) {
+  if (!thing || !thing.started_at) return null;
+  if (!Number.isFinite(thing.duration)) return since(thing.started_at, thing.finished_at);
+  if (thing.finished_at) return thing.duration;
+  if (thing._at === undefined) Object.defineProperty(thing, "_at", { value: monoNow(), enumerable: false });
+  return thing.duration + (monoNow() - thing._at);
+}
+
+/** A span showing how long a job or stage has run; `tickClocks` keeps the running ones counting. */
+export function clockSpan(thing) {
+  const span = document.createElement("span");
+  span.className = "clock";
+  span.textContent = duration(elapsed(thing));
+  if (thing && thing.started_at && !thing.finished_at) {
+    span.dataset.live = "1";
+    span.clock = thing;
+  }
+  return span;
+}
+
+/** Advance every running clock under `root` to now (called each second). */
+export function tickClocks(root = document) {
+  for (const span of root.querySelectorAll(".clock[data-live]")) span.textContent = duration(elapsed(span.clock));
+}

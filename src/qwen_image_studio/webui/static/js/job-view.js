@@ -1,10 +1,13 @@
 // The watched job: stages with ✅ ❌ ⏰, progress and ETA from events, log, loss chart, samples and LoRA files.
 import { api } from "./api.js";
 import { $, el } from "./dom.js";
-import { bytes, duration, rate, since } from "./format.js";
-import { localText, t } from "./i18n.js";
+import { showJobPeak } from "./gpu-chip.js";
+import { bytes, clockSpan, duration, elapsed, monoNow, rate, received, tickClocks } from "./format.js";
+import { hasKey, localText, t } from "./i18n.js";
+import { JobProgress, phaseKey } from "./job-progress.js";
 import { LogView } from "./log-view.js";
 import { LossChart } from "./loss-chart.js";
+import { SamplesView } from "./samples-view.js";
 
 export const LOG_CAP = 2000;
 const ICONS = { done: "✅", failed: "❌", stopped: "⏰", lost: "⏰", running: "⏳", pending: "·", skipped: "–" };
@@ -16,29 +19,56 @@ export function statusIcon(status) { return ICONS[status] || "·"; }
 
 export function kindLabel(kind) { return kind === "pipeline" ? t("jobs.kind.pipeline") : t(`stage.${kind}`); }
 
+/** A progress phase in the page's language ("cache latents" -> "caching latents"); unknown ones as sent. */
+export function phaseLabel(phase) { return hasKey(phaseKey(phase)) ? t(phaseKey(phase)) : String(phase ?? ""); }
+
+function unitLabel(unit) { return hasKey(`unit.${unit}`) ? t(`unit.${unit}`) : String(unit || "it"); }
+
+/** A stage's status in words ("stopped" is always the user's doing: its exit code -15 or -9 says no more). */
+function stageStatus(stage) {
+  return stage.status === "stopped" ? t("stage.stopped_by_you") : t(`status.${stage.status}`);
+}
+
+/** What a stage's line says after its clock: how it ended, in the page's language. */
+function endNote(stage) {
+  if (stage.status === "stopped") return null;
+  if (stage.exit_code === null || stage.exit_code === undefined) return null;
+  if (stage.exit_code < 0 && stage.reason_i18n) return localText(stage.reason, stage.reason_i18n); // "killed by SIGKILL"
+  return t("jobs.exit_code", { code: stage.exit_code });
+}
+
 export class JobView {
   /** `ctx`: {focusField(name), stop(job)}. */
   constructor(ctx) {
     this.ctx = ctx;
     this.job = null;
     this.events = 0;
-    this.progress = null;
+    this.progress = new JobProgress();
     this.log = new LogView($("log"), $("log-skipped"), $("log-follow"), LOG_CAP);
     this.chart = new LossChart($("loss-chart"), $("chart-empty"));
+    this.samples = new SamplesView($("samples"), $("samples-empty"), $("samples-hint"));
     this.files = [];
+    this.folder = null;
     this.detailsTimer = null;
     $("job-stop").addEventListener("click", () => { if (this.job) this.ctx.stop(this.job); });
-    setInterval(() => { this.renderProgress(); this.renderSummary(); }, 1000);
+    setInterval(() => this.tick(), 1000);
+  }
+
+  /** Once a second: every running clock on the page (header, stages, history) and the ETA count on. */
+  tick() {
+    tickClocks(document);
+    this.renderProgress();
   }
 
   /** Start watching another job (or none). */
   show(job) {
     const same = this.job && job && this.job.id === job.id;
-    this.job = job;
+    this.job = received(job);
     if (!same) {
       this.events = 0;
-      this.progress = null;
+      this.progress.reset();
       this.files = [];
+      this.folder = null;
       this.log.reset();
       this.chart.reset();
       if (job) this.fetchDetails();
@@ -54,7 +84,7 @@ export class JobView {
   update(job) {
     if (!this.job || job.id !== this.job.id) return;
     const ended = this.job.status !== job.status && ["done", "failed", "stopped", "lost"].includes(job.status);
-    this.job = job;
+    this.job = received(job);
     if (ended) this.fetchDetails();
     this.render();
   }
@@ -69,8 +99,7 @@ export class JobView {
     for (const [n, event] of message.events) {
       if (n <= this.events) continue;
       this.events = n;
-      if (event.type === "progress") this.progress = { ...event, seen: Date.now() / 1000 };
-      else if (event.type === "started") this.progress = null;
+      if (event.type === "progress") this.progress.add(event, monoNow());
       else if (event.type === "metric" && typeof event.loss === "number") this.chart.add(event.step, event.loss, event.loss_avg);
       else if (event.type === "artifact") artifacts = true;
     }
@@ -89,7 +118,9 @@ export class JobView {
     const res = await api("GET", `/api/jobs/${id}`);
     if (!res.ok || !this.job || this.job.id !== id) return;
     this.files = res.data.job.files;
+    this.folder = res.data.job.output_folder;
     this.renderFiles();
+    showJobPeak(res.data.job);
   }
 
   render() {
@@ -108,10 +139,11 @@ export class JobView {
       const li = el("li", { class: `stage ${stage.status}`, "data-stage": stage.stage, "data-status": stage.status });
       li.append(el("span", { class: "icon", "aria-hidden": "true" }, statusIcon(stage.status)));
       li.append(el("span", { class: "name" }, t(`stage.${stage.stage}`)));
-      const bits = [t(`status.${stage.status}`)];
-      if (stage.started_at) bits.push(duration(since(stage.started_at, stage.finished_at)));
-      if (stage.exit_code !== null && stage.exit_code !== undefined) bits.push(t("jobs.exit_code", { code: stage.exit_code }));
-      li.append(el("span", { class: "meta" }, bits.join(" · ")));
+      const meta = el("span", { class: "meta" }, stageStatus(stage));
+      if (stage.started_at) meta.append(" · ", clockSpan(stage));
+      const note = endNote(stage);
+      if (note) meta.append(` · ${note}`);
+      li.append(meta);
       list.append(li);
     }
     this.renderError();
@@ -122,10 +154,10 @@ export class JobView {
     const job = this.job;
     if (!job) return;
     const source = job.config_name ? t("jobs.config", { name: job.config_name }) : t("jobs.form_values");
-    const took = duration(since(job.started_at, job.finished_at));
-    $("job-summary").textContent =
-      `${statusIcon(job.status)} #${job.id} ${kindLabel(job.kind)} · ${t(`status.${job.status}`)} · ${source} · ${took}`;
-    $("job-summary").dataset.status = job.status;
+    const summary = $("job-summary");
+    summary.textContent = `${statusIcon(job.status)} #${job.id} ${kindLabel(job.kind)} · ${t(`status.${job.status}`)} · ${source}`;
+    if (job.started_at) summary.append(" · ", clockSpan(job));
+    summary.dataset.status = job.status;
   }
 
   renderError() {
@@ -158,67 +190,69 @@ export class JobView {
     }
   }
 
+  /** The bar shows the whole job and never goes back; the text names the stage, its phase and the job's
+   *  ETA; a sub-phase (sampling, saving) is shown beside it (see job-progress.js). */
   renderProgress() {
-    const text = $("progress-text");
-    const fill = $("progress-fill");
-    const bar = $("progress-bar");
     const job = this.job;
     if (!job) return;
-    const running = job.stages.find((s) => s.status === "running");
-    // a progress report belongs to its stage: the next stage starts from "waiting"
-    const p = this.progress && (!running || this.progress.stage === running.stage) ? this.progress : null;
-    let pct = 0;
-    let line = "";
-    if (job.status === "done") { pct = 100; line = t("status.done"); }
-    else if (p && p.total) {
-      pct = Math.min(100, (100 * p.done) / p.total);
-      const eta = p.eta === null || p.eta === undefined ? null : Math.max(0, p.eta - (Date.now() / 1000 - p.seen));
-      const parts = [`${p.phase}: ${p.done} / ${p.total}`];
-      if (p.rate) parts.push(t("progress.rate", { rate: rate(p.rate), unit: p.unit || "it" }));
-      if (eta !== null && job.status === "running") parts.push(t("progress.eta", { eta: duration(eta) }));
-      line = parts.join(" · ");
-    } else if (running) {
-      line = `${t("progress.waiting")} ${t("progress.elapsed", { time: duration(since(running.started_at)) })}`;
+    const p = this.progress.state(job, monoNow());
+    const parts = [];
+    if (job.status === "running" && p.stage) {
+      if (p.count > 1) parts.push(t("progress.stage_of", { k: p.index + 1, n: p.count, stage: t(`stage.${p.stage.stage}`) }));
+      const main = p.main;
+      if (main && main.total) {
+        parts.push(t("progress.phase", { phase: phaseLabel(main.phase), done: main.done, total: main.total }));
+        if (main.rate) parts.push(t("progress.rate", { rate: rate(main.rate), unit: unitLabel(main.unit) }));
+      } else {
+        parts.push(`${t("progress.waiting")} ${t("progress.elapsed", { time: duration(elapsed(p.stage)) })}`);
+      }
+      if (p.eta !== null) {
+        const eta = duration(p.eta);
+        parts.push(t("progress.eta", { eta: p.pending ? t("progress.eta_more", { eta, count: p.pending }) : eta }));
+      }
     } else {
-      line = t(`status.${job.status}`);
+      parts.push(t(`status.${job.status}`));
     }
-    fill.style.width = `${pct.toFixed(1)}%`;
+    const sub = $("progress-sub");
+    const s = job.status === "running" ? p.sub : null;
+    sub.hidden = !s;
+    sub.textContent = !s ? ""
+      : s.total > 1 ? t("progress.sub", { phase: phaseLabel(s.phase), done: s.done, total: s.total })
+      : t("progress.sub_busy", { phase: phaseLabel(s.phase) });
+    sub.dataset.phase = s ? s.phase : "";
+    const pct = 100 * p.fraction;
+    $("progress-fill").style.width = `${pct.toFixed(1)}%`;
+    const bar = $("progress-bar");
     bar.setAttribute("aria-valuenow", pct.toFixed(0));
     bar.dataset.status = job.status;
-    text.textContent = line;
+    $("progress-text").textContent = parts.join(" · ");
   }
 
   renderFiles() {
     const job = this.job;
     if (!job) return;
-    const samples = $("samples");
     const files = $("files");
-    samples.replaceChildren();
     files.replaceChildren();
-    const images = this.files.filter((f) => f.kind === "sample");
+    const path = (name) => name.split("/").map(encodeURIComponent).join("/");
+    this.samples.show(this.files.filter((f) => f.kind === "sample"), (f) => `/api/jobs/${job.id}/samples/${path(f.name)}`);
     const loras = this.files.filter((f) => f.kind === "checkpoint");
-    for (const f of images) {
-      const url = `/api/jobs/${job.id}/samples/${f.name.split("/").map(encodeURIComponent).join("/")}`;
-      const figure = el("figure", { class: "sample" });
-      const img = el("img", { src: url, alt: f.name, loading: "lazy" });
-      figure.append(img, el("figcaption", {}, f.name));
-      samples.append(figure);
-    }
     for (const f of loras) {
-      const url = `/api/jobs/${job.id}/files/${f.name.split("/").map(encodeURIComponent).join("/")}`;
+      const url = `/api/jobs/${job.id}/files/${path(f.name)}`;
       const li = el("li");
       li.append(el("a", { href: url, download: f.name.split("/").pop() }, f.name), el("span", { class: "meta" }, ` ${bytes(f.size)}`));
       files.append(li);
     }
-    $("samples-empty").hidden = images.length > 0;
     $("files-empty").hidden = loras.length > 0;
+    const folder = $("files-folder"); // the job's own run folder: no other job writes there
+    folder.hidden = !this.folder || !job.stages.some((s) => s.stage === "train_network");
+    folder.textContent = this.folder ? t("files.folder", { path: this.folder }) : "";
   }
 
   /** Re-render everything in the current language. */
   retranslate() {
     this.render();
     this.renderFiles();
-    this.log.renderNote();
+    this.log.retranslate();
     this.chart.redraw();
   }
 }

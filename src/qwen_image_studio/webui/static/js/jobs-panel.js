@@ -1,7 +1,7 @@
 // The "Run & monitor" tab: start buttons (with the form's values), the job history and the live channel.
 import { api } from "./api.js";
 import { $, el } from "./dom.js";
-import { clock, duration, since } from "./format.js";
+import { clock, clockSpan, received } from "./format.js";
 import { t } from "./i18n.js";
 import { JobView, kindLabel, statusIcon } from "./job-view.js";
 import { Live } from "./live.js";
@@ -40,7 +40,7 @@ export class JobsPanel {
 
   onMessage(m) {
     if (m.type === "jobs") {
-      for (const job of m.jobs) this.jobs.set(job.id, job);
+      for (const job of m.jobs) this.jobs.set(job.id, received(job));
       this.renderHistory();
       if (!this.view.job) {
         const wanted = remembered();
@@ -50,7 +50,7 @@ export class JobsPanel {
         this.view.update(this.jobs.get(this.view.job.id));
       }
     } else if (m.type === "job") {
-      this.jobs.set(m.job.id, m.job);
+      this.jobs.set(m.job.id, received(m.job));
       this.view.update(m.job);
       this.renderHistory();
     } else if (m.type === "log") {
@@ -92,7 +92,7 @@ export class JobsPanel {
     if (!window.confirm(t("confirm.stop", { id: job.id }))) return;
     const res = await api("POST", `/api/jobs/${job.id}/stop`, {});
     if (!res.ok) { this.ctx.say(this.ctx.errorText(res), "error"); return; }
-    this.jobs.set(job.id, res.data.job);
+    this.jobs.set(job.id, received(res.data.job));
     this.view.update(res.data.job);
     this.renderHistory();
   }
@@ -107,10 +107,12 @@ export class JobsPanel {
       if (this.view.job && this.view.job.id === job.id) li.classList.add("selected");
       const button = el("button", { type: "button", class: "link" });
       const stages = job.stages.map((s) => statusIcon(s.status)).join(" ");
+      const meta = el("span", { class: "meta" }, ` · ${clock(job.created_at)}`);
+      if (job.started_at) meta.append(" · ", clockSpan(job)); // counts on while it runs (JobView.tick)
       button.append(
         el("span", { class: "stage-icons" }, stages),
         el("span", {}, ` #${job.id} ${kindLabel(job.kind)} · ${t(`status.${job.status}`)}`),
-        el("span", { class: "meta" }, ` · ${clock(job.created_at)} · ${duration(since(job.started_at, job.finished_at))}`),
+        meta,
       );
       button.addEventListener("click", () => this.watch(job));
       li.append(button);

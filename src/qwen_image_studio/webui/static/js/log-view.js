@@ -4,6 +4,9 @@ import { t } from "./i18n.js";
 
 // The supervisor's lines start with the seed's legend: ✅ a stage is done, ❌ it failed, ⏰ a warning.
 const MARKS = { "✅": "done", "❌": "failed", "⏰": "warning" };
+// A line longer than this (a stage's ~1,500-character command line) shows folded to one line; a click
+// or Enter unfolds it. The text stays the line's own, so copying and searching see all of it.
+export const FOLD_AT = 240;
 
 export class LogView {
   constructor(box, skippedNote, follow, cap) {
@@ -15,6 +18,21 @@ export class LogView {
     this.pending = [];
     this.frame = null;
     this.partialEl = null;
+    const toggle = (line) => {
+      if (!line || !line.classList.contains("foldable")) return;
+      line.classList.toggle("open");
+      line.setAttribute("aria-expanded", String(line.classList.contains("open")));
+    };
+    box.addEventListener("click", (e) => {
+      if (!window.getSelection().isCollapsed) return; // selecting text is not a click to fold
+      toggle(e.target.closest(".line"));
+    });
+    box.addEventListener("keydown", (e) => {
+      if ((e.key === "Enter" || e.key === " ") && e.target.classList.contains("foldable")) {
+        toggle(e.target);
+        e.preventDefault();
+      }
+    });
   }
 
   reset() {
@@ -47,6 +65,7 @@ export class LogView {
       div.textContent = text;
       const mark = MARKS[String(text).slice(0, 1)];
       if (mark) div.dataset.mark = mark;
+      if (String(text).length > FOLD_AT) this.fold(div);
       fragment.append(div);
     }
     this.pending = [];
@@ -63,6 +82,20 @@ export class LogView {
     }
     this.renderNote();
     if (stick) this.box.scrollTop = this.box.scrollHeight;
+  }
+
+  fold(div) {
+    div.classList.add("foldable");
+    div.tabIndex = 0;
+    div.setAttribute("role", "button");
+    div.setAttribute("aria-expanded", "false");
+    div.title = t("log.fold", { count: div.textContent.length });
+  }
+
+  /** Re-word what the log box says itself (the note and the folded lines' hint). */
+  retranslate() {
+    this.renderNote();
+    for (const div of this.box.querySelectorAll(".line.foldable")) div.title = t("log.fold", { count: div.textContent.length });
   }
 
   renderNote() {

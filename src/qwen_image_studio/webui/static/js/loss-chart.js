@@ -2,6 +2,15 @@
 import { t } from "./i18n.js";
 
 const REDRAW_MS = 400;
+// Steps are whole numbers: the x axis ticks only at whole steps (1, 2, 5, 10, 20, 50 ... apart).
+const STEP_INCRS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1000, 10000, 100000].map((e) => m * e)).sort((a, b) => a - b);
+
+/** The x range: the steps drawn, at least one step wide (a single point is not stretched over fractions). */
+export function stepRange(min, max) {
+  const lo = Math.floor(Number.isFinite(min) ? min : 0);
+  const hi = Math.ceil(Number.isFinite(max) ? max : lo + 1);
+  return [lo, Math.max(hi, lo + 1)];
+}
 
 export class LossChart {
   constructor(box, empty) {
@@ -45,11 +54,15 @@ export class LossChart {
     const opts = {
       width: this.width(),
       height: 220,
-      scales: { x: { time: false } },
+      scales: { x: { time: false, range: (u, min, max) => stepRange(min, max) } },
+      axes: [
+        { incrs: STEP_INCRS, values: (u, splits) => splits.map((v) => (Number.isInteger(v) ? String(v) : "")) },
+        {},
+      ],
       legend: { live: false },
       series: [
         { label: t("chart.step") },
-        { label: t("chart.loss"), stroke: "#4c6ef5", width: 1 },
+        { label: t("chart.loss"), stroke: "#4c6ef5", width: 1, points: { show: (u) => u.data[0].length <= 60, size: 4 } },
         { label: t("chart.loss_avg"), stroke: "#e8590c", width: 2, spanGaps: true },
       ],
     };
