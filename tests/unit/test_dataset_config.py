@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from pathlib import Path
 
@@ -259,6 +260,31 @@ def test_deprecated_keys_are_read_under_their_new_names(folder: Path) -> None:
     text += "qwen_image_edit_control_resolution = [512, 512]\n"
     (d,) = load_dataset_config(write(folder, text)).datasets
     assert d.no_resize_control is True and d.control_resolution == (512, 512)
+
+
+def test_skip_corrupted_cache_is_accepted_and_warns_that_it_has_no_effect(folder: Path, caplog) -> None:
+    """The reference trainer's key loads (type-checked, in [general] or a dataset) and warns once per table."""
+    text = '[general]\nskip_corrupted_cache = true\n[[datasets]]\nimage_directory = "images"\n'
+    text += "skip_corrupted_cache = false\n"
+    with caplog.at_level(logging.WARNING, logger="qwen_image_studio.data.config"):
+        (d,) = load_dataset_config(write(folder, text)).datasets
+    warnings = [r.getMessage() for r in caplog.records if "skip_corrupted_cache" in r.getMessage()]
+    assert len(warnings) == 2
+    assert warnings[0].endswith(
+        "[general]: key 'skip_corrupted_cache' has no effect here and is ignored: cache files are never "
+        "skipped, so every process and a resumed run see the same batches; a cache file with an unreadable "
+        "header is reported before training with the command that remakes it"
+    )
+    assert "datasets[0]: key 'skip_corrupted_cache' has no effect here" in warnings[1]
+    assert d.skip_corrupted_cache is False
+    base = '[[datasets]]\nimage_directory = "images"\n'
+    assert "skip_corrupted_cache = 1: expected true or false" in str(
+        error_of(write(folder, base + "skip_corrupted_cache = 1\n"))
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="qwen_image_studio.data.config"):
+        load_dataset_config(write(folder, base))
+    assert not caplog.records
 
 
 def test_json_config(folder: Path) -> None:

@@ -47,6 +47,12 @@ _VIDEO_KEYS = {
     "max_frames",
     "source_fps",
 }
+# Keys accepted (type-checked, written back) that change nothing here; each warns with the reason.
+NO_EFFECT_KEYS = {
+    "skip_corrupted_cache": "cache files are never skipped, so every process and a resumed run see the same "
+    "batches; a cache file with an unreadable header is reported before training with the command that "
+    "remakes it",
+}
 # Older names the reference trainer still accepts.
 DEPRECATED_KEYS = {
     "flux_kontext_no_resize_control": "no_resize_control",
@@ -92,7 +98,9 @@ class GeneralSettings(BaseModel):
     cache_directory: StrictStr | None = Field(None, description="where latent and text caches are written")
     control_resolution: SizeField | None = Field(None, description="edit: area for control images")
     no_resize_control: StrictBool | None = Field(None, description="edit: keep control images' own size")
-    skip_corrupted_cache: StrictBool | None = Field(None, description="skip unreadable cache files")
+    skip_corrupted_cache: StrictBool | None = Field(
+        None, description="accepted for the reference trainer; no effect here (see NO_EFFECT_KEYS)"
+    )
 
 
 class DatasetSettings(GeneralSettings):
@@ -106,7 +114,6 @@ class DatasetSettings(GeneralSettings):
 
 
 GENERAL_KEYS = tuple(GeneralSettings.model_fields)
-DATASET_KEYS = tuple(DatasetSettings.model_fields)
 
 
 class Dataset(BaseModel):
@@ -127,7 +134,7 @@ class Dataset(BaseModel):
     control_directory: Path | None = None
     control_resolution: tuple[int, int] | None = None
     no_resize_control: bool = False
-    skip_corrupted_cache: bool = False
+    skip_corrupted_cache: bool = False  # kept so the TOML written back has it; read by nothing else
 
     @property
     def label(self) -> str:
@@ -231,6 +238,8 @@ def _validate_section(
                 raw[new] = raw[old]
             del raw[old]
     for key in list(raw):
+        if key in NO_EFFECT_KEYS:
+            log.warning("%s: key %r has no effect here and is ignored: %s", label, key, NO_EFFECT_KEYS[key])
         if key in allowed:
             continue
         if key in _IGNORED_KEYS:

@@ -28,7 +28,7 @@ from qwen_image_studio.data.cache_paths import (
     latent_cache_path,
     text_cache_path,
 )
-from qwen_image_studio.data.config import Dataset, DatasetConfig
+from qwen_image_studio.data.config import Dataset
 from qwen_image_studio.data.images import ImageReadError, is_image_file, list_images, probe_image
 
 _NUMBERED = re.compile(r"^(?P<stem>.+)_(?P<n>\d+)$")
@@ -157,11 +157,6 @@ def discover_items(dataset: Dataset, edit: bool = False, decode: bool = False) -
     _check_duplicates(result)
     _summarise_problems(result)
     return result
-
-
-def discover_all(config: DatasetConfig, edit: bool = False, decode: bool = False) -> list[DatasetItems]:
-    """Discover every dataset of a configuration."""
-    return [discover_items(d, edit=edit, decode=decode) for d in config.datasets]
 
 
 def read_caption(path: Path) -> str:

@@ -479,26 +479,10 @@ def load_prompt_encoder(
     stores in float8_e4m3fn stay as stored, with the file's scales. Without `fp8_linears`, the values are
     those `load_text_encoder` loads, bit for bit.
 
-    Device memory at full size (Qwen2.5-VL-7B, bf16; weights only, from the parameter counts, see
-    `prompt_encoder_device_bytes`), against 16.58 GB (all of it in bf16) when the whole model was loaded
-    and only then quantised:
-
-    ================  ===========  =====================  ================
-    --fp8_vl / mode   loaded       extra while loading    peak
-    ================  ===========  =====================  ================
-    yes, t2i          7.62 GB      0.24 GB                7.86 GB
-    yes, edit         8.97 GB      0.24 GB                9.21 GB
-    no, t2i           14.14 GB     0                      14.14 GB
-    no, edit          15.49 GB     0                      15.49 GB
-    ================  ===========  =====================  ================
-
-    The extra is one bf16 linear (the 136 MB MLP weight) and the float32 slices quantising it, about half
-    of one bf16 decoder layer (466 MB). On an H100, with a full-width file of 4 decoder layers, CUDA's
-    allocator held these counts within 0.4 % once loaded and 0.18 GB more while loading, where the old
-    path peaked at the bf16 model plus every fp8 linear (`quantize_linears` keeps the replaced bf16
-    layers alive until it returns: about 23.7 GB at full size). Activations come on top (small for prompts; the vision tower's for
-    edit-mode control images). A file in another dtype than `dtype` adds one tensor in its own dtype while
-    it is cast, an fp8 file loaded without `fp8_linears` one float32 tensor while it is dequantised.
+    Device memory at full size, computed and measured: bench/RESULTS.md, "Text-encoder device memory".
+    Activations come on top (small for prompts; the vision tower's for edit-mode control images). A file
+    in another dtype than `dtype` adds one tensor in its own dtype while it is cast, an fp8 file loaded
+    without `fp8_linears` one float32 tensor while it is dequantised.
     Host RAM holds the file pages of one group at a time (plus the model itself when `device` is the CPU).
     """
     device = torch.device(device)

@@ -292,16 +292,3 @@ def merge_loras(
             weight.copy_((weight.float() + delta).to(weight.dtype))
             changed.add(path)
     return len(changed)
-
-
-def load_and_merge(
-    model: nn.Module,
-    paths: Sequence[str | Path],
-    multipliers: Sequence[float] | None = None,
-    *,
-    flag: str = FLAG,
-) -> list[LoraFile]:
-    """Read LoRA files and merge them into `model` with their multipliers; returns the files read."""
-    loras = [read_lora(p, flag=flag) for p in paths]
-    merge_loras(model, loras, multipliers)
-    return loras

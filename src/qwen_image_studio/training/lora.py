@@ -153,11 +153,6 @@ class LoRANetwork:
             {"params": ups, "lr": lr * loraplus_lr_ratio, "name": "lora_up"},
         ]
 
-    def set_multiplier(self, multiplier: float) -> None:
-        """Scale every update by `multiplier` (0 turns the LoRA off)."""
-        for m in self.modules():
-            m.multiplier = multiplier
-
     def state_dict_for_file(self, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
         """``lora_unet_X.lora_down.weight`` [r, in], ``.lora_up.weight`` [out, r] and ``.alpha`` in `dtype`."""
         out: dict[str, torch.Tensor] = {}

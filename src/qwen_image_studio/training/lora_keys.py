@@ -33,7 +33,6 @@ BLOCK_LINEARS: tuple[str, ...] = (
     "txt_mlp.net.0.proj",
     "txt_mlp.net.2",
 )
-MODULATION_LINEARS: tuple[str, ...] = ("img_mod.1", "txt_mod.1")
 _BLOCK = re.compile(r"^transformer_blocks\.\d+\.(?P<leaf>.+)$")
 
 
@@ -59,9 +58,3 @@ def select_targets(
         if chosen and not any(p.fullmatch(path) for p in exclude):
             targets.append(path)
     return targets
-
-
-def module_for_lora_name(name: str, module_paths: Iterable[str]) -> str | None:
-    """The module path a ``lora_unet_...`` name belongs to (underscores are ambiguous: look it up)."""
-    table = {lora_name(p): p for p in module_paths}
-    return table.get(name)
