@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from qwen_image_studio.memory.fp8_linear import SCALED_BLOCK, quantize_linears, relative_error  # noqa: E402
 from qwen_image_studio.memory.placement import quantize_block  # noqa: E402
+from qwen_image_studio.models.fp8_linear import SCALED_BLOCK, quantize_linears, relative_error  # noqa: E402
 
 
 def build(outliers: bool) -> tuple[torch.nn.Module, tuple]:

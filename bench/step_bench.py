@@ -155,9 +155,9 @@ def prepare_ours(
     """Our trainer's setup: fp8 block linears, LoRA, checkpointing (+offload), block swap, compile."""
     from qwen_image_studio.memory.block_swap import BlockSwapper
     from qwen_image_studio.memory.checkpointing import enable_checkpointing
-    from qwen_image_studio.memory.fp8_linear import use_native_matmul
     from qwen_image_studio.memory.placement import place_dit
     from qwen_image_studio.memory.setup import compile_blocks
+    from qwen_image_studio.models.fp8_linear import use_native_matmul
     from qwen_image_studio.training.lora import apply_lora
 
     layers = len(model.transformer_blocks)

@@ -8,14 +8,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
-from .params.spec import Stage
-
-STAGE_COMMANDS = {
-    "cache-latents": Stage.CACHE_LATENTS,
-    "cache-text": Stage.CACHE_TEXT,
-    "train": Stage.TRAIN,
-    "generate": Stage.GENERATE,
-}
+from .params.spec import SUBCOMMANDS
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -38,7 +31,7 @@ def _config(args: argparse.Namespace) -> int:
         print(json.dumps(form_schema(), ensure_ascii=False, indent=2))
         return 0
     if args.action == "from-cli":
-        stage = STAGE_COMMANDS[args.stage]
+        stage = SUBCOMMANDS[args.stage]
         config, _ = parse_args(stage, args.rest)
         if args.output:
             print(f"saved {save_config(config, args.output)}")
@@ -48,12 +41,12 @@ def _config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     if args.action == "validate":
         for name in args.stage or []:
-            check_for_stage(config, STAGE_COMMANDS[name])
+            check_for_stage(config, SUBCOMMANDS[name])
         print(f"{args.file}: valid")
     elif args.action == "show":
         print(json.dumps(config.model_dump(mode="json"), ensure_ascii=False, indent=2))
     elif args.action == "to-cli":
-        print(" ".join(to_argv(config, STAGE_COMMANDS[args.stage[0] if args.stage else "train"])))
+        print(" ".join(to_argv(config, SUBCOMMANDS[args.stage[0] if args.stage else "train"])))
     return 0
 
 
@@ -76,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qwen-image-studio", description="Qwen-Image LoRA training studio.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, stage in STAGE_COMMANDS.items():
+    for name, stage in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=f"run the {stage.value} stage (see `{name} --help`)", add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
     demo = sub.add_parser("demo", help="tiny demo models and dataset")
@@ -92,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_argument(
         "--stage",
         action="append",
-        choices=list(STAGE_COMMANDS),
+        choices=list(SUBCOMMANDS),
         help="validate: also check what this stage needs; to-cli: the stage",
     )
     cfg.add_argument("--output", help="from-cli: write the configuration here")
@@ -126,10 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in STAGE_COMMANDS:
+    if argv and argv[0] in SUBCOMMANDS:
         from .stages.runner import main as run_stage
 
-        return run_stage(STAGE_COMMANDS[argv[0]], argv[1:])
+        return run_stage(SUBCOMMANDS[argv[0]], argv[1:])
     if argv and argv[0] == "webui":
         from .webui.main import main as webui_main
 
@@ -137,10 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "config" and args.action == "from-cli":
-        if args.file not in STAGE_COMMANDS:
-            parser.error(
-                "config from-cli needs STAGE (cache-latents, cache-text, train, generate) and its flags"
-            )
+        if args.file not in SUBCOMMANDS:
+            parser.error(f"config from-cli needs STAGE ({', '.join(SUBCOMMANDS)}) and its flags")
         args.stage = args.file
     elif args.command == "config" and args.action in ("validate", "show", "to-cli") and not args.file:
         parser.error(f"config {args.action} needs a configuration file")

@@ -36,7 +36,7 @@ def _models(demo: Path, version: str = "original") -> list[str]:
 def _tiny_lora(demo: Path, path: Path) -> Path:
     from qwen_image_studio.models.loading import load_dit
     from qwen_image_studio.models.lora_apply import linear_paths
-    from qwen_image_studio.training.lora_keys import ALPHA, DOWN, UP, lora_name, select_targets
+    from qwen_image_studio.models.lora_keys import ALPHA, DOWN, UP, lora_name, select_targets
 
     dit = load_dit(demo / "models" / "comfyui" / "qwen_image_bf16.safetensors", dtype=torch.float32)
     g = torch.Generator().manual_seed(0)

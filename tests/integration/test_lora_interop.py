@@ -28,8 +28,8 @@ from qwen_image_studio.events import EventWriter
 from qwen_image_studio.models.loading import load_dit, load_vae
 from qwen_image_studio.models.lora_apply import linear_paths, merge_loras, read_lora
 from qwen_image_studio.models.lora_convert import convert_lora
+from qwen_image_studio.models.lora_keys import ALPHA, DOWN, UP, lora_name, select_targets
 from qwen_image_studio.params.validate import validate_config
-from qwen_image_studio.training.lora_keys import ALPHA, DOWN, UP, lora_name, select_targets
 from qwen_image_studio.training.sampling import (
     build_pipeline,
     generate_images,

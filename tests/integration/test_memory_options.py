@@ -163,8 +163,8 @@ def test_fp8_file_loads_into_fp8_layers_as_stored(
     from safetensors.torch import load_file
 
     from qwen_image_studio.demo.models import write_fp8_dit
-    from qwen_image_studio.memory.fp8_linear import Fp8Linear
     from qwen_image_studio.models import keymaps
+    from qwen_image_studio.models.fp8_linear import Fp8Linear
     from qwen_image_studio.models.loading import load_dit
 
     path = write_fp8_dit(ts.models(demo)["dit"], tmp_path / "qwen_image_fp8.safetensors", scaled=scaled)
@@ -197,7 +197,7 @@ def test_fp8_without_swap_stores_each_block_linear_in_fp8_as_it_is_read(
     from types import SimpleNamespace
 
     from qwen_image_studio.memory import placement
-    from qwen_image_studio.memory.fp8_linear import Fp8Linear
+    from qwen_image_studio.models.fp8_linear import Fp8Linear
 
     read: list[str] = []
     real = placement._quantize_on_load

@@ -23,9 +23,9 @@ from torch.utils._pytree import tree_leaves
 
 from qwen_image_studio.demo.models import create_demo_models
 from qwen_image_studio.errors import ModelFileError
-from qwen_image_studio.memory.fp8_linear import Fp8Linear, quantize_linears, relative_error
 from qwen_image_studio.models import configs
 from qwen_image_studio.models.fp8 import quantize_fp8
+from qwen_image_studio.models.fp8_linear import Fp8Linear, quantize_linears, relative_error
 from qwen_image_studio.models.loading import (
     load_prompt_encoder,
     load_text_encoder,

@@ -204,8 +204,8 @@ def test_output_name_must_be_a_file_name_stem(app: Flask, tmp_path: Path) -> Non
 def test_a_save_that_runs_out_of_disk_keeps_the_previous_file(small_disks: dict[str, Path]) -> None:
     import torch
 
+    from qwen_image_studio.atomic import atomic_save_safetensors
     from qwen_image_studio.errors import DiskFullError
-    from qwen_image_studio.training.atomic import atomic_save_safetensors
 
     target = small_disks["full"] / "lora.safetensors"
     atomic_save_safetensors({"w": torch.zeros(16)}, target, {})

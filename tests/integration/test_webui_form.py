@@ -280,3 +280,10 @@ def test_page_is_rendered_in_the_remembered_language(client: FlaskClient) -> Non
     assert '<html lang="en">' in en.text and TABLE["en"]["jobs.title"] in en.text
     assert 'id="i18n-table"' in en.text and "<script>" not in en.text  # no inline script (CSP)
     assert client.get("/static/js/app.js").status_code == 200
+
+
+def test_the_page_reads_each_job_kinds_stages_from_the_server(client: FlaskClient) -> None:
+    kinds = client.get("/api/schema").get_json()["x-job-kinds"]
+    assert kinds == {kind: [s.value for s in stages] for kind, stages in JOB_KINDS.items()}
+    assert kinds["pipeline"] == ["cache_latents", "cache_text_encoder_outputs", "train_network"]
+    assert "train_network" not in (STATIC_JS / "app.js").read_text(encoding="utf-8")  # no copy in the page

@@ -20,8 +20,8 @@ from qwen_image_studio.memory.checkpointing import (
     offloaded_checkpoint,
     plain_checkpoint,
 )
-from qwen_image_studio.memory.fp8_linear import Fp8Linear
 from qwen_image_studio.memory.placement import place_dit
+from qwen_image_studio.models.fp8_linear import Fp8Linear
 from qwen_image_studio.training.lora import apply_lora
 
 LAYERS = 4

@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from qwen_image_studio.memory.fp8_linear import (
+from qwen_image_studio.models.fp8 import dequantize, linear_scales
+from qwen_image_studio.models.fp8_linear import (
     FP8,
     Fp8Linear,
     dequantize_weight,
     quantize_weight,
     relative_error,
 )
-from qwen_image_studio.models.fp8 import dequantize, linear_scales
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from qwen_image_studio.memory.fp8_linear import (
+from qwen_image_studio.models.fp8_linear import (
     FP8,
     Fp8Linear,
     dequantize_weight,
@@ -82,7 +82,7 @@ def test_native_fp8_matmul_needs_widths_divisible_by_16() -> None:
 def test_fp8_matmul_mode_resolution() -> None:
     import pytest
 
-    from qwen_image_studio.memory.fp8_linear import use_native_matmul
+    from qwen_image_studio.models.fp8_linear import use_native_matmul
 
     cpu = torch.device("cpu")
     assert use_native_matmul("upcast", cpu, torch.float32) is False
@@ -101,7 +101,7 @@ def test_quantize_linears_native_rescales_layers_already_in_fp8() -> None:
 
 
 def test_bf16_activations_quantise_in_bf16_without_overflow() -> None:
-    from qwen_image_studio.memory.fp8_linear import quantize_rows
+    from qwen_image_studio.models.fp8_linear import quantize_rows
 
     gen = torch.Generator().manual_seed(3)
     x = (torch.randn(64, 256, generator=gen) * torch.logspace(-3, 3, 64).unsqueeze(1)).to(torch.bfloat16)

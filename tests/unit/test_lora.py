@@ -14,10 +14,10 @@ import pytest
 import torch
 from torch import nn
 
+from qwen_image_studio.atomic import file_data_sha256, remove_stale_temp_files
 from qwen_image_studio.errors import ConfigError
+from qwen_image_studio.models import lora_keys
 from qwen_image_studio.params.schema import StudioConfig
-from qwen_image_studio.training import lora_keys
-from qwen_image_studio.training.atomic import file_data_sha256, remove_stale_temp_files
 from qwen_image_studio.training.lora import LoRALinear, apply_lora, file_metadata, read_lora_file
 
 
@@ -167,7 +167,7 @@ def test_network_weights_load_back_and_a_rank_mismatch_is_named(dit: nn.Module, 
 
 _CHILD = textwrap.dedent("""
     import os, sys, time, torch
-    from qwen_image_studio.training import atomic
+    from qwen_image_studio import atomic
     real_replace = os.replace
     def slow_replace(src, dst):
         print("WRITTEN", flush=True)  # the new file is complete under its temporary name
@@ -181,7 +181,7 @@ _CHILD = textwrap.dedent("""
 def test_kill_9_during_a_save_leaves_the_previous_file_intact(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from qwen_image_studio.training.atomic import atomic_save_safetensors
+    from qwen_image_studio.atomic import atomic_save_safetensors
 
     path = tmp_path / "lora.safetensors"
     atomic_save_safetensors({"w": torch.ones(4, 4)}, path, {"version": "old"})

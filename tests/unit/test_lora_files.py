@@ -20,7 +20,7 @@ from qwen_image_studio.models.lora_apply import (
     read_lora,
 )
 from qwen_image_studio.models.lora_convert import convert_lora, dit_linear_paths
-from qwen_image_studio.training.lora_keys import ALPHA, DOWN, UP, lora_name, select_targets
+from qwen_image_studio.models.lora_keys import ALPHA, DOWN, UP, lora_name, select_targets
 
 RANK, ALPHA_VALUE = 4, 2.0
 

@@ -27,8 +27,8 @@ from qwen_image_studio.memory.vram_estimate import (
     text_encoder_gb,
 )
 from qwen_image_studio.models import configs, keymaps
+from qwen_image_studio.models.lora_keys import select_targets
 from qwen_image_studio.params.schema import StudioConfig
-from qwen_image_studio.training.lora_keys import select_targets
 from qwen_image_studio.webui.vram import vram_for
 
 BASE = VramOptions()  # 1024x1024, batch 1, bf16, gradient checkpointing, rank 8, adamw8bit

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .fp8_linear import SCALED_BLOCK, Fp8Linear, quantize_linears, quantize_weight, use_native_matmul
+from ..models.fp8_linear import SCALED_BLOCK, Fp8Linear, quantize_linears, quantize_weight, use_native_matmul
 
 MODULATION = ("img_mod", "txt_mod")  # a block's shift/scale/gate linears, fed the timestep embedding
 

@@ -45,9 +45,11 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..models.configs import FULL_DIT_BLOCKS, FULL_DIT_HEAD_DIM, FULL_DIT_HEADS
+
 GB = 1e9
-BLOCKS = 60
-HIDDEN = 3072
+BLOCKS = FULL_DIT_BLOCKS
+HIDDEN = FULL_DIT_HEADS * FULL_DIT_HEAD_DIM
 BLOCK_PARAMS = 339_738_624  # the linears' weights of one full-size block
 OTHER_PARAMS = 40_501_248  # the 2-D weights outside the blocks (embedders, final norm and projection)
 LORA_PER_BLOCK_RANK = 110_592  # r * (in + out) summed over the twelve default target linears of one block

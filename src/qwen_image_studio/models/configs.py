@@ -68,10 +68,14 @@ def dit_rope_axes(head_dim: int) -> tuple[int, int, int]:
     return (frame, side, side)
 
 
+FULL_DIT_BLOCKS = 60  # transformer blocks of the released Qwen-Image DiTs (every edit version too)
+FULL_DIT_HEADS, FULL_DIT_HEAD_DIM = 24, 128  # width 3072
+
+
 def dit_config(size: Size = "full", *, zero_cond_t: bool = False) -> dict[str, Any]:
     """Constructor kwargs of `QwenImageTransformer2DModel` for the full-size or tiny DiT."""
     if size == "full":
-        layers, heads, head_dim, text_dim = 60, 24, 128, 3584
+        layers, heads, head_dim, text_dim = FULL_DIT_BLOCKS, FULL_DIT_HEADS, FULL_DIT_HEAD_DIM, 3584
     else:
         layers, heads, head_dim, text_dim = 2, 2, 16, TINY_TEXT_ENCODER_SIZES["hidden_size"]
     return {

@@ -248,7 +248,7 @@ def _install_fp8_linears(
     model: torch.nn.Module, state: dict[str, Any], dtype: torch.dtype, prepared: _Prepared
 ) -> int:
     """Replace the Linear of every kept fp8 weight in `state` by an Fp8Linear holding it; returns the count."""
-    from qwen_image_studio.memory.fp8_linear import Fp8Linear
+    from qwen_image_studio.models.fp8_linear import Fp8Linear
 
     count = 0
     for scale_key in [k for k in state if k.endswith(KEPT_SCALE)]:
@@ -436,7 +436,7 @@ def _to_device(
 
 def _quantize_in_slices(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(fp8 weight, (out, 1) float32 scales): `quantize_weight` per row, run on `QUANTIZE_SLICES` row slices."""
-    from qwen_image_studio.memory.fp8_linear import FP8, quantize_weight
+    from qwen_image_studio.models.fp8_linear import FP8, quantize_weight
 
     rows = -(-weight.shape[0] // QUANTIZE_SLICES)
     if rows >= weight.shape[0]:

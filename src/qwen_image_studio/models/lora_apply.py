@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from qwen_image_studio.errors import ModelFileError
-from qwen_image_studio.training.lora_keys import LORA_PREFIX, lora_name
+from qwen_image_studio.models.lora_keys import LORA_PREFIX, lora_name
 
 LoraForm = Literal["lora_unet", "comfyui", "diffusers"]
 FLAG = "--lora_weight"

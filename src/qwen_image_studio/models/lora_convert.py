@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 
 from qwen_image_studio.models.lora_apply import METADATA_KEY, LoraFile, LoraPair, read_lora, resolve_modules
-from qwen_image_studio.training.lora_keys import ALPHA, DOWN, UP, lora_name
+from qwen_image_studio.models.lora_keys import ALPHA, DOWN, UP, lora_name
 
 Target = Literal["comfyui", "diffusers"]
 TARGETS: tuple[str, ...] = ("comfyui", "diffusers")
@@ -92,8 +92,8 @@ def convert_lora(src: str | Path, dst: str | Path, to: Target) -> Path:
     """Write `src` (any supported form) to `dst` in the `to` form, keeping the source's other header entries."""
     from safetensors import safe_open
 
+    from qwen_image_studio.atomic import atomic_save_safetensors
     from qwen_image_studio.errors import ConfigError
-    from qwen_image_studio.training.atomic import atomic_save_safetensors
 
     if to not in TARGETS:
         raise ConfigError(f"--to: {to!r} is not allowed; choose one of {', '.join(TARGETS)}")

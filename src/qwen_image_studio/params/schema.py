@@ -11,8 +11,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
+from ..models.configs import FULL_DIT_BLOCKS
 from .rules import FILE_STEM, FILE_STEM_MAX, check_path_text, rule_error
 from .spec import ALL_STAGES, CACHE, ParamMeta, Stage, _SchemaExtra, param
+
+MAX_SWAP = FULL_DIT_BLOCKS - 1  # --blocks_to_swap: one block always stays on the GPU
 
 T = Stage.TRAIN
 G = Stage.GENERATE
@@ -442,12 +445,12 @@ class StudioConfig(BaseModel):
         ParamMeta(
             "memory",
             (T, G),
-            "DiT blocks kept in CPU memory and swapped in when used (0-59; 64 GB RAM advised)",
-            "交换到内存的 DiT 块数（0-59；推荐 64GB 主内存）",
+            f"DiT blocks kept in CPU memory and swapped in when used (0-{MAX_SWAP}; 64 GB RAM advised)",
+            f"交换到内存的 DiT 块数（0-{MAX_SWAP}；推荐 64GB 主内存）",
             basic=True,
         ),
         ge=0,
-        le=59,
+        le=MAX_SWAP,
     )
     gradient_checkpointing_cpu_offload: bool = param(
         False,

@@ -28,6 +28,13 @@ STAGE_SCRIPTS: dict[Stage, str] = {
     Stage.CACHE_TEXT: "qwen_image_cache_text_encoder_outputs.py",
     Stage.TRAIN: "qwen_image_train_network.py",
 }
+# The console command's subcommands (`qwen-image-studio SUBCOMMAND`, `python -m qwen_image_studio.cli ...`).
+SUBCOMMANDS: dict[str, Stage] = {
+    "cache-latents": Stage.CACHE_LATENTS,
+    "cache-text": Stage.CACHE_TEXT,
+    "train": Stage.TRAIN,
+    "generate": Stage.GENERATE,
+}
 
 # UI sections in display order (labels live in the i18n table under "group.<name>").
 GROUPS = ("models", "dataset", "training", "network", "memory", "logging", "samples", "caching", "advanced")

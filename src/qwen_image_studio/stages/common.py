@@ -14,6 +14,7 @@ import torch
 from ..data.config import load_dataset_config
 from ..data.images import ImageReadError
 from ..data.items import DatasetItem, DatasetItems, discover_items
+from ..devices import model_dtype, resolve_device
 from ..events import EventWriter, ProgressTracker
 from ..params.schema import StudioConfig
 
@@ -24,25 +25,6 @@ Unreadable = tuple[DatasetItem, str]
 """An item a batch encoder could not read, and why (one line naming the file)."""
 BatchEncoder = Callable[[list[DatasetItem]], list[Unreadable]]
 """Encodes one batch and writes its cache files; returns the items it skipped as unreadable."""
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """The device a stage runs on: the one asked for, else CUDA when available, else the CPU."""
-    if name:
-        device = torch.device(name)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            from ..errors import ConfigError
-
-            raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-        return device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def model_dtype(device: torch.device, precision: str = "bf16") -> torch.dtype:
-    """bf16 (or fp16) on a GPU; fp32 on the CPU, where bf16 matmuls are unusably slow."""
-    if device.type == "cpu":
-        return torch.float32
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
 
 
 def discover(config: StudioConfig, events: EventWriter) -> list[DatasetItems]:

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..data.prompt_files import SamplePrompt
 from ..data.prompt_files import generation_prompts as prompt_lines
+from ..devices import model_dtype, resolve_device
 from ..errors import ConfigError
 from ..events import EventWriter
 from ..memory.attention import attention_mode, check_backend
@@ -35,7 +36,6 @@ from ..models.lora_apply import LoraFile, merge_loras, multipliers_for, read_lor
 from ..models.writing import comfy_dit_state_dict, stream_safetensors
 from ..params.schema import StudioConfig
 from ..training.sampling import free_memory, generate_images, prepare_sample_embeddings
-from .common import model_dtype, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def save_merged_model(
     """--save_merged_model: the DiT with the LoRAs merged in, written as a ComfyUI single file."""
     import torch
 
-    from ..training.atomic import atomic_write
+    from ..atomic import atomic_write
 
     target = Path(config.save_merged_model).expanduser()  # type: ignore[arg-type]
     if target.suffix != ".safetensors":

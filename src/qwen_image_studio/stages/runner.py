@@ -11,7 +11,7 @@ from ..errors import UserError
 from ..events import EventWriter
 from ..logging_setup import setup_logging
 from ..params.cli import parse_args
-from ..params.schema import StudioConfig
+from ..params.schema import MAX_SWAP, StudioConfig
 from ..params.spec import Stage
 from ..params.validate import Join, Message, check_for_stage, register_messages
 
@@ -45,13 +45,13 @@ REASON_KEYS = tuple(k for k in REASONS if k.startswith("reason."))
 TIP_KEYS = tuple(k for k in REASONS if k.startswith("tip."))
 register_messages(REASONS)  # so that Message.render() gives this English anywhere (the CLI, the events file)
 
-_MOST_BLOCKS = 45  # the swap past which another step rarely helps (the DiT has 60 blocks; 59 is the limit)
+_MOST_BLOCKS = 45  # the swap past which another step rarely helps (of the DiT's FULL_DIT_BLOCKS)
 
 
 def _swap_tip(config: StudioConfig) -> list[Message | str]:
     if config.blocks_to_swap >= _MOST_BLOCKS:
         return []
-    return [f"--blocks_to_swap {min(59, max(16, config.blocks_to_swap + 16))}"]
+    return [f"--blocks_to_swap {min(MAX_SWAP, max(16, config.blocks_to_swap + 16))}"]
 
 
 def _cache_tips(config: StudioConfig) -> list[Message | str]:

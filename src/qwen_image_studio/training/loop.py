@@ -20,12 +20,13 @@ from typing import Any
 
 import torch
 
+from ..atomic import remove_stale_temp_files
+from ..devices import model_dtype
 from ..errors import ConfigError
 from ..events import EventWriter, ProgressTracker
 from ..memory.setup import configure_dit
 from ..params.schema import StudioConfig
 from . import flow_matching as fm
-from .atomic import remove_stale_temp_files
 from .data import EpochBatchSampler, collect_items, groups_of, make_loader
 from .lora import SAVE_DTYPES, LoRANetwork, apply_lora, file_metadata
 from .optim import create_optimizer, create_scheduler, current_lrs
@@ -65,13 +66,6 @@ def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
             group = []
     if group:
         yield group
-
-
-def weight_dtype(mixed_precision: str, device: torch.device) -> torch.dtype:
-    """The dtype of the frozen DiT weights: float32 on the CPU, else fp16 for fp16 and bf16 otherwise."""
-    if device.type == "cpu":
-        return torch.float32
-    return torch.float16 if mixed_precision == "fp16" else torch.bfloat16
 
 
 # ---- one step ------------------------------------------------------------------------------------------
@@ -339,7 +333,7 @@ def train(config: StudioConfig, events: EventWriter) -> dict[str, Any]:
     )
 
     # model: frozen DiT with LoRA layers on its block linears
-    dtype = weight_dtype(config.mixed_precision, device)
+    dtype = model_dtype(device, config.mixed_precision)
     from ..memory.placement import load_placed_dit
 
     dit = load_placed_dit(config, device, dtype)

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..atomic import atomic_save_safetensors, tensors_data_sha256
 from ..errors import ConfigError
-from . import lora_keys
-from .atomic import atomic_save_safetensors, tensors_data_sha256
+from ..models import lora_keys
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class LoRALinear(nn.Module):
 
 def linear_paths(model: nn.Module) -> list[str]:
     """Module paths of every nn.Linear (plain or stored in fp8) below `model`, in model order."""
-    from ..memory.fp8_linear import Fp8Linear
+    from ..models.fp8_linear import Fp8Linear
 
     return [name for name, m in model.named_modules() if isinstance(m, nn.Linear | Fp8Linear)]
 

@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image
 
+from qwen_image_studio.atomic import atomic_write
 from qwen_image_studio.data.prompt_files import PromptDefaults, SamplePrompt, resolve_prompt
 from qwen_image_studio.events import EventWriter, ProgressTracker
-from qwen_image_studio.training.atomic import atomic_write
 
 if TYPE_CHECKING:
     from qwen_image_studio.params.schema import StudioConfig
@@ -78,8 +78,8 @@ class PreparedSamples:
 def prepare_sample_embeddings(config: StudioConfig, prompts: list[SamplePrompt]) -> PreparedSamples:
     """Load the text encoder once, encode every prompt (and negative prompt) as the text cache does, free it."""
     from qwen_image_studio.data.images import load_image
-    from qwen_image_studio.stages.cache_text_encoder_outputs import encode, load_encoding_pipeline
-    from qwen_image_studio.stages.common import model_dtype, resolve_device
+    from qwen_image_studio.devices import model_dtype, resolve_device
+    from qwen_image_studio.models.text_encoding import encode, load_encoding_pipeline
 
     version = config.model_version
     defaults = PromptDefaults.from_config(config)

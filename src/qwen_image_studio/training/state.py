@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import TMP_SUFFIX, atomic_replace_dir, usual_permissions
 from ..errors import ConfigError
-from .atomic import TMP_SUFFIX, atomic_replace_dir, usual_permissions
 
 STATE_VERSION = 1
 LORA_FILE = "lora.safetensors"

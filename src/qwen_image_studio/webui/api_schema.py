@@ -13,7 +13,7 @@ from ..params.schema import EDIT_VERSIONS, StudioConfig
 from ..params.spec import Stage
 from ..params.validate import Problem, problems_of, stage_problems
 from .app import studio
-from .jobs.schema import UI_STAGES
+from .jobs.schema import JOB_KINDS, UI_STAGES
 from .paths import resolve_params
 from .views_util import json_body, params_from, problem_list
 from .write_check import write_problems
@@ -36,6 +36,7 @@ def ui_schema() -> dict[str, Any]:
         "off-value": StudioConfig.model_fields[MODE_FIELD].default,
     }
     schema["x-roles"] = dict(ROLES)
+    schema["x-job-kinds"] = {kind: [s.value for s in stages] for kind, stages in JOB_KINDS.items()}
     return schema
 
 

@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..params.cli import build_parser, parse_args
 from ..params.fields import fields_for
 from ..params.schema import StudioConfig
-from ..params.spec import STAGE_SCRIPTS, Stage
+from ..params.spec import STAGE_SCRIPTS, SUBCOMMANDS, Stage
 from ..params.validate import ConfigProblems, Message, MessageError, Problem
 
 MAX_TEXT = 100_000
@@ -22,7 +22,7 @@ _CONTINUATION = re.compile(r"(\\|\^|`)\r?\n")
 _PYTHON = re.compile(r"^(python[0-9.]*|py)(\.exe)?$", re.IGNORECASE)
 _NEGATIVE = re.compile(r"^-\d|^-\.\d")  # a negative number is a value, not a flag
 # `qwen-image-studio SUBCOMMAND ...` subcommands by stage.
-_SUBCOMMANDS = {"cache-latents": Stage.CACHE_LATENTS, "cache-text": Stage.CACHE_TEXT, "train": Stage.TRAIN}
+_SUBCOMMANDS = {name: stage for name, stage in SUBCOMMANDS.items() if stage in STAGE_SCRIPTS}
 
 
 def _stage_of_script(token: str) -> Stage | None:

@@ -27,8 +27,8 @@ from ..memory.vram_estimate import (
     estimate_vram,
     text_encoder_gb,
 )
+from ..models.lora_keys import select_targets
 from ..params.schema import EDIT_VERSIONS, StudioConfig
-from ..training.lora_keys import select_targets
 from .paths import resolve_in
 from .write_check import _linear_shapes
 

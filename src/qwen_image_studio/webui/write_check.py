@@ -18,11 +18,11 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from ..memory.vram_estimate import LORA_PARAMS_PER_RANK
+from ..models.lora_keys import select_targets
 from ..params.fields import all_fields
 from ..params.schema import StudioConfig
 from ..params.spec import Stage
 from ..params.validate import Join, Message, Problem
-from ..training.lora_keys import select_targets
 from .paths import inside
 from .views_util import parse_json
 

@@ -8,15 +8,11 @@ from pathlib import Path
 
 from ...params.cli import to_argv
 from ...params.schema import StudioConfig
-from ...params.spec import Stage
+from ...params.spec import SUBCOMMANDS, Stage
 from ...params.validate import ConfigProblems, Problem, stage_problems
 
 # `python -m qwen_image_studio.cli SUBCOMMAND`: the same commands as the seed's scripts, from any folder.
-SUBCOMMANDS: dict[Stage, str] = {
-    Stage.CACHE_LATENTS: "cache-latents",
-    Stage.CACHE_TEXT: "cache-text",
-    Stage.TRAIN: "train",
-}
+SUBCOMMAND_OF: dict[Stage, str] = {stage: name for name, stage in SUBCOMMANDS.items()}
 
 
 class NotReady(ConfigProblems):
@@ -29,7 +25,7 @@ def stage_command(stage: Stage, config: StudioConfig, events_file: Path) -> list
         sys.executable,
         "-m",
         "qwen_image_studio.cli",
-        SUBCOMMANDS[stage],
+        SUBCOMMAND_OF[stage],
         *to_argv(config, stage),
         "--events_file",
         str(events_file),

@@ -11,7 +11,6 @@ import { JobsPanel } from "./jobs-panel.js";
 import { ToolsPanel } from "./tools-panel.js";
 
 const $ = (id) => document.getElementById(id);
-const PIPELINE_STAGES = ["cache_latents", "cache_text_encoder_outputs", "train_network"];
 const VALIDATE_DELAY_MS = 300;
 const STATUS_POLL_MS = 2000;
 const TABS = ["config", "dataset", "jobs"];
@@ -21,7 +20,7 @@ const state = {
   model: null, view: null, current: null, dirty: false, configs: [],
   server: { problems: [], needs: [] }, staleFields: new Set(), commands: null,
   seq: 0, timer: null, status: null, statusTimer: null, message: null,
-  roles: {}, jobs: null, dataset: null, tools: null,
+  roles: {}, jobKinds: {}, jobs: null, dataset: null, tools: null,
 };
 
 // ---- messages ---------------------------------------------------------------------------------
@@ -124,7 +123,7 @@ function setRole(role, value) {
 
 function checkedStages() {
   const choice = $("check-stages").value;
-  return choice === "pipeline" ? PIPELINE_STAGES : choice ? [choice] : [];
+  return state.jobKinds[choice] || (choice ? [choice] : []); // each job kind's stages, from the server
 }
 
 /** Client checks (instant, translated) merged with the server's answer (authoritative, per field). */
@@ -660,6 +659,7 @@ async function start() {
   }
   state.model = buildFormModel(schema.data);
   state.roles = schema.data["x-roles"] || {};
+  state.jobKinds = schema.data["x-job-kinds"] || {};
   state.view = new FormView($("config-form"), state.model, onFieldInput);
   state.view.render();
   const defaults = await api("GET", "/api/config/defaults");

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DiskFullError
+from .errors import DiskFullError
 
 TMP_SUFFIX = ".tmp"
 
