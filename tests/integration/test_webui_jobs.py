@@ -24,7 +24,7 @@ from flask.testing import FlaskClient
 from qwen_image_studio.params.cli import to_argv
 from qwen_image_studio.params.schema import StudioConfig
 from qwen_image_studio.params.spec import Stage
-from qwen_image_studio.params.validate import Message
+from qwen_image_studio.params.validate import Join, Message
 from qwen_image_studio.webui.app import create_app, studio_of
 from qwen_image_studio.webui.i18n import TABLE
 from qwen_image_studio.webui.jobs import procs
@@ -51,6 +51,8 @@ p.add_argument("--sleep", type=float, default=0.0)
 p.add_argument("--tick", type=float, default=0.0)
 p.add_argument("--exit", type=int, default=0)
 p.add_argument("--reason", default="")
+p.add_argument("--reason_i18n", default="")  # JSON, as stages/runner.py writes it
+p.add_argument("--field", default=None)
 p.add_argument("--child", action="store_true")
 p.add_argument("--ignore-term", action="store_true")
 p.add_argument("--cr", action="store_true")
@@ -89,10 +91,17 @@ while time.time() < end:
     time.sleep(0.05)
 if a.exit:
     print(f"error: {a.reason}", file=sys.stderr, flush=True)
-    emit("failed", reason=a.reason, exit_code=a.exit)
+    said = {"reason_i18n": json.loads(a.reason_i18n), "field": a.field} if a.reason_i18n else {}
+    emit("failed", reason=a.reason, exit_code=a.exit, **said)
     sys.exit(a.exit)
 emit("finished")
 """
+
+
+def said(msg: Message, field: str | None = None) -> list[str]:
+    """The fake stage's options to fail as the runner does: the English reason, the message, the field."""
+    extra = ["--field", field] if field else []
+    return ["--reason", msg.render(TABLE["en"]), "--reason_i18n", json.dumps(msg.as_json()), *extra]
 
 
 class FakeStages:
@@ -239,11 +248,11 @@ def test_real_stage_command_lines_come_from_the_configuration(tmp_path: Path) ->
 
 
 def test_a_failing_stage_stops_the_pipeline_with_its_reason(make_app, fake, tmp_path: Path) -> None:
+    missing = Message("v.not_found", {"flag": "--text_encoder", "path": "/models/te.safetensors"})
     fake.options["cache_text_encoder_outputs"] = [
         "--exit",
         "2",
-        "--reason",
-        "--text_encoder: not found: /models/te.safetensors",
+        *said(missing, "text_encoder"),
     ]
     client = make_app().test_client()
     job = wait_status(client, start(client, "pipeline", ready_params(tmp_path))["id"], "failed", "done")
@@ -263,12 +272,10 @@ def test_a_failing_stage_stops_the_pipeline_with_its_reason(make_app, fake, tmp_
 
 
 def test_out_of_memory_and_crashes_are_explained(make_app, fake, tmp_path: Path) -> None:
-    fake.options["cache_latents"] = [
-        "--exit",
-        "4",
-        "--reason",
-        "out of GPU memory; try --fp8_base --fp8_scaled, a lower resolution in the dataset config",
-    ]
+    oom_msg = Message(
+        "reason.oom", {"tips": Join(("--fp8_base --fp8_scaled", Message("tip.lower_resolution")))}
+    )
+    fake.options["cache_latents"] = ["--exit", "4", *said(oom_msg)]
     client = make_app().test_client()
     oom = wait_status(client, start(client, "cache_latents", ready_params(tmp_path))["id"], "failed")
     assert oom["stages"][0]["exit_code"] == 4 and "--fp8_base --fp8_scaled" in oom["stages"][0]["reason"]

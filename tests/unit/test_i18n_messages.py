@@ -16,20 +16,18 @@ from qwen_image_studio.params.json_schema import form_schema
 from qwen_image_studio.params.schema import StudioConfig
 from qwen_image_studio.params.spec import Stage
 from qwen_image_studio.params.validate import (
-    MESSAGES,
-    RULES,
     ConfigProblems,
     Join,
     Message,
     Problem,
     allowed_message,
-    parse,
     problems_of,
     stage_problems,
     validate_config,
 )
+from qwen_image_studio.stages.runner import oom_advice
 from qwen_image_studio.webui.i18n import LANG_HEADER, TABLE, render, request_language
-from qwen_image_studio.webui.jobs.outcome import english, outcome_of, stage_message
+from qwen_image_studio.webui.jobs.outcome import english, outcome_of
 from qwen_image_studio.webui.jobs.schema import FAILED, LOST, STOPPED
 from qwen_image_studio.webui.store import BadName, check_name
 
@@ -232,44 +230,56 @@ def test_messages_travel_as_json_and_come_back() -> None:
     assert Message("v.nothing_like_it").render() == "v.nothing_like_it"  # an unknown key shows itself
 
 
-def test_parsing_gives_the_same_english_back() -> None:
-    for key in RULES:
-        sample = Message(key, {name: f"<{name}>" for name in re.findall(r"\{(\w+)\}", MESSAGES[key])})
-        if "flag" in sample.vars:
-            sample = Message(key, {**sample.vars, "flag": "--flag"})
-        parsed = parse(sample.render(), RULES)
-        assert parsed is not None and parsed.render() == sample.render(), key
-    assert parse("something else entirely", RULES) is None
+def test_every_rule_reaches_the_page_with_its_key() -> None:
+    """The schema's rules raise their own key and values (no English is read back)."""
+    for data in ({"fp8_scaled": True}, {"image_size": [1000, 1024]}, {"optimizer_type": "bogus"}):
+        [problem] = problems_of(data)
+        assert problem.i18n is not None and '"rule.' in json.dumps(problem.i18n.as_json()), data
+        assert problem.i18n.render() == problem.message
 
 
 @pytest.mark.parametrize(
-    ("reason", "zh"),
+    ("msg", "reason", "zh"),
     [
         (
+            oom_advice(StudioConfig(network_dim=16, gradient_checkpointing=False), Stage.TRAIN),
             "out of GPU memory; try --fp8_base --fp8_scaled, --blocks_to_swap 16, --gradient_checkpointing, "
             "a lower --network_dim (now 16), a lower resolution in the dataset config",
             "显存不足；请尝试 --fp8_base --fp8_scaled、--blocks_to_swap 16、--gradient_checkpointing、"
             "更小的 --network_dim（当前 16）、数据集配置中更低的分辨率",
         ),
         (
+            Message("v.not_found", {"flag": "--text_encoder", "path": "/models/te.safetensors"}),
             "--text_encoder: not found: /models/te.safetensors",
             "--text_encoder：找不到 /models/te.safetensors",
         ),
         (
+            ConfigProblems(
+                [
+                    Problem.of("vae", Message("v.is_folder", {"flag": "--vae", "path": "/m/vae"})),
+                    Problem.of("dit", Message("v.required", {"flag": "--dit"})),
+                ]
+            ).i18n,
             "--vae: /m/vae is a folder; a file is expected; --dit is required",
             "--vae：/m/vae 是文件夹；这里需要文件；--dit 为必填项",
         ),
-        ("the train_network stage is not available in this version yet", "此版本尚未提供 train_network 阶段"),
         (
+            Message("reason.not_available", {"stage": "train_network"}),
+            "the train_network stage is not available in this version yet",
+            "此版本尚未提供 train_network 阶段",
+        ),
+        (
+            Message("reason.unexpected_debug", {"error": "RuntimeError", "detail": "boom"}),
             "unexpected RuntimeError: boom (run with --debug for details)",
             "意外错误 RuntimeError：boom（加 --debug 运行可查看详情）",
         ),
-        ("interrupted", "已中断"),
+        (Message("reason.interrupted"), "interrupted", "已中断"),
     ],
 )
-def test_stage_failure_reasons_in_both_languages(reason: str, zh: str) -> None:
-    msg = stage_message(reason)
-    assert msg is not None and english(msg) == reason and msg.render(ZH, EN) == zh
+def test_stage_failure_reasons_in_both_languages(msg: Message, reason: str, zh: str) -> None:
+    """What a stage's failed event carries (reason_i18n) renders as its English reason and in Chinese."""
+    sent = Message.from_json(json.loads(json.dumps(msg.as_json())))
+    assert sent is not None and english(sent) == reason and sent.render(ZH, EN) == zh
 
 
 def test_job_outcomes_in_both_languages(tmp_path: Path) -> None:
@@ -285,7 +295,17 @@ def test_job_outcomes_in_both_languages(tmp_path: Path) -> None:
             "进程在 Web UI 未运行期间结束，且没有留下结果",
         ),
         (
-            outcome_of(2, {"type": "failed", "reason": "--vae: not found: /m/vae"}, False, log),
+            outcome_of(
+                2,
+                {
+                    "type": "failed",
+                    "reason": "--vae: not found: /m/vae",
+                    "reason_i18n": {"key": "v.not_found", "vars": {"flag": "--vae", "path": "/m/vae"}},
+                    "field": "vae",
+                },
+                False,
+                log,
+            ),
             FAILED,
             "--vae: not found: /m/vae",
             "--vae：找不到 /m/vae",

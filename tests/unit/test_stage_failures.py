@@ -16,7 +16,7 @@ from qwen_image_studio.params.spec import Stage
 from qwen_image_studio.params.validate import MESSAGES, Message
 from qwen_image_studio.stages.runner import REASONS, main, oom_advice
 from qwen_image_studio.webui.i18n import TABLE
-from qwen_image_studio.webui.jobs.outcome import outcome_of, stage_message
+from qwen_image_studio.webui.jobs.outcome import outcome_of
 
 EN, ZH = TABLE["en"], TABLE["zh-CN"]
 LEAN = {  # every memory option of every stage already turned down
@@ -95,8 +95,8 @@ def advice(stage: Stage, **values: Any) -> tuple[str, str]:
 )
 def test_out_of_memory_advice_fits_the_stage(stage: Stage, values: dict[str, Any], en: str, zh: str) -> None:
     assert advice(stage, **values) == (en, zh)
-    parsed = stage_message(en)  # an event from before reason_i18n is matched back to the same message
-    assert parsed == oom_advice(StudioConfig(**values), stage)
+    msg = oom_advice(StudioConfig(**values), stage)  # what the failed event carries as reason_i18n
+    assert Message.from_json(json.loads(json.dumps(msg.as_json()))) == msg
 
 
 @pytest.mark.parametrize("stage", [Stage.CACHE_TEXT, Stage.CACHE_LATENTS, Stage.GENERATE])
@@ -213,10 +213,15 @@ def test_a_stage_missing_from_this_version_says_so(monkeypatch: pytest.MonkeyPat
     assert msg is not None and msg.render(ZH, EN) == "此版本尚未提供 cache_latents 阶段"
 
 
-def test_a_user_error_is_plain_text_as_before(tmp_path: Path) -> None:
+def test_a_user_error_carries_its_message_and_field(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     events_file = tmp_path / "events.jsonl"
     assert (
         main(Stage.CACHE_LATENTS, ["--vae", str(tmp_path / "nope"), "--events_file", str(events_file)]) == 2
     )
     failed = _failed(events_file)
-    assert "reason_i18n" not in failed and stage_message(failed["reason"]) is not None
+    printed = capsys.readouterr().err.strip()
+    assert printed == f"error: {failed['reason']}"  # the command line prints the English as before
+    msg = Message.from_json(failed["reason_i18n"])
+    assert msg is not None and msg.render(EN) == failed["reason"]
+    assert msg.key == "v.problems" and failed["field"] == "vae"  # not found --vae; --dataset_config is required
+    assert "找不到" in msg.render(ZH, EN)

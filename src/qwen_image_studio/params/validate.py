@@ -16,7 +16,6 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -70,18 +69,6 @@ MESSAGES: dict[str, str] = {
 }
 
 MESSAGES.update(RULES)
-
-# Messages of a stage's own checks (the same as `stage_problems`) that a stage's failure may repeat.
-STAGE_KEYS = (
-    "v.required",
-    "v.not_found",
-    "v.inside_file",
-    "v.is_folder",
-    "v.is_file",
-    "v.needs_control",
-    "v.no_usable",
-    *RULES,
-)
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
@@ -173,56 +160,6 @@ def _text(value: Any, tables: tuple[Mapping[str, str], ...]) -> str:
     return str(value)
 
 
-@cache
-def _pattern(template: str, sep: str) -> re.Pattern[str]:
-    """A template as a regular expression capturing each placeholder ({flag} starts with "--"; no
-    placeholder spans `sep`)."""
-    gap = f"(?:(?!{re.escape(sep)}).)+?" if sep else ".+?"
-    parts = _PLACEHOLDER.split(template)  # literal, name, literal, name, ..., literal
-    return re.compile(
-        "".join(
-            re.escape(p) if i % 2 == 0 else f"(?P<{p}>{'--' if p == 'flag' else ''}{gap})"
-            for i, p in enumerate(parts)
-        ),
-        re.DOTALL,
-    )
-
-
-def parse(
-    text: str, keys: Iterable[str], table: Mapping[str, str] = MESSAGES, sep: str = ""
-) -> Message | None:
-    """The message of the first key whose English template produces `text` exactly, else None.
-
-    Only for text from code that words its messages itself (the schema's rules, a stage's failure
-    reason): rendering the result in English gives `text` back unchanged.
-    """
-    for key in keys:
-        match = _pattern(table[key], sep).fullmatch(text)
-        if match:
-            return Message(key, match.groupdict())
-    return None
-
-
-def parse_joined(
-    text: str, keys: Iterable[str], table: Mapping[str, str] = MESSAGES, sep: str = "; "
-) -> Message | Join | None:
-    """`parse` for messages joined by `sep` (a template may contain `sep`); None unless all are known."""
-    keys = tuple(keys)
-    parts = text.split(sep)
-    found: list[Message] = []
-    start = 0
-    while start < len(parts):
-        for end in range(len(parts), start, -1):  # the longest run of parts that is one message
-            msg = parse(sep.join(parts[start:end]), keys, table, sep)
-            if msg is not None:
-                found.append(msg)
-                start = end
-                break
-        else:
-            return None
-    return found[0] if len(found) == 1 else Join(tuple(found), "sep.semi")
-
-
 @dataclass(frozen=True)
 class Problem:
     """One invalid parameter: the field (or '' for a rule over several), a one-line English message and,
@@ -299,10 +236,10 @@ _PYDANTIC = frozenset({"string_type", "list_type", "string_too_long"})
 
 
 def _rule(raw: str, typ: str, ctx: Mapping[str, Any]) -> Message:
-    """A rule's message: its own key when raised as a custom error, else its text matched to RULES."""
+    """A rule's message: its own key (every rule raises `rule_error`), else pydantic's text as it is."""
     if typ in RULES:
         return Message(typ, ctx)
-    return parse(raw, RULES) or Message("v.text", {"text": raw})
+    return Message("v.text", {"text": raw})
 
 
 def _message(err: dict[str, Any]) -> Problem:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 import traceback
 
@@ -11,9 +12,10 @@ from ..errors import UserError
 from ..events import EventWriter
 from ..logging_setup import setup_logging
 from ..params.cli import parse_args
+from ..params.fields import flag_to_field
 from ..params.schema import MAX_SWAP, StudioConfig
 from ..params.spec import Stage
-from ..params.validate import Join, Message, check_for_stage, register_messages
+from ..params.validate import ConfigProblems, Join, Message, MessageError, check_for_stage, register_messages
 
 EXIT_USER_ERROR = 2
 EXIT_NOT_AVAILABLE = 3
@@ -40,9 +42,6 @@ REASONS: dict[str, str] = {
     "tip.lower_resolution": "a lower resolution in the dataset config",
     "tip.device_cpu": "--device cpu as a last resort (much slower)",
 }
-# Only the keys of a stage's failure reasons (not the tips), in the order the web UI matches them.
-REASON_KEYS = tuple(k for k in REASONS if k.startswith("reason."))
-TIP_KEYS = tuple(k for k in REASONS if k.startswith("tip."))
 register_messages(REASONS)  # so that Message.render() gives this English anywhere (the CLI, the events file)
 
 _MOST_BLOCKS = 45  # the swap past which another step rarely helps (of the DiT's FULL_DIT_BLOCKS)
@@ -125,6 +124,21 @@ def gpu_peak() -> dict[str, int]:
     }
 
 
+_FLAG = re.compile(r"--([A-Za-z0-9_]+)")
+
+
+def user_message(exc: UserError) -> tuple[Message, str | None]:
+    """A user error as the message the web UI renders in its language, and the parameter it concerns:
+    validation's own problems (their key and values, the first problem's field), a worded error's
+    message, else the text as it is with the field of the first flag it names (at the raise site)."""
+    if isinstance(exc, ConfigProblems):
+        return exc.i18n, next((p.field for p in exc.problems if p.field), None)
+    if isinstance(exc, MessageError):
+        return exc.i18n, None
+    match = _FLAG.search(str(exc))
+    return Message("v.text", {"text": str(exc)}), flag_to_field().get(match.group(1)) if match else None
+
+
 def _fail(events: EventWriter, msg: Message, code: int) -> int:
     """Print a failure reason as one line and write it to the events file (as text and as the message)."""
     reason = msg.render()
@@ -155,7 +169,8 @@ def main(stage: Stage, argv: list[str] | None = None) -> int:
         return 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        events.emit("failed", reason=str(exc), exit_code=exc.exit_code)
+        msg, field = user_message(exc)
+        events.emit("failed", reason=str(exc), reason_i18n=msg.as_json(), field=field, exit_code=exc.exit_code)
         return exc.exit_code
     except KeyboardInterrupt:
         msg = Message("reason.interrupted")

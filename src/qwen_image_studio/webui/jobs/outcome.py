@@ -1,30 +1,27 @@
 """How a stage ended, in terms a user can act on: done, failed (why, which field), stopped or lost.
 
 Each reason is a message (`Outcome.i18n`, rendered in the page's language) and its English text
-(`Outcome.reason`, kept in the job's record and log). A stage process reports its failure as English
-text in its `failed` event (``reason``); a structured ``reason_i18n`` there is used as it is, else the
-text is matched against the templates of what stages say (`stage_message`), else it is shown as it is.
+(`Outcome.reason`, kept in the job's record and log). A stage reports its failure in its `failed` event
+as both: ``reason`` (English) and ``reason_i18n`` (the message's key and values), with ``field`` for the
+parameter it concerns; the page renders the message and never reads meaning from the text. An event
+without ``reason_i18n`` (from an older version) is shown as its text.
 """
 
 from __future__ import annotations
 
-import re
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...events import read_events
-from ...params.fields import flag_to_field
-from ...params.validate import STAGE_KEYS, Join, Message, parse, parse_joined
-from ...stages.runner import REASON_KEYS, TIP_KEYS
+from ...params.validate import Message
 from ..i18n import TABLE
 from .logtail import display_text
 from .schema import DONE, FAILED, LOST, STOPPED
 
 TAIL_LINES = 20
 EXIT_USER_ERROR, EXIT_NOT_AVAILABLE, EXIT_OOM = 2, 3, 4
-_FLAG = re.compile(r"--([A-Za-z0-9_]+)")
 
 
 @dataclass
@@ -54,27 +51,6 @@ class Outcome:
 def english(msg: Message) -> str:
     """A message as the job's record and log keep it."""
     return msg.render(TABLE["en"])
-
-
-def stage_message(reason: str) -> Message | None:
-    """A stage's failure reason as a message, when it is worded as stages word theirs (else None).
-
-    For events without ``reason_i18n`` (stages before it, or a failure a stage words as plain text)."""
-    msg = parse(reason, REASON_KEYS, TABLE["en"])
-    if msg is not None and msg.key == "reason.oom":
-        tips = str(msg.vars["tips"]).split(", ")
-        found = tuple(parse(tip, TIP_KEYS, TABLE["en"]) or tip for tip in tips)
-        return Message("reason.oom", {"tips": Join(found)})
-    if msg is not None:
-        return msg
-    joined = parse_joined(reason, STAGE_KEYS, TABLE["en"])
-    return Message("v.problems", {"problems": joined}) if isinstance(joined, Join) else joined
-
-
-def field_of(reason: str) -> str | None:
-    """The parameter a message is about, from the first flag it names (`--vae: not found: ...`)."""
-    match = _FLAG.search(reason)
-    return flag_to_field().get(match.group(1)) if match else None
 
 
 def final_event(events_file: Path, stage: str) -> dict[str, Any] | None:
@@ -131,7 +107,7 @@ def outcome_of(
     reason = str(failed.get("reason") or "")
     msg: Message | None
     if reason:
-        msg = Message.from_json(failed.get("reason_i18n")) or stage_message(reason)
+        msg = Message.from_json(failed.get("reason_i18n"))  # None: an older event, shown as its text
     else:
         msg = (
             Message("reason.killed", {"signal": _signal_name(code)})
@@ -139,5 +115,6 @@ def outcome_of(
             else Message("reason.exited", {"code": code})
         )
         reason = english(msg)
-    field = field_of(reason) if code in (EXIT_USER_ERROR, EXIT_NOT_AVAILABLE) else None
+    named = failed.get("field")
+    field = named if isinstance(named, str) and code in (EXIT_USER_ERROR, EXIT_NOT_AVAILABLE) else None
     return Outcome(FAILED, code, reason, field, log_tail(log_file), msg)
