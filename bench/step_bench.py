@@ -155,6 +155,7 @@ def prepare_ours(
     """Our trainer's setup: fp8 block linears, LoRA, checkpointing (+offload), block swap, compile."""
     from qwen_image_studio.memory.block_swap import BlockSwapper
     from qwen_image_studio.memory.checkpointing import enable_checkpointing
+    from qwen_image_studio.memory.options import BlockPlan
     from qwen_image_studio.memory.placement import place_dit
     from qwen_image_studio.memory.setup import compile_blocks
     from qwen_image_studio.models.fp8_linear import use_native_matmul
@@ -164,13 +165,14 @@ def prepare_ours(
     swap = min(int(spec.get("swap", 0)), layers - 1)
     fp8 = spec.get("fp8", False)
     native = fp8 and use_native_matmul(spec.get("fp8_matmul", "auto"), device, dtype)
+    plan = BlockPlan(layers, swap)
     place_dit(
         model,
         device,
         dtype,
         fp8=fp8,
         scaled=spec.get("scaled", False),
-        blocks_to_swap=swap,
+        plan=plan,
         native=native,
     )
     network = apply_lora(model, spec["rank"], spec["rank"])
@@ -178,7 +180,7 @@ def prepare_ours(
         enable_checkpointing(model, cpu_offload=spec.get("offload", False))
     info: dict[str, Any] = {"swap": swap, "fp8_matmul": ("native" if native else "upcast") if fp8 else None}
     if swap:
-        swapper = BlockSwapper(model.transformer_blocks, swap, device).attach(model)
+        swapper = BlockSwapper(model.transformer_blocks, plan, device).attach(model)
         info |= {
             "host_swap_gib": swapper.host_bytes / GIB,
             "pinning": sorted({h.how for h in swapper.host.values()}),

@@ -28,6 +28,7 @@ import json, resource, sys, time, torch
 sys.path.insert(0, sys.argv[3])
 import diffusers
 from qwen_image_studio.memory.block_swap import BlockSwapper, frozen_tensors
+from qwen_image_studio.memory.options import BlockPlan
 from qwen_image_studio.memory.placement import place_dit
 from qwen_image_studio.models.loading import load_dit
 from qwen_image_studio.training.lora import apply_lora
@@ -40,13 +41,13 @@ base, base_anon = rss_kb(), rss_kb('RssAnon:')
 t = time.perf_counter()
 dit = load_dit(path, dtype=torch.bfloat16, device='cpu').requires_grad_(False)
 fp8 = mode == 'fp8_scaled+swap3'
-place_dit(dit, torch.device('cpu'), torch.bfloat16, fp8=fp8, scaled=fp8, blocks_to_swap=3)
+place_dit(dit, torch.device('cpu'), torch.bfloat16, fp8=fp8, scaled=fp8, plan=BlockPlan.for_dit(dit, 3))
 apply_lora(dit, 16, 16)
 swapped_bytes = host = 0
 if mode != 'load':
     blocks = dit.transformer_blocks
     swapped_bytes = sum(x.numel() * x.element_size() for b in list(blocks)[1:] for x in frozen_tensors(b)[0])
-    swapper = BlockSwapper(blocks, 3, 'cpu')
+    swapper = BlockSwapper(blocks, BlockPlan.for_dit(dit, 3), 'cpu')
     host = swapper.host_bytes
 seconds = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

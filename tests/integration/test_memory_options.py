@@ -194,10 +194,10 @@ def test_fp8_without_swap_stores_each_block_linear_in_fp8_as_it_is_read(
 ) -> None:
     """--fp8_base without swapping: the device never holds the full-precision DiT (41 GB at full size);
     every block linear is quantised right after it is read, one tensor at a time."""
-    from types import SimpleNamespace
-
     from qwen_image_studio.memory import placement
+    from qwen_image_studio.memory.options import MemoryOptions
     from qwen_image_studio.models.fp8_linear import Fp8Linear
+    from qwen_image_studio.params.schema import StudioConfig
 
     read: list[str] = []
     real = placement._quantize_on_load
@@ -212,9 +212,12 @@ def test_fp8_without_swap_stores_each_block_linear_in_fp8_as_it_is_read(
         return out
 
     monkeypatch.setattr(placement, "_quantize_on_load", spy)
-    config = SimpleNamespace(dit=ts.models(demo)["dit"], model_version="original", blocks_to_swap=0,
-                             fp8_base=True, fp8_scaled=True, fp8_matmul="upcast")  # fmt: skip
-    dit = placement.load_placed_dit(config, torch.device("cpu"), torch.float32)
+    config = StudioConfig(fp8_base=True, fp8_scaled=True, fp8_matmul="upcast")
+    options = MemoryOptions.from_config(config)
+    dit, plan = placement.load_placed_dit(
+        ts.models(demo)["dit"], "original", options, torch.device("cpu"), torch.float32
+    )
+    assert not plan.swaps and plan.blocks == len(dit.transformer_blocks)
     fp8_layers = [n for n, m in dit.named_modules() if isinstance(m, Fp8Linear)]
     assert fp8_layers and sorted(read) == sorted(fp8_layers)
     assert not any(isinstance(m, torch.nn.Linear) for m in dit.transformer_blocks.modules())

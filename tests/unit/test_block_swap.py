@@ -20,6 +20,7 @@ from qwen_image_studio.memory.checkpointing import (
     offloaded_checkpoint,
     plain_checkpoint,
 )
+from qwen_image_studio.memory.options import BlockPlan
 from qwen_image_studio.memory.placement import place_dit
 from qwen_image_studio.models.fp8_linear import Fp8Linear
 from qwen_image_studio.training.lora import apply_lora
@@ -85,7 +86,7 @@ def test_swapped_blocks_keep_one_host_copy_and_placeholders_on_the_device() -> N
     dit, params = _dit()
     sizes = {i: sum(-(-t.numel() * t.element_size() // ALIGN) * ALIGN for t in frozen_tensors(b)[0])
              for i, b in enumerate(dit.transformer_blocks)}  # fmt: skip
-    swapper = BlockSwapper(dit.transformer_blocks, SWAP, "cpu")
+    swapper = BlockSwapper(dit.transformer_blocks, BlockPlan(LAYERS, SWAP), "cpu")
     assert swapper.first == 1 and sorted(swapper.host) == [1, 2, 3]
     for i in (1, 2, 3):
         buffer = swapper.host[i].data
@@ -111,9 +112,10 @@ def test_host_buffer_is_exactly_page_rounded() -> None:
 
 def test_swap_count_must_leave_a_resident_block() -> None:
     dit, _ = _dit(lora=False)
-    for count in (0, LAYERS):
-        with pytest.raises(ConfigError, match=f"--blocks_to_swap {count}: this DiT has {LAYERS} blocks"):
-            BlockSwapper(dit.transformer_blocks, count, "cpu")
+    with pytest.raises(ConfigError, match=f"--blocks_to_swap 0: this DiT has {LAYERS} blocks"):
+        BlockSwapper(dit.transformer_blocks, BlockPlan(LAYERS, 0), "cpu")
+    with pytest.raises(ConfigError, match=f"--blocks_to_swap {LAYERS}: this DiT has {LAYERS} blocks"):
+        BlockPlan.for_dit(dit, LAYERS)
 
 
 def test_inference_streams_blocks_in_order_and_equals_the_plain_model() -> None:
@@ -121,7 +123,7 @@ def test_inference_streams_blocks_in_order_and_equals_the_plain_model() -> None:
     with torch.no_grad():
         want = plain(**_inputs(plain))[0]
     dit, _ = _dit(lora=False)
-    swapper = BlockSwapper(dit.transformer_blocks, SWAP, "cpu", trace=True).attach(dit)
+    swapper = BlockSwapper(dit.transformer_blocks, BlockPlan(LAYERS, SWAP), "cpu", trace=True).attach(dit)
     with torch.no_grad():
         got = dit(**_inputs(dit))[0]
         again = dit(**_inputs(dit))[0]
@@ -138,7 +140,7 @@ def test_training_step_equals_the_plain_path(fp8: bool, mode: str) -> None:
         if mode != "none":
             enable_checkpointing(dit, cpu_offload=mode.endswith("offload"))
         dit.train()
-        swapper = BlockSwapper(dit.transformer_blocks, SWAP, "cpu", trace=True).attach(dit) if swap else None
+        swapper = BlockSwapper(dit.transformer_blocks, BlockPlan(LAYERS, SWAP), "cpu", trace=True).attach(dit) if swap else None
         results.append((*_step(dit, params), swapper))
     (loss, grads, _), (swap_loss, swap_grads, swapper) = results
     assert torch.equal(loss, swap_loss) and _same(grads, swap_grads)
@@ -157,7 +159,7 @@ def test_gradient_accumulation_and_sampling_between_steps_keep_the_order() -> No
     dit, params = _dit()
     enable_checkpointing(dit)
     dit.train()
-    swapper = BlockSwapper(dit.transformer_blocks, SWAP, "cpu", trace=True).attach(dit)
+    swapper = BlockSwapper(dit.transformer_blocks, BlockPlan(LAYERS, SWAP), "cpu", trace=True).attach(dit)
     _step(dit, params)
     with torch.no_grad():
         dit(**_inputs(dit))

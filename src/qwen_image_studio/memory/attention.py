@@ -9,11 +9,14 @@ per call and falls back to SDPA for masked batches (batch size 1 never has a mas
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..params.schema import StudioConfig
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +27,9 @@ MODES: dict[str, tuple[str, str]] = {  # flag -> (diffusers backend, package to 
 }
 
 
-def attention_mode(config: Any) -> str:
+def attention_mode(config: StudioConfig) -> str:
     """The attention flag a configuration selects: one of MODES, or "sdpa"."""
-    chosen = [flag for flag in MODES if getattr(config, flag, False)]
+    chosen = [flag for flag in MODES if getattr(config, flag)]
     if len(chosen) > 1:
         raise ConfigError(f"choose one attention kernel, not {' and '.join('--' + f for f in chosen)}")
     return chosen[0] if chosen else "sdpa"

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .options import BlockPlan
 
 log = logging.getLogger(__name__)
 
@@ -119,22 +120,25 @@ class HostBuffer:
 
 
 class BlockSwapper:
-    """Keeps the frozen weights of the last `count` of `blocks` on the host and streams them to `device`."""
+    """Keeps the frozen weights of the blocks `plan` swaps on the host and streams them to `device`."""
 
     def __init__(
         self,
         blocks: Sequence[nn.Module],
-        count: int,
+        plan: BlockPlan,
         device: torch.device | str,
         *,
         pin: bool | None = None,
         trace: bool = False,
     ) -> None:
         n = len(blocks)
-        if not 0 < count < n:
-            raise ConfigError(f"--blocks_to_swap {count}: this DiT has {n} blocks; swap 1 to {n - 1} of them")
+        if plan.blocks != n:
+            raise ValueError(f"the plan is for {plan.blocks} blocks; these are {n}")
+        if not plan.swaps:
+            raise ConfigError(f"--blocks_to_swap 0: this DiT has {n} blocks; swap 1 to {n - 1} of them")
         self.blocks = list(blocks)
-        self.n, self.count, self.first = n, count, n - count
+        self.plan = plan
+        self.n, self.count, self.first = n, plan.swapped, plan.first_swapped
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         self.stream = torch.cuda.Stream(self.device) if self.cuda else None
@@ -150,7 +154,7 @@ class BlockSwapper:
         self.trace: list[tuple[str, str, int]] | None = [] if trace else None
         self.fetches = 0
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        for i in range(self.first, n):
+        for i in plan.swapped_indices():
             self._pack(i, pin)
 
     # ---- setup -----------------------------------------------------------------------------------
@@ -263,7 +267,7 @@ class BlockSwapper:
         self._handles.append(model.register_forward_hook(lambda m, a, o: self._end()))
         for i, block in enumerate(self.blocks):
             self._handles.append(block.register_forward_pre_hook(lambda m, a, i=i: self._before(i)))
-            if i >= self.first:
+            if self.plan.is_swapped(i):
                 self._handles.append(block.register_forward_hook(lambda m, a, o, i=i: self._after(i)))
         return self
 
@@ -301,7 +305,7 @@ class BlockSwapper:
         if backward:  # a block's recomputation starts after the backward pass of the blocks above it
             for j in [j for j in self._ready if j > index]:
                 self.release(j)
-        if index < self.first:
+        if not self.plan.is_swapped(index):
             return
         self.wait(index)
         step = -1 if backward else 1

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import nn
 
 from ..models.fp8_linear import SCALED_BLOCK, Fp8Linear, quantize_linears, quantize_weight, use_native_matmul
+from .options import BlockPlan, MemoryOptions
 
 MODULATION = ("img_mod", "txt_mod")  # a block's shift/scale/gate linears, fed the timestep embedding
 
@@ -50,21 +50,21 @@ def place_dit(
     *,
     fp8: bool = False,
     scaled: bool = False,
-    blocks_to_swap: int = 0,
+    plan: BlockPlan | None = None,
     native: bool = False,
 ) -> list[str]:
-    """Move `dit` to `device` (the last `blocks_to_swap` blocks end on the CPU), fp8 block linears if asked.
+    """Move `dit` to `device` (the blocks `plan` swaps end on the CPU), fp8 block linears if asked.
 
     `native`: the fp8 linears multiply on fp8 tensor cores (see :mod:`fp8_linear`).
     """
     blocks = dit.transformer_blocks
-    first_swapped = len(blocks) - blocks_to_swap if blocks_to_swap else len(blocks)
+    plan = plan or BlockPlan.for_dit(dit, 0)
     for child in dit.children():
         if child is not blocks:
             child.to(device)
     block_size = SCALED_BLOCK if scaled else None
     for i, block in enumerate(blocks):
-        swapped = i >= first_swapped and device.type != "cpu"
+        swapped = plan.is_swapped(i) and device.type != "cpu"
         todo = nn.Linear | Fp8Linear if native else nn.Linear  # native re-scales the file's fp8 layers
         quantize = fp8 and any(isinstance(m, todo) for m in block.modules())
         if swapped and not quantize:
@@ -94,12 +94,15 @@ def place_dit(
 
 
 def load_placed_dit(
-    config: Any,
+    path: str,
+    model_version: str,
+    options: MemoryOptions,
     device: torch.device,
     dtype: torch.dtype,
     before_placing: Callable[[nn.Module], None] | None = None,
-) -> nn.Module:
-    """The frozen DiT of `config` on `device` (fp8 block linears with --fp8_base; swapped blocks on the CPU).
+) -> tuple[nn.Module, BlockPlan]:
+    """The frozen DiT file `path` on `device` (fp8 block linears with --fp8_base; the blocks the returned
+    plan swaps on the CPU).
 
     `before_placing` runs on the loaded weights in the compute dtype first (generation merges LoRAs there);
     without it an fp8 file's block linears stay in fp8 straight from the file.
@@ -111,25 +114,24 @@ def load_placed_dit(
     """
     from ..models.loading import load_dit
 
-    swap = config.blocks_to_swap
-    fp8 = config.fp8_base
-    native = fp8 and use_native_matmul(getattr(config, "fp8_matmul", "auto"), device, dtype)
+    swap = options.blocks_to_swap
+    fp8 = options.fp8_base
+    native = fp8 and use_native_matmul(options.fp8_matmul, device, dtype)
     stream = fp8 and not swap and before_placing is None
-    block_size = None if native or not config.fp8_scaled else SCALED_BLOCK
+    block_size = None if native or not options.fp8_scaled else SCALED_BLOCK
     dit = load_dit(
-        config.dit,
+        path,
         dtype=dtype,
         # swapped blocks must not all reach the GPU at once; neither must a bf16 model bound for fp8
         device=device if not swap and (stream or not fp8) else "cpu",
-        model_version=config.model_version,
+        model_version=model_version,
         keep_fp8=fp8 and before_placing is None,
         quantize=(lambda name, t: _quantize_on_load(name, t, block_size)) if stream else None,
     )
     dit.requires_grad_(False)
+    plan = BlockPlan.for_dit(dit, swap)
     if before_placing is not None:
         before_placing(dit)
-    for note in place_dit(
-        dit, device, dtype, fp8=config.fp8_base, scaled=config.fp8_scaled, blocks_to_swap=swap, native=native
-    ):
+    for note in place_dit(dit, device, dtype, fp8=fp8, scaled=options.fp8_scaled, plan=plan, native=native):
         logging.getLogger(__name__).info(note)
-    return dit
+    return dit, plan

@@ -28,6 +28,7 @@ from ..devices import model_dtype, resolve_device
 from ..errors import ConfigError
 from ..events import EventWriter
 from ..memory.attention import attention_mode, check_backend
+from ..memory.options import MemoryOptions
 from ..memory.placement import load_placed_dit
 from ..memory.setup import configure_dit
 from ..models.configs import version_name_warning
@@ -116,8 +117,16 @@ def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> 
             )
         log.info("LoRA updates merged into %d linear layers", changed)
 
-    dit = load_placed_dit(config, device, dtype, before_placing=merge if loras else None)
-    memory = configure_dit(dit, config, device, training=False)  # attention, swap, compile
+    options = MemoryOptions.from_config(config)
+    dit, plan = load_placed_dit(
+        config.dit,  # type: ignore[arg-type]
+        config.model_version,
+        options,
+        device,
+        dtype,
+        before_placing=merge if loras else None,
+    )
+    memory = configure_dit(dit, plan, options, device, training=False)  # attention, swap, compile
     vae = load_vae(config.vae, dtype=dtype, device=device)  # type: ignore[arg-type]
 
     save_path = Path(config.save_path).expanduser()  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from ..atomic import remove_stale_temp_files
 from ..devices import model_dtype
 from ..errors import ConfigError
 from ..events import EventWriter, ProgressTracker
+from ..memory.options import MemoryOptions
 from ..memory.setup import configure_dit
 from ..params.schema import StudioConfig
 from . import flow_matching as fm
@@ -336,7 +337,8 @@ def train(config: StudioConfig, events: EventWriter) -> dict[str, Any]:
     dtype = model_dtype(device, config.mixed_precision)
     from ..memory.placement import load_placed_dit
 
-    dit = load_placed_dit(config, device, dtype)
+    options = MemoryOptions.from_config(config)
+    dit, blocks = load_placed_dit(config.dit, config.model_version, options, device, dtype)
     args = config.network_arg_dict()
     network = apply_lora(
         dit,
@@ -352,7 +354,7 @@ def train(config: StudioConfig, events: EventWriter) -> dict[str, Any]:
         log.info("LoRA modules: %s", ", ".join(network.layers))
     if config.network_weights:
         network.load_weights(config.network_weights)
-    memory = configure_dit(dit, config, device, training=True)  # checkpointing, attention, swap, compile
+    memory = configure_dit(dit, blocks, options, device, training=True)  # checkpointing, attention, swap, compile
     dit.train()
 
     ratio = float(args["loraplus_lr_ratio"]) if "loraplus_lr_ratio" in args else None
@@ -370,16 +372,7 @@ def train(config: StudioConfig, events: EventWriter) -> dict[str, Any]:
         config.lr_scheduler_num_cycles,
         config.lr_scheduler_power,
     )
-    if memory.swapper is not None:
-        if world > 1:  # the swapped base weights are frozen and identical everywhere: DDP must not touch them
-            from torch.nn.parallel import DistributedDataParallel
-
-            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-                dit, memory.swapper.swapped_names(dit)
-            )
-        model, optimizer = acc.prepare(dit, optimizer, device_placement=[False, True])
-    else:
-        model, optimizer = acc.prepare(dit, optimizer)
+    model, optimizer = memory.prepare(acc, dit, optimizer)  # swapped weights stay where `blocks` says
     generator = torch.Generator(device).manual_seed(config.seed + 1_000_003 * rank)  # t and noise
     trainer = Trainer(
         acc,
