@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -175,17 +176,32 @@ def stage_status(page: Any, stage: str) -> str | None:
 
 def test_the_form_shows_a_validation_error(page: Any) -> None:
     load_config(page, "demo-t2i")
-    page.fill("#f-discrete_flow_shift", "9")
-    problem = page.locator("#p-discrete_flow_shift")
-    sync_api.expect(problem).to_have_text("--discrete_flow_shift: 9 is out of range; allowed 1.0 to 5.0")
-    sync_api.expect(page.locator("[data-row='discrete_flow_shift']")).to_have_class(
-        "field kind-float has-error"
-    )
+    page.fill("#f-network_dim", "0")
+    problem = page.locator("#p-network_dim")
+    sync_api.expect(problem).to_have_text("--network_dim: 0 is out of range; allowed at least 1")
+    sync_api.expect(page.locator("[data-row='network_dim']")).to_have_class(re.compile(r"\bhas-error\b"))
     sync_api.expect(page.locator("#form-summary .summary-errors")).to_be_visible()
-    page.locator("[data-row='discrete_flow_shift']").scroll_into_view_if_needed()
+    page.locator("[data-row='network_dim']").scroll_into_view_if_needed()
     shot(page, "01-form-validation-error")
-    page.fill("#f-discrete_flow_shift", "2.2")
+    page.fill("#f-network_dim", "4")
     sync_api.expect(problem).to_have_text("")
+    # a value that works but lies outside the seed's recommended range: accepted, and said
+    row = page.locator("[data-row='discrete_flow_shift']")
+    sync_api.expect(row.locator(".meta")).to_contain_text("recommended: 1.0 to 5.0")
+    page.fill("#f-discrete_flow_shift", "9")
+    warned = page.locator("#p-discrete_flow_shift")
+    sync_api.expect(warned).to_have_text(
+        "--discrete_flow_shift 9.0 is outside the recommended range 1.0 to 5.0"
+    )
+    sync_api.expect(row).to_have_class(re.compile(r"\bhas-warn\b"))
+    sync_api.expect(page.locator("#form-summary .summary-warnings")).to_contain_text(
+        "Accepted, but outside the recommended range:"
+    )
+    assert page.locator("#form-summary .summary-errors").count() == 0
+    row.scroll_into_view_if_needed()
+    shot(page, "01b-form-recommended-range-warning")
+    page.fill("#f-discrete_flow_shift", "2.2")
+    sync_api.expect(warned).to_have_text("")
     sync_api.expect(page.locator("#vram-value")).to_contain_text("GB")
 
 
@@ -487,15 +503,18 @@ def test_switching_to_chinese_is_remembered(page: Any) -> None:
     shot(page, "08-chinese-form")
     # validation messages in Chinese: an out-of-range value (the form's check and the server's agree) ...
     load_config(page, "demo-t2i")
+    page.fill("#f-network_dim", "0")
+    sync_api.expect(page.locator("#p-network_dim")).to_have_text("--network_dim：0 超出范围；允许 至少 1")
+    sync_api.expect(page.locator("[data-row='network_dim'] .meta")).to_contain_text("允许: 至少 1")
+    sync_api.expect(page.locator("[data-row='network_dim'] .meta")).to_contain_text("推荐: 4 到 256")
+    page.locator("[data-row='network_dim']").scroll_into_view_if_needed()
+    shot(page, "10-chinese-validation")
+    page.fill("#f-network_dim", "4")
+    sync_api.expect(page.locator("#p-network_dim")).to_have_text("")
     page.fill("#f-discrete_flow_shift", "9")
     sync_api.expect(page.locator("#p-discrete_flow_shift")).to_have_text(
-        "--discrete_flow_shift：9 超出范围；允许 1.0 到 5.0"
+        "--discrete_flow_shift 9.0 超出推荐范围 1.0 到 5.0"
     )
-    sync_api.expect(page.locator("[data-row='discrete_flow_shift'] .meta")).to_contain_text(
-        "允许: 1.0 到 5.0"
-    )
-    page.locator("[data-row='discrete_flow_shift']").scroll_into_view_if_needed()
-    shot(page, "10-chinese-validation")
     page.fill("#f-discrete_flow_shift", "2.2")
     sync_api.expect(page.locator("#p-discrete_flow_shift")).to_have_text("")
     # ... a value only the server judges, and a rule over two fields (in the summary), ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from pathlib import Path
@@ -48,11 +49,18 @@ def test_every_timestep_sampling_trains(demo: Path, t2i: Path, tmp_path: Path, s
 
 
 @pytest.mark.parametrize("weighting", fm.WEIGHTINGS)
-def test_every_weighting_scheme_trains(demo: Path, t2i: Path, tmp_path: Path, weighting: str) -> None:
-    argv = ts.train_argv(demo, t2i, tmp_path, weighting_scheme=weighting, timestep_sampling="sigmoid")
+@pytest.mark.parametrize("sampling", ["sigmoid", "sigma"])
+def test_every_weighting_scheme_trains(
+    demo: Path, t2i: Path, tmp_path: Path, weighting: str, sampling: str
+) -> None:
+    argv = ts.train_argv(demo, t2i, tmp_path, weighting_scheme=weighting, timestep_sampling=sampling)
     assert ts.train(argv) == 0, ts.failure(tmp_path / "events.jsonl")
     losses = ts.losses(tmp_path / "events.jsonl")
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+    # a density weighting with a sampling it does not shape is said, as the reference trainer ignores it
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    warned = [e["message"] for e in events if e["type"] == "warning" and "--weighting_scheme" in e["message"]]
+    assert bool(warned) == (weighting in fm.DENSITY_WEIGHTINGS and sampling != "sigma"), warned
 
 
 @pytest.mark.parametrize(

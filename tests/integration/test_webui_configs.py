@@ -93,10 +93,10 @@ def test_saved_configurations_survive_a_restart(tmp_path: Path) -> None:
 
 def test_invalid_or_taken_names_overwrite_nothing(client: FlaskClient) -> None:
     post(client, "/api/configs", {"name": "a", "params": CUSTOM})
-    bad = post(client, "/api/configs", {"name": "a", "params": {"discrete_flow_shift": 9}, "overwrite": True})
+    bad = post(client, "/api/configs", {"name": "a", "params": {"mode_scale": 11}, "overwrite": True})
     assert bad.status_code == 400
     assert [(p["field"], p["message"]) for p in bad.get_json()["problems"]] == [
-        ("discrete_flow_shift", "--discrete_flow_shift: 9 is out of range; allowed 1.0 to 5.0")
+        ("mode_scale", "--mode_scale: 11 is out of range; allowed 0 to 10.0")
     ]
     taken = post(client, "/api/configs", {"name": "a", "params": {}})
     assert taken.status_code == 409 and taken.get_json()["code"] == "exists"
@@ -171,7 +171,7 @@ def test_import_accepts_older_versions_and_toml(client: FlaskClient) -> None:
                 {"format": "qwen-image-studio-config", "version": 2, "params": {"network_dim": 0}}
             ).encode(),
             "range.json",
-            "--network_dim: 0 is out of range; allowed 1 to 256",
+            "--network_dim: 0 is out of range; allowed at least 1",
         ),
         (
             json.dumps({"mystery_key": 1}).encode(),
@@ -264,8 +264,8 @@ def test_command_line_forms(client: FlaskClient, text: str, stage: str) -> None:
     ("text", "expected"),
     [
         (
-            "python qwen_image_train_network.py --discrete_flow_shift 9",
-            "--discrete_flow_shift: 9 is out of range; allowed 1.0 to 5.0",
+            "python qwen_image_train_network.py --mode_scale 11",
+            "--mode_scale: 11 is out of range; allowed 0 to 10.0",
         ),
         ("python qwen_image_train_network.py --no_such_flag", "unrecognized arguments: --no_such_flag"),
         ("python qwen_image_train_network.py --fp8_scaled", "--fp8_scaled needs --fp8_base"),
@@ -327,11 +327,11 @@ def test_stored_document_that_no_longer_validates_loads_with_its_problems(
 ) -> None:
     store = app.extensions["qwen_image_studio"].store
     store.save_config(
-        "old", {"format": "qwen-image-studio-config", "version": 2, "params": {"network_dim": 999}}
+        "old", {"format": "qwen-image-studio-config", "version": 2, "params": {"network_dim": 0}}
     )
     body = client.get("/api/configs/old").get_json()
-    assert body["params"] == {"network_dim": 999}
-    assert body["problems"][0]["message"] == "--network_dim: 999 is out of range; allowed 1 to 256"
+    assert body["params"] == {"network_dim": 0}
+    assert body["problems"][0]["message"] == "--network_dim: 0 is out of range; allowed at least 1"
 
 
 GENERATION_ONLY = {  # parameters of the generate stage only: no input in the form, kept in configurations

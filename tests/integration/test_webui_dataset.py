@@ -98,9 +98,11 @@ def test_create_from_a_folder_writes_inside_the_workspace_and_never_overwrites(
 
 def test_vram_estimate_follows_the_form_and_the_dataset(client: FlaskClient, tmp_path: Path) -> None:
     from qwen_image_studio.memory.vram_estimate import VramOptions, estimate_vram
+    from qwen_image_studio.params.schema import StudioConfig
 
     base = post(client, "/api/vram", {"params": {}}).get_json()
-    assert base["estimate"] == estimate_vram(VramOptions()).as_json() and base["source"] == "default"
+    defaults = VramOptions.from_config(StudioConfig())
+    assert base["estimate"] == estimate_vram(defaults).as_json() and base["source"] == "default"
     fp8 = post(client, "/api/vram", {"params": {"fp8_base": True, "fp8_scaled": True, "blocks_to_swap": 16}})
     fp8_gb = fp8.get_json()["estimate"]["total_gb"]
     assert 18 < fp8_gb < base["estimate"]["total_gb"] - 20

@@ -10,8 +10,8 @@ import pytest
 from flask.testing import FlaskClient
 from node_support import node
 
-from qwen_image_studio.params.json_schema import form_schema, switch_needs
-from qwen_image_studio.params.schema import EDIT_VERSIONS
+from qwen_image_studio.params.json_schema import form_schema
+from qwen_image_studio.params.schema import EDIT_VERSIONS, switch_needs
 from qwen_image_studio.params.spec import Stage
 from qwen_image_studio.webui.app import create_app
 from qwen_image_studio.webui.i18n import LANG_HEADER, TABLE
@@ -64,15 +64,21 @@ def test_schema_is_served_with_ui_metadata(client: FlaskClient) -> None:
         "caching",
         "advanced",
     ]
-    prop = schema["properties"]["discrete_flow_shift"]
+    prop = schema["properties"]["mode_scale"]
     assert (prop["x-flag"], prop["x-kind"], prop["minimum"], prop["maximum"], prop["default"]) == (
-        "--discrete_flow_shift",
+        "--mode_scale",
         "float",
-        1.0,
-        5.0,
-        2.2,
+        0.0,
+        10.0,
+        1.29,
     )
-    assert prop["x-help-zh"] and prop["description"] and prop["x-allowed"] == "1.0 to 5.0"
+    assert prop["x-help-zh"] and prop["description"] and prop["x-allowed"] == "0 to 10.0"
+    shift = schema["properties"]["discrete_flow_shift"]  # the seed's range is a recommendation
+    assert (shift["exclusiveMinimum"], shift["x-allowed"], shift["x-recommended"]) == (
+        0.0,
+        "above 0",
+        [1.0, 5.0],
+    )
     assert schema["x-edit-switch"]["edit-values"] == list(EDIT_VERSIONS)
     assert schema["x-edit-switch"]["field"] in schema["properties"]
 
@@ -131,6 +137,22 @@ def test_the_form_hides_the_fields_of_stages_it_cannot_launch(client: FlaskClien
             "lora_multiplier",
             "save_path",
             "save_merged_model",
+            # the rest of the reference generation script's flags (issue 13, item 6)
+            "output_type",
+            "latent_path",
+            "no_metadata",
+            "append_original_name",
+            "flow_shift",
+            "embedded_cfg_scale",
+            "lora_include_patterns",
+            "lora_exclude_patterns",
+            "num_layers",
+            "attn_mode",
+            "text_encoder_cpu",
+            "vae_enable_tiling",
+            "use_pinned_memory_for_block_swap",
+            "disable_numpy_memmap",
+            "bell",
         ]
     )
     # a parameter shared with generation stays (e.g. --dit, also required for training)
@@ -175,9 +197,9 @@ def test_client_messages_match_the_servers(client: FlaskClient) -> None:
     server's structured message to the server's text."""
     schema = client.get("/api/schema").get_json()
     cases = [
-        ("discrete_flow_shift", 9),
+        ("mode_scale", 11),
         ("network_dim", 0),
-        ("learning_rate", 0.5),
+        ("learning_rate", -0.5),
         ("blocks_to_swap", 60),
         ("network_dropout", 1),
         ("network_alpha", 0),
@@ -199,35 +221,33 @@ def test_client_messages_match_the_servers(client: FlaskClient) -> None:
     for lang in TABLE:
         assert [client_text for client_text, _ in rendered[lang]] == texts[lang], lang
         assert [page_text for _, page_text in rendered[lang]] == texts[lang], lang
-    assert texts["zh-CN"][0] == "--discrete_flow_shift：9 超出范围；允许 1.0 到 5.0"
+    assert texts["zh-CN"][0] == "--mode_scale：11 超出范围；允许 0 到 10.0"
     assert texts["zh-CN"][4] == "--network_dropout：1 超出范围；允许 0 到 1.0（不含 1.0）"
 
 
 def test_validation_returns_the_schemas_messages(client: FlaskClient) -> None:
-    res = client.post("/api/validate", json={"params": {"discrete_flow_shift": 9}}, headers=ORIGIN)
+    res = client.post("/api/validate", json={"params": {"mode_scale": 11}}, headers=ORIGIN)
     body = res.get_json()
     assert res.status_code == 200 and body["ok"] is False
-    assert plain(body["problems"]) == [
-        ("discrete_flow_shift", "--discrete_flow_shift: 9 is out of range; allowed 1.0 to 5.0")
-    ]
+    assert plain(body["problems"]) == [("mode_scale", "--mode_scale: 11 is out of range; allowed 0 to 10.0")]
     res = client.post("/api/validate", json={"params": {"fp8_scaled": True}}, headers=ORIGIN)
     assert plain(res.get_json()["problems"]) == [("", "--fp8_scaled needs --fp8_base")]
     res = client.post(
         "/api/validate", json={"params": {"fp8_scaled": True, "fp8_base": True}}, headers=ORIGIN
     )
-    assert res.get_json() == {"ok": True, "problems": [], "stage_problems": []}
+    assert res.get_json() == {"ok": True, "problems": [], "stage_problems": [], "warnings": []}
     res = client.post("/api/validate", json={"params": {"bogus": 1}}, headers=ORIGIN)
     assert plain(res.get_json()["problems"]) == [("bogus", "unknown parameter 'bogus'")]
 
 
 def test_stage_checks_name_missing_fields_and_files(client: FlaskClient, tmp_path: Path) -> None:
-    params = {"dit": str(tmp_path / "missing_dit.safetensors"), "discrete_flow_shift": 9}
+    params = {"dit": str(tmp_path / "missing_dit.safetensors"), "mode_scale": 11}
     res = client.post("/api/validate", json={"params": params, "stage": "train_network"}, headers=ORIGIN)
     body = res.get_json()
     needs = {p["field"]: p["message"] for p in body["stage_problems"]}
     assert needs["dit"] == f"--dit: not found: {tmp_path / 'missing_dit.safetensors'}"
     assert needs["output_name"] == "--output_name is required"
-    assert "discrete_flow_shift" not in needs and body["problems"][0]["field"] == "discrete_flow_shift"
+    assert "mode_scale" not in needs and body["problems"][0]["field"] == "mode_scale"
     both = client.post(
         "/api/validate",
         headers=ORIGIN,

@@ -29,25 +29,25 @@ def post(client: FlaskClient, url: str, body: dict[str, Any], headers: dict[str,
 
 
 def test_an_invalid_value_is_named_with_its_range_in_chinese(client: FlaskClient) -> None:
-    res = post(client, "/api/validate", {"params": {"discrete_flow_shift": 9}})
+    res = post(client, "/api/validate", {"params": {"mode_scale": 11}})
     assert res.status_code == 200
     [problem] = res.get_json()["problems"]
-    assert problem["field"] == "discrete_flow_shift"
-    assert problem["message"] == "--discrete_flow_shift：9 超出范围；允许 1.0 到 5.0"
+    assert problem["field"] == "mode_scale"
+    assert problem["message"] == "--mode_scale：11 超出范围；允许 0 到 10.0"
     assert problem["message_i18n"] == {
         "key": "v.range",
         "vars": {
-            "flag": "--discrete_flow_shift",
-            "value": "9",
-            "allowed": {"key": "allowed.range", "vars": {"low": "1.0", "high": "5.0"}},
+            "flag": "--mode_scale",
+            "value": "11",
+            "allowed": {"key": "allowed.range", "vars": {"low": "0", "high": "10.0"}},
         },
     }
-    english = post(client, "/api/validate", {"params": {"discrete_flow_shift": 9}}, ORIGIN)
+    english = post(client, "/api/validate", {"params": {"mode_scale": 11}}, ORIGIN)
     assert english.get_json()["problems"][0]["message"] == (
-        "--discrete_flow_shift: 9 is out of range; allowed 1.0 to 5.0"
+        "--mode_scale: 11 is out of range; allowed 0 to 10.0"
     )
     client.set_cookie("studio_lang", "zh-CN")  # the page's remembered language, without the header
-    remembered = post(client, "/api/validate", {"params": {"discrete_flow_shift": 9}}, ORIGIN)
+    remembered = post(client, "/api/validate", {"params": {"mode_scale": 11}}, ORIGIN)
     assert remembered.get_json()["problems"][0]["message"] == problem["message"]
 
 
@@ -56,9 +56,9 @@ def test_saving_invalid_values_is_refused_in_chinese(client: FlaskClient) -> Non
     body = res.get_json()
     assert res.status_code == 400 and body["code"] == "invalid"
     assert [(p["field"], p["message"]) for p in body["problems"]] == [
-        ("network_dim", "--network_dim：0 超出范围；允许 1 到 256")
+        ("network_dim", "--network_dim：0 超出范围；允许 至少 1")
     ]
-    assert body["error"] == "--network_dim：0 超出范围；允许 1 到 256"
+    assert body["error"] == "--network_dim：0 超出范围；允许 至少 1"
     rule = post(client, "/api/validate", {"params": {"fp8_scaled": True}}).get_json()["problems"]
     assert [(p["field"], p["message"]) for p in rule] == [("", "--fp8_scaled 需要 --fp8_base")]
 

@@ -145,9 +145,11 @@ def test_fit_to_area_keeps_area_and_step(size: tuple[int, int], resolution: tupl
 
 
 def test_control_bucket_modes() -> None:
-    """Target bucket by default; own size rounded down with no_resize_control; own bucket with a resolution."""
+    """Target bucket by default; own size rounded down with no_resize_control; own bucket with a resolution;
+    with both, the resolution caps the area (300x200 has more pixels than 128x128, so it is scaled down)."""
     assert control_bucket((300, 200), (64, 64)) == (64, 64)
     assert control_bucket((300, 200), (64, 64), no_resize_control=True) == (288, 192)
-    assert control_bucket((300, 200), (64, 64), (128, 128), no_resize_control=True) == (288, 192)
+    assert control_bucket((300, 200), (64, 64), (128, 128), no_resize_control=True) == (160, 96)
+    assert control_bucket((300, 200), (64, 64), (512, 512), no_resize_control=True) == (288, 192)
     w, h = control_bucket((300, 200), (64, 64), (128, 128))
     assert w * h <= 128 * 128 and abs(w / h - 1.5) < 0.2

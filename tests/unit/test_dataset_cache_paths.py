@@ -215,7 +215,8 @@ def test_metadata_records_the_control_fingerprint() -> None:
 
 
 def test_a_changed_control_image_makes_edit_caches_outdated(tmp_path: Path) -> None:
-    """Caption and control record are both checked; a missing record is outdated only in edit mode."""
+    """Caption and control record are both checked; a file without the record (the reference trainer's)
+    is current, one whose record disagrees is outdated."""
     controls = [tmp_path / "c1.png", tmp_path / "c2.png"]
     for i, c in enumerate(controls):
         c.write_bytes(f"control {i}".encode())
@@ -241,8 +242,12 @@ def test_a_changed_control_image_makes_edit_caches_outdated(tmp_path: Path) -> N
     assert text_cache_outdated_reason(e) == "made from another caption"
 
     e.caption = "c"
-    write_text(e.text_path, "c")  # no control record: an older version wrote it
-    assert text_cache_outdated_reason(e).startswith("no record of the control images")
+    write_text(e.text_path, "c")  # no control record: the reference trainer or an older version wrote it
+    assert text_cache_outdated_reason(e) is None and text_cache_current(e)
+    write_latent(e.latent_path, (64, 64), ((64, 64), (64, 64)))
+    assert latent_cache_outdated_reason(e) is None and latent_cache_current(e)
+    write_latent(e.latent_path, (64, 64), ((64, 64), (32, 32)))  # no record, but other control sizes
+    assert latent_cache_outdated_reason(e).startswith("made for other control image sizes")
     e.control_paths = ()  # text-to-image (or a caller that does not check controls)
     assert text_cache_outdated_reason(e) is None
 

@@ -38,8 +38,12 @@ def test_timesteps_stay_in_the_min_max_range(cfg: fm.TimestepConfig, tokens: int
     t = fm.sample_timesteps(cfg, 64, tokens, torch.Generator().manual_seed(seed))
     assert t.shape == (64,) and t.dtype == torch.float32
     assert bool(torch.isfinite(t).all())
-    assert float(t.min()) >= cfg.min_timestep / 1000 - 1e-6
-    assert float(t.max()) <= cfg.max_timestep / 1000 + 1e-6
+    if cfg.sampling == "sigma":  # the range bounds the schedule index i, t = (1000 - i) / 1000
+        lo, hi = (1000 - cfg.max_timestep + 1) / 1000, (1000 - cfg.min_timestep) / 1000
+    else:
+        lo, hi = cfg.min_timestep / 1000, cfg.max_timestep / 1000
+    assert float(t.min()) >= lo - 1e-6
+    assert float(t.max()) <= hi + 1e-6
 
 
 @settings(max_examples=100, deadline=None)
@@ -94,13 +98,37 @@ def test_each_method_draws_its_distribution() -> None:
     assert float(narrow.min()) >= 0.2 and float(narrow.max()) <= 0.3
 
 
-def test_logit_normal_and_mode_shape_the_draw() -> None:
-    late = _draw(sampling="uniform", weighting="logit_normal", logit_mean=2.0)
-    assert float(late.median()) == pytest.approx(1 / (1 + math.exp(-2.0)), abs=0.02)
-    shifted = _draw(sampling="shift", weighting="logit_normal", logit_mean=0.0, discrete_flow_shift=3.0)
-    assert float(shifted.median()) == pytest.approx(0.75, abs=0.02)  # the shift still applies to the draw
-    mode = _draw(sampling="uniform", weighting="mode", mode_scale=1.29)
-    assert abs(float(mode.mean()) - 0.5) < 0.03 and float(mode.std()) < float(_draw(sampling="uniform").std())
+def test_sigma_sampling_draws_steps_of_the_reference_schedule() -> None:
+    """--timestep_sampling sigma, by the reference's rule: an index i of its 1000-step schedule from the
+    weighting's density (uniform without one), t = (1000 - i) / 1000; min/max_timestep bound the index."""
+    plain = _draw(sampling="sigma")
+    torch.testing.assert_close(plain * 1000, (plain * 1000).round())  # on the schedule's grid
+    assert float(plain.min()) >= 0.001 and float(plain.max()) <= 1.0
+    assert float(plain.mean()) == pytest.approx(0.5, abs=0.01)
+    # logit_normal with mean 2: u leans to 1, so the index is high and t low (median 1 - sigmoid(2))
+    late_u = _draw(sampling="sigma", weighting="logit_normal", logit_mean=2.0)
+    assert float(late_u.median()) == pytest.approx(1 - 1 / (1 + math.exp(-2.0)), abs=0.01)
+    mode = _draw(sampling="sigma", weighting="mode", mode_scale=1.29)
+    assert abs(float(mode.mean()) - 0.5) < 0.03 and float(mode.std()) < float(plain.std())
+    # the index is in [min_timestep, max_timestep): here t in (1 - 0.3, 1 - 0.2]
+    narrow = _draw(sampling="sigma", min_timestep=200, max_timestep=300)
+    assert float(narrow.min()) > 0.7 - 1e-6 and float(narrow.max()) <= 0.8 + 1e-6
+    # the draw itself, from the same uniform numbers, by the documented rule
+    u = torch.rand(20000, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(plain, (1000 - (u * 1000).floor()) / 1000)
+
+
+def test_density_weightings_change_only_the_sigma_draw() -> None:
+    """With another sampling the reference ignores logit_normal / mode: the same draw, weight 1, a note."""
+    for sampling in ("uniform", "sigmoid", "shift", "qwen_shift", "logsnr"):
+        for weighting in fm.DENSITY_WEIGHTINGS:
+            assert torch.equal(_draw(sampling=sampling, weighting=weighting), _draw(sampling=sampling))
+            cfg = fm.TimestepConfig(sampling=sampling, weighting=weighting)
+            note = fm.ignored_weighting(cfg)
+            assert note is not None and f"--weighting_scheme {weighting}" in note and "sigma" in note
+            assert torch.equal(fm.loss_weights(cfg, torch.tensor([0.2, 0.7])), torch.ones(2))
+        assert fm.ignored_weighting(fm.TimestepConfig(sampling=sampling, weighting="sigma_sqrt")) is None
+    assert fm.ignored_weighting(fm.TimestepConfig(sampling="sigma", weighting="mode")) is None
 
 
 def test_seeded_draws_repeat() -> None:
@@ -111,20 +139,35 @@ def test_seeded_draws_repeat() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(weighting=WEIGHTINGS, t=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=16))
-def test_loss_weights_are_positive_and_finite(weighting: str, t: list[float]) -> None:
-    w = fm.loss_weights(weighting, torch.tensor(t))
+@given(cfg=timestep_configs(), t=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=16))
+def test_loss_weights_are_positive_and_finite(cfg: fm.TimestepConfig, t: list[float]) -> None:
+    w = fm.loss_weights(cfg, torch.tensor(t))
     assert w.shape == (len(t),)
     assert bool(torch.isfinite(w).all()) and bool((w > 0).all())
 
 
 def test_loss_weight_formulas() -> None:
+    """The reference's weights: of the schedule sigma nearest its timestep 1000 t + 1 (continuous
+    samplings), of t itself for sigma sampling."""
     t = torch.tensor([0.1, 0.5, 0.9])
-    torch.testing.assert_close(fm.loss_weights("sigma_sqrt", t), t**-2)
-    torch.testing.assert_close(fm.loss_weights("cosmap", t), 2 / (math.pi * (1 - 2 * t + 2 * t**2)))
+    sigma = fm.TimestepConfig(sampling="sigma", weighting="sigma_sqrt")
+    torch.testing.assert_close(fm.loss_weights(sigma, t), t**-2)
+    cosmap = fm.TimestepConfig(sampling="sigma", weighting="cosmap")
+    torch.testing.assert_close(fm.loss_weights(cosmap, t), 2 / (math.pi * (1 - 2 * t + 2 * t**2)))
+    shift = fm.TimestepConfig(sampling="shift", weighting="sigma_sqrt")
+    torch.testing.assert_close(fm.loss_weights(shift, t), (t + 0.001) ** -2)
+    odd = torch.tensor([0.0, 0.0004, 0.0006, 0.1234, 0.9996, 1.0])
+    nearest = torch.tensor([1, 1, 2, 124, 1000, 1000]) / 1000  # round(1000 t + 1), at most 1000
+    torch.testing.assert_close(fm.loss_weights(shift, odd), nearest**-2)
     for scheme in ("none", "logit_normal", "mode"):
-        assert torch.equal(fm.loss_weights(scheme, t), torch.ones(3))
-    assert float(fm.loss_weights("sigma_sqrt", torch.tensor([0.0]))) == pytest.approx(1e6)
+        assert torch.equal(fm.loss_weights(fm.TimestepConfig(weighting=scheme), t), torch.ones(3))
+    assert float(fm.loss_weights(shift, torch.tensor([0.0]))) == pytest.approx(1e6)
+    # the mean weight under uniform sampling: sum over the schedule of sigma^-2 with the ends' half cells
+    grid = (torch.arange(1_000_000, dtype=torch.float64) + 0.5) / 1_000_000
+    uniform = fm.TimestepConfig(sampling="uniform", weighting="sigma_sqrt")
+    k = torch.arange(2, 1001, dtype=torch.float64)
+    expected = (0.5 * 1e6 + float((1e6 / k**2).sum()) - 0.5 * 1.0) / 1000
+    assert float(fm.loss_weights(uniform, grid).double().mean()) == pytest.approx(expected, rel=1e-3)
 
 
 def test_noisy_latents_interpolate_and_the_target_is_their_velocity() -> None:
@@ -153,6 +196,6 @@ def test_packing_round_trips_and_matches_diffusers() -> None:
 
 def test_bad_names_are_refused() -> None:
     with pytest.raises(ValueError, match="timestep sampling"):
-        fm.TimestepConfig(sampling="sigma")
+        fm.TimestepConfig(sampling="cosine")
     with pytest.raises(ValueError, match="min_timestep"):
         fm.TimestepConfig(min_timestep=500, max_timestep=500)

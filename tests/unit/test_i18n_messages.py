@@ -49,9 +49,9 @@ def problem(values: dict[str, object]) -> Problem:
     ("values", "en", "zh"),
     [
         (
-            {"discrete_flow_shift": 9},
-            "--discrete_flow_shift: 9 is out of range; allowed 1.0 to 5.0",
-            "--discrete_flow_shift：9 超出范围；允许 1.0 到 5.0",
+            {"mode_scale": 11},
+            "--mode_scale: 11 is out of range; allowed 0 to 10.0",
+            "--mode_scale：11 超出范围；允许 0 到 10.0",
         ),
         (
             {"network_dropout": 1},
@@ -65,13 +65,13 @@ def problem(values: dict[str, object]) -> Problem:
         ),
         (
             {"network_dim": "abc"},
-            "--network_dim: abc is not a whole number; allowed 1 to 256",
-            "--network_dim：abc 不是整数；允许 1 到 256",
+            "--network_dim: abc is not a whole number; allowed at least 1",
+            "--network_dim：abc 不是整数；允许 至少 1",
         ),
         (
             {"learning_rate": "x"},
-            "--learning_rate: x is not a number; allowed 1e-06 to 0.001",
-            "--learning_rate：x 不是数字；允许 1e-06 到 0.001",
+            "--learning_rate: x is not a number; allowed above 0",
+            "--learning_rate：x 不是数字；允许 大于 0",
         ),
         (
             {"fp8_base": "maybe"},
@@ -147,14 +147,14 @@ def test_rules_of_the_schema_in_both_languages(values: dict[str, object], en: st
 
 def test_the_cli_message_is_the_english_rendering() -> None:
     with pytest.raises(ConfigProblems) as err:
-        validate_config({"discrete_flow_shift": 9, "network_dim": 0})
+        validate_config({"mode_scale": 11, "network_dim": 0})
     assert str(err.value) == (
-        "--discrete_flow_shift: 9 is out of range; allowed 1.0 to 5.0; "
-        "--network_dim: 0 is out of range; allowed 1 to 256"
+        "--mode_scale: 11 is out of range; allowed 0 to 10.0; "
+        "--network_dim: 0 is out of range; allowed at least 1"
     )
     assert render(err.value.i18n, "en") == str(err.value)
     assert render(err.value.i18n, "zh-CN") == (
-        "--discrete_flow_shift：9 超出范围；允许 1.0 到 5.0；--network_dim：0 超出范围；允许 1 到 256"
+        "--mode_scale：11 超出范围；允许 0 到 10.0；--network_dim：0 超出范围；允许 至少 1"
     )
 
 
@@ -200,7 +200,8 @@ def test_allowed_values_text_is_the_fields_own_in_english_and_translated() -> No
             assert schema[name]["x-allowed-i18n"] == message.as_json()
             zh = message.render(ZH, EN)
             assert zh != text and not re.search(r"\b(to|above|below|at least|at most)\b", zh), (name, zh)
-    assert allowed_message(all_fields()["discrete_flow_shift"]).render(ZH) == "1.0 到 5.0"  # type: ignore[union-attr]
+    assert allowed_message(all_fields()["mode_scale"]).render(ZH) == "0 到 10.0"  # type: ignore[union-attr]
+    assert allowed_message(all_fields()["learning_rate"]).render(ZH) == "大于 0"  # type: ignore[union-attr]
 
 
 def test_messages_travel_as_json_and_come_back() -> None:

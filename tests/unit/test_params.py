@@ -102,12 +102,15 @@ def test_train_help_lists_every_seed_parameter_with_default_and_range() -> None:
     text = " ".join(out.stdout.split())
     for flag in SEED_TRAIN_FLAGS + REFERENCE_TRAINER_FLAGS:
         assert f"--{flag}" in text, flag
-    assert "--discrete_flow_shift FLOAT" in text and "default: 2.2; allowed: 1.0 to 5.0" in text
+    assert (
+        "--discrete_flow_shift FLOAT" in text
+        and "default: 2.2; allowed: above 0; recommended: 1.0 to 5.0" in text
+    )
     assert (
         "default: adamw8bit; allowed: adamw, adamw8bit, lion, sgd, adafactor or a module.Class path" in text
     )
-    assert "default: 5e-05; allowed: 1e-06 to 0.001" in text
-    assert "default: 8; allowed: 1 to 100" in text  # max_train_epochs
+    assert "default: 5e-05; allowed: above 0; recommended: 1e-06 to 0.001" in text
+    assert "default: 8; allowed: at least 1; recommended: 1 to 100" in text  # max_train_epochs
     assert "default: 42; allowed: 0 to 2147483647" in text
     assert "default: loraplus_lr_ratio=4" in text
     assert "离散流偏移参数" in text  # Chinese help text too
@@ -131,7 +134,8 @@ def test_cache_commands_take_their_seed_flags(script: str, flags: list[str]) -> 
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--discrete_flow_shift", "9"], "--discrete_flow_shift: 9 is out of range; allowed 1.0 to 5.0"),
+        (["--discrete_flow_shift", "0"], "--discrete_flow_shift: 0 is out of range; allowed above 0"),
+        (["--mode_scale", "11"], "--mode_scale: 11 is out of range; allowed 0 to 10.0"),
         (
             ["--optimizer_type", "foo"],
             "--optimizer_type: must be one of adamw, adamw8bit, lion, sgd, adafactor",
@@ -142,7 +146,7 @@ def test_cache_commands_take_their_seed_flags(script: str, flags: list[str]) -> 
             "--mixed_precision: 'fp32' is not allowed; choose one of no, fp16, bf16",
         ),
         (["--blocks_to_swap", "60"], "--blocks_to_swap: 60 is out of range; allowed 0 to 59"),
-        (["--learning_rate", "1"], "--learning_rate: 1 is out of range; allowed 1e-06 to 0.001"),
+        (["--learning_rate", "-1"], "--learning_rate: -1 is out of range; allowed above 0"),
         (["--seed", "abc"], "--seed: abc is not a whole number"),
         (["--network_args", "loraplus_lr_ratio=x"], "--network_args: loraplus_lr_ratio must be a number"),
         (
@@ -325,7 +329,7 @@ def test_version_1_seed_webui_json_is_upgraded(tmp_path: Path) -> None:
         ({"format": "qwen-image-studio-config", "version": 99, "params": {}}, "version 99 is not supported"),
         (
             {"format": "qwen-image-studio-config", "version": 2, "params": {"network_dim": 0}},
-            "--network_dim: 0 is out of range; allowed 1 to 256",
+            "--network_dim: 0 is out of range; allowed at least 1",
         ),
         ({"mystery": 1}, "unknown parameter(s) in the configuration: mystery"),
     ],
@@ -350,7 +354,12 @@ def test_json_schema_carries_the_ui_metadata() -> None:
     for name, prop in props.items():
         assert prop["x-group"] in schema["x-groups"], name
         assert prop["x-flag"].startswith("--") and prop["x-help-zh"] and prop["description"], name
-    assert props["discrete_flow_shift"]["minimum"] == 1.0 and props["discrete_flow_shift"]["maximum"] == 5.0
+    assert props["mode_scale"]["minimum"] == 0.0 and props["mode_scale"]["maximum"] == 10.0
+    assert (
+        props["discrete_flow_shift"]["exclusiveMinimum"] == 0.0
+        and "maximum" not in props["discrete_flow_shift"]
+    )
+    assert props["discrete_flow_shift"]["x-recommended"] == [1.0, 5.0]  # shown, and warned about outside
     assert props["mixed_precision"]["enum"] == ["no", "fp16", "bf16"]
     assert props["cache_batch_size"]["x-flag"] == "--batch_size"
     assert props["dit"]["x-required-for"] == ["train_network", "generate"]

@@ -14,7 +14,8 @@ import pytest
 from qwen_image_studio.params.schema import StudioConfig
 from qwen_image_studio.params.spec import Stage
 from qwen_image_studio.params.validate import MESSAGES, Message
-from qwen_image_studio.stages.runner import REASONS, main, oom_advice
+from qwen_image_studio.reasons import REASONS
+from qwen_image_studio.stages.runner import main, oom_advice
 from qwen_image_studio.webui.i18n import TABLE
 from qwen_image_studio.webui.jobs.outcome import outcome_of
 

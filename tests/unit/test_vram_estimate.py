@@ -31,9 +31,11 @@ from qwen_image_studio.models.lora_keys import select_targets
 from qwen_image_studio.params.schema import StudioConfig
 from qwen_image_studio.webui.vram import vram_for
 
-BASE = VramOptions()  # 1024x1024, batch 1, bf16, gradient checkpointing, rank 8, adamw8bit
+BASE = VramOptions.from_config(StudioConfig())  # 1024x1024, batch 1, bf16, checkpointing, rank 8, adamw8bit
 FP8 = replace(BASE, fp8_base=True, fp8_scaled=True)
-MEASURED = VramOptions(network_dim=16, optimizer="adamw", text_tokens=128)  # bench/gpu_bench.py's runs
+MEASURED = VramOptions.from_config(  # bench/gpu_bench.py's runs
+    StudioConfig(network_dim=16, optimizer_type="adamw"), text_tokens=128
+)
 MEASURED_FP8 = replace(MEASURED, fp8_base=True, fp8_scaled=True)
 GIB = 2**30 / 1e9
 DTYPE_BYTES = {"BF16": 2, "F32": 4, "F8_E4M3": 1}
@@ -148,6 +150,33 @@ def test_presets_fit_their_gpu_and_are_valid_values() -> None:
     assert preset_for(12).values["fp8_base"] and not preset_for(48).values["fp8_base"]
     with pytest.raises(KeyError):
         preset_for(20)
+
+
+def test_presets_change_only_their_own_options(tmp_path: Path) -> None:
+    """A preset is an update of the configuration: what it does not set (the matmul mode, the rank) stays."""
+    upcast = StudioConfig(fp8_matmul="upcast", network_dim=32)
+    for preset in PRESETS:
+        expected = VramOptions.from_config(StudioConfig(**{**upcast.model_dump(), **preset.values}))
+        assert preset.estimate_gb(upcast) == estimate_vram(expected).total_gb
+    fp8 = preset_for(24)
+    assert fp8.estimate_gb(upcast) > fp8.estimate_gb()  # the upcast scales and the larger rank count
+    # the form's answer for each preset is the same update of the form's values
+    answer = vram_for({"fp8_matmul": "upcast", "network_dim": 32}, tmp_path, H100)
+    assert [r["estimate_gb"] for r in answer["presets"]] == [round(p.estimate_gb(upcast), 1) for p in PRESETS]
+
+
+def test_one_bad_form_value_does_not_hide_the_others(tmp_path: Path) -> None:
+    """The form may hold a value that fails its rule while it is typed: that one counts as the default, the
+    others (and values that only a cross-field rule refuses) still move the estimate."""
+    fp8 = vram_for({"fp8_base": True, "fp8_scaled": True, "blocks_to_swap": 16}, tmp_path, NO_GPU)
+    for bad in ({"network_dim": "eight"}, {"network_dim": 0}, {"blocks_to_swap": "x"}, {"no_such_field": 1}):
+        answer = vram_for({"fp8_base": True, "fp8_scaled": True, "blocks_to_swap": 16, **bad}, tmp_path, NO_GPU)
+        expected = fp8 if "blocks_to_swap" not in bad else vram_for(
+            {"fp8_base": True, "fp8_scaled": True}, tmp_path, NO_GPU
+        )
+        assert answer["estimate"] == expected["estimate"], bad
+    swapped = vram_for({"blocks_to_swap": 16, "min_timestep": 900, "max_timestep": 100}, tmp_path, NO_GPU)
+    assert swapped["estimate"] == estimate_vram(replace(BASE, blocks_to_swap=16)).as_json()
 
 
 def test_the_estimator_does_not_import_torch() -> None:

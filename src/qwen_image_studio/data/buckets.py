@@ -11,6 +11,8 @@ buckets in both tools:
 * with ``bucket_no_upscale`` an image whose area is at most ``area`` keeps its own size rounded down to 16;
 * without buckets every image goes to ``resolution``;
 * the image is scaled to cover the bucket (``round(side * scale)``) and centre-cropped.
+* edit-mode control images take the target's bucket, or their own size or area with ``no_resize_control``
+  and ``control_resolution``: see :func:`control_bucket`.
 
 Every function here is pure: sizes in, sizes out.
 """
@@ -109,10 +111,20 @@ def control_bucket(
 ) -> Size:
     """The size an edit-mode control image is encoded at.
 
-    ``no_resize_control`` keeps its own size rounded down to 16 (and wins over ``control_resolution``);
-    ``control_resolution`` gives it its own bucket of that area; otherwise it takes the target's bucket.
+    * neither option: the target's bucket;
+    * ``control_resolution`` alone: a bucket of its own of that area (:func:`fit_to_area`);
+    * ``no_resize_control`` alone: its own size cropped to multiples of 16;
+    * both: ``control_resolution`` is a maximum area. A control with more pixels than it is scaled down to
+      :func:`fit_to_area` (2048x1333 with 1024x1024 gives 1264x816); one with at most that many keeps its
+      own size cropped to multiples of 16 (777x512 gives 768x512), as the reference's documentation says.
+      The reference's code keeps such a control at exactly 777x512, whose latent (97 cells wide) its
+      training cannot cut into the DiT's 2x2 patches, so that run stops at its first step; wherever the
+      reference trains, the sizes agree.
     """
     if no_resize_control:
+        area = control_size[0] * control_size[1]
+        if control_resolution is not None and area > control_resolution[0] * control_resolution[1]:
+            return fit_to_area(control_size, control_resolution)
         return round_down(control_size[0]), round_down(control_size[1])
     if control_resolution is not None:
         return fit_to_area(control_size, control_resolution)

@@ -16,9 +16,18 @@ torch name (``bfloat16``); the text file's metadata keeps the caption as ``capti
 In edit mode both files also depend on the control images (the VAE encodes them into the latent file;
 Qwen2.5-VL sees them when encoding the caption), so both record them in the metadata key
 ``control_sha256``: see :func:`control_fingerprint`. A file whose record differs from the current control
-images is outdated; so is an edit-mode file without the record (written by an older version of this
-program or by another trainer), since nothing shows which control images it was made from. Text-to-image
-files never carry or need the record. The reference trainer ignores the extra key.
+images is outdated. An edit-mode file without the record (the reference trainer, which writes only its own
+keys, or an older version of this program wrote it) is taken as current, as a latent file without
+``image_sha256`` is: nothing shows it is stale, and its shapes are still checked. Text-to-image files never
+carry or need the record. The reference trainer ignores the extra key.
+
+An edit-mode text file also depends on the size each control image had when Qwen2.5-VL saw it, chosen by
+``--control_text_encoder_size``; it records that choice (``official`` or ``reference``) in the metadata key
+``control_vl_size``. A caller that knows the configured choice (the text-caching stage, training, ``dataset
+inspect --control_text_encoder_size``) sets :attr:`CacheEntry.control_vl_size`, and a file whose record
+names the other choice is outdated; a file without the record (the reference trainer or an older version
+wrote it) is taken as current, by the same rule as the control record, and a caller that does not know the
+choice checks nothing.
 
 Latent files of both modes also record the SHA-256 of the target image they were encoded from, as
 ``image_sha256`` (:func:`file_sha256`), so that an image replaced under the same name and with the same
@@ -55,6 +64,8 @@ CONTROL_FINGERPRINT_KEY = "control_sha256"
 """The metadata key of both edit-mode cache files that records their control images."""
 IMAGE_FINGERPRINT_KEY = "image_sha256"
 """The metadata key of latent cache files (both modes) that records their target image's SHA-256."""
+CONTROL_VL_SIZE_KEY = "control_vl_size"
+"""The metadata key of edit-mode text cache files that records ``--control_text_encoder_size``."""
 
 _LATENT_RE = re.compile(r"^(?P<key>.+)_(?P<w>\d{4,})x(?P<h>\d{4,})_(?P<arch>[a-z0-9]+)\.safetensors$")
 _TEXT_RE = re.compile(r"^(?P<key>.+)_(?P<arch>[a-z0-9]+)_te\.safetensors$")
@@ -155,15 +166,20 @@ def latent_cache_metadata(
     return meta
 
 
-def text_cache_metadata(caption: str, control_fingerprint: str | None = None) -> dict[str, str]:
+def text_cache_metadata(
+    caption: str, control_fingerprint: str | None = None, control_vl_size: str | None = None
+) -> dict[str, str]:
     """The safetensors metadata of a text cache file; ``caption1`` lets inspect spot a changed caption.
 
     In edit mode ``control_fingerprint`` (:func:`control_fingerprint` of the control images the text
-    encoder saw) is stored as ``control_sha256`` so that a replaced control image is spotted too.
+    encoder saw) is stored as ``control_sha256`` so that a replaced control image is spotted too, and
+    ``control_vl_size`` (the ``--control_text_encoder_size`` they were sized by) as ``control_vl_size``.
     """
     meta = {"architecture": ARCH_FULL_NAME, "caption1": caption, "format_version": FORMAT_VERSION}
     if control_fingerprint is not None:
         meta[CONTROL_FINGERPRINT_KEY] = control_fingerprint
+    if control_vl_size is not None:
+        meta[CONTROL_VL_SIZE_KEY] = control_vl_size
     return meta
 
 
@@ -311,6 +327,9 @@ class CacheEntry:
     image_path: Path | None = None
     """The target image the latent file is made from, checked against its ``image_sha256`` (when the file
     has one); None (a caller that does not check) skips the check."""
+    control_vl_size: str | None = None
+    """Edit mode: the configured ``--control_text_encoder_size``, checked against the text file's
+    ``control_vl_size`` (when it has one); None (a caller that does not know it) skips the check."""
 
 
 @dataclass
@@ -350,13 +369,12 @@ def _files_reason(what: str, paths: Sequence[Path], recorded: str) -> str | None
 
 
 def _control_reason(entry: CacheEntry, recorded: str | None) -> str | None:
-    """Why a cache file's ``control_sha256`` record does not match the entry's control images, if it does not."""
-    if not entry.control_paths:
-        return None
-    if recorded is None:
-        return (
-            "no record of the control images it was made from (an older version or another trainer wrote it)"
-        )
+    """Why a cache file's ``control_sha256`` record does not match the entry's control images, if it does not.
+
+    A file without the record (the reference trainer or an older version wrote it) is not outdated for it.
+    """
+    if not entry.control_paths or recorded is None:
+        return None  # no record (the reference trainer or an older version wrote it): nothing disagrees
     return _files_reason("control image", entry.control_paths, recorded)
 
 
@@ -368,6 +386,18 @@ def _image_reason(entry: CacheEntry, recorded: str | None) -> str | None:
     if entry.image_path is None or recorded is None:
         return None
     return _files_reason("image", (entry.image_path,), recorded)
+
+
+def _vl_size_reason(entry: CacheEntry, recorded: str | None) -> str | None:
+    """Why an edit-mode text file's ``control_vl_size`` record disagrees with the configured size, if it does.
+
+    A file without the record (the reference trainer or an older version wrote it) is not outdated for it.
+    """
+    if not entry.control_paths or entry.control_vl_size is None or recorded is None:
+        return None
+    if recorded == entry.control_vl_size:
+        return None
+    return f"encoded with --control_text_encoder_size {recorded} (now {entry.control_vl_size})"
 
 
 def latent_cache_outdated_reason(entry: CacheEntry) -> str | None:
@@ -395,10 +425,12 @@ def latent_cache_outdated_reason(entry: CacheEntry) -> str | None:
 
 
 def text_cache_outdated_reason(entry: CacheEntry) -> str | None:
-    """Why the entry's present text file is outdated (another caption or other control images), or None.
+    """Why the entry's present text file is outdated (another caption, other control images or another
+    ``--control_text_encoder_size``), or None.
 
     A file without a recorded caption is taken as made from the current one (the reference trainer's
-    files always have one); in edit mode a file without a control record is outdated (see the module doc).
+    files always have one), and so is an edit-mode file without a control or size record (see the module
+    doc).
     """
     try:
         meta = cache_file_metadata(entry.text_path)
@@ -407,7 +439,9 @@ def text_cache_outdated_reason(entry: CacheEntry) -> str | None:
     cached = meta.get("caption1")
     if entry.caption is not None and cached is not None and cached != entry.caption:
         return "made from another caption"
-    return _control_reason(entry, meta.get(CONTROL_FINGERPRINT_KEY))
+    return _control_reason(entry, meta.get(CONTROL_FINGERPRINT_KEY)) or _vl_size_reason(
+        entry, meta.get(CONTROL_VL_SIZE_KEY)
+    )
 
 
 def latent_cache_current(entry: CacheEntry) -> bool:
@@ -416,7 +450,8 @@ def latent_cache_current(entry: CacheEntry) -> bool:
 
 
 def text_cache_current(entry: CacheEntry) -> bool:
-    """Whether the entry's text file exists and was made from its current caption and control images."""
+    """Whether the entry's text file exists and was made from its current caption and control images (at
+    the configured size, when the entry knows it)."""
     return entry.text_path.is_file() and text_cache_outdated_reason(entry) is None
 
 

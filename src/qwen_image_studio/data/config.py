@@ -96,8 +96,12 @@ class GeneralSettings(BaseModel):
     enable_bucket: StrictBool | None = Field(None, description="train at several aspect ratios")
     bucket_no_upscale: StrictBool | None = Field(None, description="never enlarge a small image")
     cache_directory: StrictStr | None = Field(None, description="where latent and text caches are written")
-    control_resolution: SizeField | None = Field(None, description="edit: area for control images")
-    no_resize_control: StrictBool | None = Field(None, description="edit: keep control images' own size")
+    control_resolution: SizeField | None = Field(
+        None, description="edit: area for control images (with no_resize_control: the maximum area)"
+    )
+    no_resize_control: StrictBool | None = Field(
+        None, description="edit: keep control images' own size, cropped to multiples of 16"
+    )
     skip_corrupted_cache: StrictBool | None = Field(
         None, description="accepted for the reference trainer; no effect here (see NO_EFFECT_KEYS)"
     )

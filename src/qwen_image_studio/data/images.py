@@ -1,7 +1,9 @@
 """Image files: which files count as images, their size without decoding pixels, and loading into a bucket.
 
 EXIF orientation (as phone cameras write it) is applied both when sizing and when loading, so an image is
-trained the way viewers show it and its bucket matches the pixels the caching stage produces.
+trained the way viewers show it and its bucket matches the pixels the caching stage produces. The reference
+trainer ignores the tag and trains the stored pixels: :func:`probe_image_orientation` reports the tag so
+that ``dataset inspect`` can mark such images.
 """
 
 from __future__ import annotations
@@ -57,12 +59,17 @@ def probe_image(path: Path, decode: bool = False) -> Size:
     Without ``decode`` only the header is read (and PNG chunk checksums checked); with it every pixel is
     decoded, which also catches truncated JPEGs.
     """
+    return probe_image_orientation(path, decode)[0]
+
+
+def probe_image_orientation(path: Path, decode: bool = False) -> tuple[Size, int]:
+    """:func:`probe_image` and the image's EXIF orientation (1, upright, when it has none)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 w, h = im.size
-                swap = im.format in _EXIF_IN_HEADER and im.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8)
+                orientation = im.getexif().get(_EXIF_ORIENTATION, 1) if im.format in _EXIF_IN_HEADER else 1
                 if decode:
                     im.load()
                 else:
@@ -71,7 +78,14 @@ def probe_image(path: Path, decode: bool = False) -> Size:
         raise ImageReadError(read_error_reason(exc), path) from None
     if w <= 0 or h <= 0:
         raise ImageReadError(f"empty image ({w}x{h})", path)
-    return (h, w) if swap else (w, h)
+    if not isinstance(orientation, int) or not 1 <= orientation <= 8:
+        orientation = 1  # a malformed tag: Pillow's exif_transpose leaves the picture as it is
+    return ((h, w) if orientation_swaps_sides(orientation) else (w, h)), orientation
+
+
+def orientation_swaps_sides(orientation: int) -> bool:
+    """Whether an EXIF orientation turns the picture by 90 degrees (5 to 8), so width and height swap."""
+    return orientation in (5, 6, 7, 8)
 
 
 def load_image(path: Path) -> Image.Image:

@@ -11,6 +11,7 @@ import json
 import math
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -65,6 +66,17 @@ class UnreadableReport(BaseModel):
     reason: str
 
 
+class RotatedReport(BaseModel):
+    """An image turned by its EXIF orientation: trained as ``size`` (as viewers show it), while the
+    reference trainer, which ignores the tag, would use ``stored_size``; ``note`` says so in one line."""
+
+    path: str
+    orientation: int
+    size: tuple[int, int]
+    stored_size: tuple[int, int]
+    note: str
+
+
 class DatasetSummary(BaseModel):
     """Everything inspect found about one ``[[datasets]]`` entry."""
 
@@ -95,6 +107,8 @@ class DatasetSummary(BaseModel):
     """Cache files that match no image; never those of images that are present but unreadable."""
     kept_cache_keys: list[str] = []
     """Basenames of images present but unreadable: their cache files are kept, not stale."""
+    rotated: list[RotatedReport] = []
+    """Images (targets and controls) turned by their EXIF orientation; a note, not a problem."""
     problems: list[str]
 
 
@@ -112,10 +126,17 @@ class DatasetReport(BaseModel):
     problems: list[str]
 
 
-def inspect_dataset(config_path: Path, edit: bool = False, decode: bool = False) -> DatasetReport:
-    """Inspect a dataset TOML: images, captions, buckets, control images and caches; DatasetError if invalid."""
+def inspect_dataset(
+    config_path: Path, edit: bool = False, decode: bool = False, control_text_encoder_size: str | None = None
+) -> DatasetReport:
+    """Inspect a dataset TOML: images, captions, buckets, control images and caches; DatasetError if invalid.
+
+    ``control_text_encoder_size`` (edit mode; ``official`` or ``reference``) also reports as outdated the
+    text caches encoded with the other ``--control_text_encoder_size``; None does not check it.
+    """
     config = load_dataset_config(config_path)
-    summaries = [_summarise(discover_items(d, edit=edit, decode=decode)) for d in config.datasets]
+    vl_size = control_text_encoder_size if edit else None
+    summaries = [_summarise(discover_items(d, edit=edit, decode=decode), vl_size) for d in config.datasets]
     problems = [f"datasets[{s.index}]: {p}" for s in summaries for p in s.problems]
     return DatasetReport(
         config_path=str(config.path),
@@ -130,11 +151,11 @@ def inspect_dataset(config_path: Path, edit: bool = False, decode: bool = False)
     )
 
 
-def _summarise(found: DatasetItems) -> DatasetSummary:
+def _summarise(found: DatasetItems, control_vl_size: str | None = None) -> DatasetSummary:
     """Turn one dataset's discovery and cache state into its report."""
     d = found.dataset
     buckets = _bucket_reports(found)
-    entries = [i.cache_entry() for i in found.items]
+    entries = [replace(i.cache_entry(), control_vl_size=control_vl_size) for i in found.items]
     state = cache_state(entries, d.cache_directory, found.arch, kept_keys=found.kept_keys)
     problems = list(found.problems) + _cache_problems(state, len(found.items), found.listing_complete)
     controls = None
@@ -176,6 +197,12 @@ def _summarise(found: DatasetItems) -> DatasetSummary:
         text_cache=_cache_report(state, state.text_present, state.text_missing, state.text_outdated),
         stale_cache_files=[str(p) for p in state.stale],
         kept_cache_keys=sorted(found.kept_keys),
+        rotated=[
+            RotatedReport(
+                path=str(r.path), orientation=r.orientation, size=r.size, stored_size=r.stored_size, note=r.note
+            )
+            for r in found.rotated
+        ],
         problems=problems,
     )
 
@@ -307,6 +334,11 @@ def _format_dataset(s: DatasetSummary) -> list[str]:
         else ""
     )
     lines.append(f"  stale cache files: {len(s.stale_cache_files)}{kept}")
+    if s.rotated:
+        lines.append(f"  EXIF orientation applied to {len(s.rotated)} image(s):")
+        lines += [f"    {r.path}: {r.note}" for r in s.rotated[:_LISTED]]
+        if len(s.rotated) > _LISTED:
+            lines.append(f"    ... and {len(s.rotated) - _LISTED} more (--json lists them all)")
     return lines
 
 
@@ -324,17 +356,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--deep", action="store_true", help="decode every image fully (slower; finds truncated files)"
     )
+    p.add_argument(
+        "--control_text_encoder_size",
+        choices=("official", "reference"),
+        default=None,
+        help="with --edit: report text caches encoded with the other size as outdated (default: not checked)",
+    )
     return p
 
 
 def run_inspect(argv: list[str]) -> int:
-    """Run ``dataset inspect CONFIG [--json] [--edit] [--deep]``; 0 if the config is valid, 2 if not."""
+    """Run ``dataset inspect CONFIG [--json] [--edit] [--deep] [--control_text_encoder_size SIZE]``; 0 if the
+    config is valid, 2 if not."""
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
         return int(exc.code or 0)
     try:
-        report = inspect_dataset(args.config, edit=args.edit, decode=args.deep)
+        report = inspect_dataset(
+            args.config,
+            edit=args.edit,
+            decode=args.deep,
+            control_text_encoder_size=args.control_text_encoder_size,
+        )
     except DatasetError as exc:
         if args.json:
             problems = getattr(exc, "problems", [str(exc)])

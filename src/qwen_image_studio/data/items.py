@@ -29,7 +29,13 @@ from qwen_image_studio.data.cache_paths import (
     text_cache_path,
 )
 from qwen_image_studio.data.config import Dataset
-from qwen_image_studio.data.images import ImageReadError, is_image_file, list_images, probe_image
+from qwen_image_studio.data.images import (
+    ImageReadError,
+    is_image_file,
+    list_images,
+    orientation_swaps_sides,
+    probe_image_orientation,
+)
 
 _NUMBERED = re.compile(r"^(?P<stem>.+)_(?P<n>\d+)$")
 
@@ -88,6 +94,31 @@ UnreadableImage = UnreadableFile
 """The former name, for images and control images."""
 
 
+@dataclass(frozen=True)
+class RotatedImage:
+    """An image (target or control) whose EXIF orientation is applied: it is trained as ``size`` shows it,
+    while the reference trainer, which ignores the tag, would use the stored pixels (``stored_size``)."""
+
+    path: Path
+    orientation: int
+    size: Size
+
+    @property
+    def stored_size(self) -> Size:
+        """The (width, height) of the pixels as stored, before the orientation is applied."""
+        return (self.size[1], self.size[0]) if orientation_swaps_sides(self.orientation) else self.size
+
+    @property
+    def note(self) -> str:
+        """One line for reports, e.g. ``rotated by EXIF orientation 6: trained as 512x768; ...``."""
+        turned = "mirrored" if self.orientation in (2, 4, 5, 7) else "rotated"
+        (w, h), (sw, sh) = self.size, self.stored_size
+        return (
+            f"{turned} by EXIF orientation {self.orientation}: trained as {w}x{h}, as viewers show it; "
+            f"the reference trainer ignores EXIF and would use the stored {sw}x{sh} pixels"
+        )
+
+
 @dataclass
 class DatasetItems:
     """The result of discovering one dataset: usable items plus everything that was left out and why."""
@@ -111,6 +142,8 @@ class DatasetItems:
     """JSON-lines entries that could not be read (not UTF-8, not JSON, no image_path), or every line
     when the list itself cannot be read (counted as 1)."""
     too_small: list[Path] = field(default_factory=list)
+    rotated: list[RotatedImage] = field(default_factory=list)
+    """Readable images (targets and controls) with an EXIF orientation other than upright, once each."""
     captions_found: int = 0
     has_controls: bool = False
     problems: list[str] = field(default_factory=list)
@@ -319,8 +352,11 @@ def _resolve(value: str, base: Path) -> Path:
     return p if p.is_absolute() else (base / p).resolve()
 
 
-def _probe(path: Path, decode: bool, bad: list[UnreadableFile]) -> Size | None:
-    """An image's size, or None after listing it in ``bad``."""
+def _probe(
+    path: Path, decode: bool, bad: list[UnreadableFile], rotated: list[RotatedImage]
+) -> Size | None:
+    """An image's displayed size (listing it in ``rotated`` if EXIF turns it), or None after listing it
+    in ``bad``."""
     if not path.is_file():
         bad.append(UnreadableFile(path, "file not found"))
         return None
@@ -328,10 +364,13 @@ def _probe(path: Path, decode: bool, bad: list[UnreadableFile]) -> Size | None:
         bad.append(UnreadableFile(path, f"unsupported extension {path.suffix!r}"))
         return None
     try:
-        return probe_image(path, decode=decode)
+        size, orientation = probe_image_orientation(path, decode=decode)
     except ImageReadError as exc:
         bad.append(UnreadableFile(path, str(exc)))
         return None
+    if orientation != 1:
+        rotated.append(RotatedImage(path, orientation, size))
+    return size
 
 
 def _check_candidate(
@@ -342,7 +381,7 @@ def _check_candidate(
     control_sizes: dict[Path, Size | None],
 ) -> DatasetItem | None:
     """Turn a candidate into an item, or record every reason it is left out."""
-    size = _probe(cand.image_path, decode, result.unreadable)
+    size = _probe(cand.image_path, decode, result.unreadable, result.rotated)
     usable = size is not None
     unreadable = size is None and cand.image_path.is_file()
     if cand.caption_error is not None:
@@ -360,7 +399,7 @@ def _check_candidate(
     sizes = []
     for c in cand.control_paths:
         if c not in control_sizes:
-            control_sizes[c] = _probe(c, decode, result.unreadable_controls)
+            control_sizes[c] = _probe(c, decode, result.unreadable_controls, result.rotated)
         sizes.append(control_sizes[c])
     if result.edit and any(s is None for s in sizes):
         usable = False
@@ -482,5 +521,3 @@ def _summarise_problems(r: DatasetItems) -> None:
         r.problems.append(
             f"{len(r.unmatched_controls)} control image(s) match no target image: {_names(r.unmatched_controls)}"
         )
-    if d.no_resize_control and d.control_resolution is not None:
-        r.problems.append("no_resize_control is set, so control_resolution is ignored")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .vram_estimate import VramOptions, estimate_vram
+
+if TYPE_CHECKING:
+    from ..params.schema import StudioConfig
 
 
 @dataclass(frozen=True)
@@ -15,23 +18,15 @@ class MemoryPreset:
     gpu_gb: int
     values: dict[str, Any]
 
-    def estimate_gb(self, base: VramOptions | None = None) -> float:
-        """The estimate with these options at 1024x1024, batch 1 (or the given options)."""
-        b = base or VramOptions()
-        opts = VramOptions(
-            width=b.width,
-            height=b.height,
-            batch_size=b.batch_size,
-            network_dim=b.network_dim,
-            optimizer=b.optimizer,
-            edit=b.edit,
-            gradient_checkpointing=bool(self.values["gradient_checkpointing"]),
-            fp8_base=bool(self.values["fp8_base"]),
-            fp8_scaled=bool(self.values["fp8_scaled"]),
-            blocks_to_swap=int(self.values["blocks_to_swap"]),
-            checkpoint_offload=bool(self.values["gradient_checkpointing_cpu_offload"]),
-        )
-        return estimate_vram(opts).total_gb
+    def apply(self, config: StudioConfig) -> StudioConfig:
+        """`config` with this preset's options turned on (the other values as they are)."""
+        return config.model_copy(update=self.values)
+
+    def estimate_gb(self, config: StudioConfig | None = None) -> float:
+        """The estimate of `config` (the schema defaults) with these options, at 1024x1024, batch 1."""
+        from ..params.schema import StudioConfig
+
+        return estimate_vram(VramOptions.from_config(self.apply(config or StudioConfig()))).total_gb
 
 
 def _preset(

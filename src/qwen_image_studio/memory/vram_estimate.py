@@ -44,8 +44,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..models.configs import FULL_DIT_BLOCKS, FULL_DIT_HEAD_DIM, FULL_DIT_HEADS
+
+if TYPE_CHECKING:
+    from ..params.schema import StudioConfig
 
 GB = 1e9
 BLOCKS = FULL_DIT_BLOCKS
@@ -128,23 +132,56 @@ FULL_DIT = DitShape()
 
 @dataclass(frozen=True)
 class VramOptions:
-    """The options (and the DiT) that move the estimate."""
+    """What moves the estimate: the run's options (`from_config` reads them from a validated configuration),
+    the largest bucket and batch of its dataset, and the DiT."""
 
-    width: int = 1024
-    height: int = 1024
-    batch_size: int = 1
-    network_dim: int = 8
-    optimizer: str = "adamw8bit"
-    gradient_checkpointing: bool = True
-    fp8_base: bool = False
-    fp8_scaled: bool = False
-    blocks_to_swap: int = 0
-    edit: bool = False
+    width: int
+    height: int
+    batch_size: int
+    network_dim: int
+    optimizer: str
+    gradient_checkpointing: bool
+    fp8_base: bool
+    fp8_scaled: bool
+    blocks_to_swap: int
+    edit: bool
+    checkpoint_offload: bool  # --gradient_checkpointing_cpu_offload
+    fp8_upcast: bool  # --fp8_matmul upcast (or a GPU without fp8 tensor cores)
     text_tokens: int = TEXT_TOKENS
-    checkpoint_offload: bool = False
-    fp8_upcast: bool = False  # --fp8_matmul upcast (or a GPU without fp8 tensor cores)
     dit: DitShape = field(default_factory=DitShape)
     text_encoder_gb: float = 0.0  # on the GPU beside the DiT while sample prompts are encoded (0: none)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: StudioConfig,
+        *,
+        width: int = 1024,
+        height: int = 1024,
+        batch_size: int = 1,
+        text_tokens: int = TEXT_TOKENS,
+        dit: DitShape | None = None,
+        text_encoder_gb: float = 0.0,
+    ) -> VramOptions:
+        """The options of `config` for a dataset of `width` x `height`, `batch_size` (1024x1024, 1 without
+        one) and the DiT `dit` (the full-size one by default)."""
+        return cls(
+            width=width,
+            height=height,
+            batch_size=batch_size,
+            network_dim=config.network_dim,
+            optimizer=config.optimizer_type,
+            gradient_checkpointing=config.gradient_checkpointing,
+            fp8_base=config.fp8_base,
+            fp8_scaled=config.fp8_scaled,
+            blocks_to_swap=config.blocks_to_swap,
+            edit=config.is_edit,
+            checkpoint_offload=config.gradient_checkpointing_cpu_offload,
+            fp8_upcast=config.fp8_matmul == "upcast",
+            text_tokens=text_tokens,
+            dit=dit or FULL_DIT,
+            text_encoder_gb=text_encoder_gb,
+        )
 
 
 @dataclass(frozen=True)
@@ -186,7 +223,11 @@ def lora_gb(opts: VramOptions) -> float:
     return opts.dit.lora_params_per_rank * opts.network_dim * (4.0 + 4.0 + state) / GB
 
 
-_REFERENCE = VramOptions(network_dim=16, optimizer="adamw", text_tokens=128)  # the measured runs
+_REFERENCE = VramOptions(  # the measured runs (bench/gpu_bench.py), bf16
+    width=1024, height=1024, batch_size=1, network_dim=16, optimizer="adamw", gradient_checkpointing=True,
+    fp8_base=False, fp8_scaled=False, blocks_to_swap=0, edit=False, checkpoint_offload=False,
+    fp8_upcast=False, text_tokens=128,
+)  # fmt: skip
 FIXED_GB = _REST_GB - activations_gb(_REFERENCE) - lora_gb(_REFERENCE)
 
 

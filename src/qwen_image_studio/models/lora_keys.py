@@ -5,14 +5,21 @@ A LoRA file holds, per targeted module ``M`` (a diffusers module path such as
 ``.lora_up.weight`` [out, r] and ``.alpha`` (scalar); the update is ``up @ down * alpha / r``. ComfyUI
 loads these keys as they are and diffusers' ``load_lora_weights`` converts them.
 
-Default targets are the twelve attention and MLP linears of every block. The modulation linears
-(``img_mod.1``, ``txt_mod.1``), which the reference trainer also trains, are opt-in with
-``--network_args include_patterns=...``; ``exclude_patterns`` removes targets. Patterns are regular
-expressions matched (``re.fullmatch``) against the module path, several separated by ``,``.
+Target sets (``--network_args targets=...``):
+
+- ``default``: the twelve attention and MLP linears of every block (ours);
+- ``musubi``: every linear of every block, i.e. those twelve plus the modulation linears ``img_mod.1`` and
+  ``txt_mod.1`` — the reference trainer's default network (its exclusion pattern ``.*(_mod_).*`` matches
+  none of them).
+
+``include_patterns`` adds modules, ``exclude_patterns`` removes targets. Patterns are regular expressions
+matched (``re.fullmatch``) against the module path, several separated by ``,`` or written as the reference
+trainer writes them, a Python list (``exclude_patterns=['.*img_mlp.*']``).
 """
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Iterable
 
@@ -33,6 +40,11 @@ BLOCK_LINEARS: tuple[str, ...] = (
     "txt_mlp.net.0.proj",
     "txt_mlp.net.2",
 )
+MODULATION_LINEARS: tuple[str, ...] = ("img_mod.1", "txt_mod.1")
+TARGET_SETS: dict[str, tuple[str, ...]] = {
+    "default": BLOCK_LINEARS,
+    "musubi": BLOCK_LINEARS + MODULATION_LINEARS,
+}
 _BLOCK = re.compile(r"^transformer_blocks\.\d+\.(?P<leaf>.+)$")
 
 
@@ -41,20 +53,37 @@ def lora_name(module_path: str) -> str:
     return LORA_PREFIX + module_path.replace(".", "_")
 
 
+def split_patterns(value: str | None) -> list[str]:
+    """The patterns of an include/exclude value: ``a,b`` or the reference's Python list ``['a', 'b']``."""
+    text = (value or "").strip()
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            items = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            items = None
+        if isinstance(items, list) and all(isinstance(i, str) for i in items):
+            return [i for i in items if i]
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
 def _patterns(value: str | None) -> list[re.Pattern[str]]:
-    return [re.compile(p.strip()) for p in (value or "").split(",") if p.strip()]
+    return [re.compile(p) for p in split_patterns(value)]
 
 
 def select_targets(
-    linear_paths: Iterable[str], include_patterns: str | None = None, exclude_patterns: str | None = None
+    linear_paths: Iterable[str],
+    include_patterns: str | None = None,
+    exclude_patterns: str | None = None,
+    targets: str | None = None,
 ) -> list[str]:
     """The module paths (of the DiT's nn.Linear layers) a LoRA trains, in model order."""
+    leaves = TARGET_SETS[targets or "default"]
     include, exclude = _patterns(include_patterns), _patterns(exclude_patterns)
-    targets = []
+    chosen_paths = []
     for path in linear_paths:
         m = _BLOCK.match(path)
-        default = m is not None and m.group("leaf") in BLOCK_LINEARS
+        default = m is not None and m.group("leaf") in leaves
         chosen = default or any(p.fullmatch(path) for p in include)
         if chosen and not any(p.fullmatch(path) for p in exclude):
-            targets.append(path)
-    return targets
+            chosen_paths.append(path)
+    return chosen_paths

@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 from ..errors import ConfigError
 from .fields import FieldSpec, all_fields, fields_for, flag_to_field
+from .reference import add_reference_flags, check_refused_values
 from .schema import StudioConfig
 from .spec import STAGE_SCRIPTS, Stage
 from .validate import validate_config
@@ -45,6 +46,8 @@ def _help(spec: FieldSpec) -> str:
     allowed = spec.allowed()
     if allowed:
         parts.append(f"allowed: {allowed}")
+    if spec.recommended():
+        parts.append(f"recommended: {spec.recommended()}")
     if spec.meta.required_for:
         parts.append("required for " + ", ".join(s.value for s in spec.meta.required_for))
     text = " (".join(parts[:1]) + (" (" + "; ".join(parts[1:]) + ")" if len(parts) > 1 else "")
@@ -95,6 +98,7 @@ def build_parser(stage: Stage, prog: str | None = None) -> argparse.ArgumentPars
             const=value,
             help=f"same as --model_version {value} (reference-trainer flag)",
         )
+    add_reference_flags(parser, stage)  # the reference's other spellings, and its flags we refuse (why)
     run = parser.add_argument_group("run")
     run.add_argument(
         "--config_file",
@@ -168,6 +172,7 @@ def parse_args(stage: Stage, argv: list[str] | None = None) -> tuple[StudioConfi
     for name, value in vars(ns).items():
         if name in specs:
             values[name] = _coerce(specs[name], value, "command line")
+    check_refused_values(values, {name: spec.meta.flag for name, spec in specs.items()})
     for name in ("config_file", "events_file", "debug"):
         if not hasattr(ns, name):
             setattr(ns, name, None if name != "debug" else False)

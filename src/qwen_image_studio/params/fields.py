@@ -63,7 +63,14 @@ class FieldSpec:
         hi = "" if high is None else f"{'' if high_inc else 'below '}{_num(high)}"
         if lo and hi:
             return f"{lo} to {hi}"
-        return f"at least {lo}" if lo else f"at most {hi}"
+        if lo:
+            return lo if not low_inc else f"at least {lo}"
+        return hi if not high_inc else f"at most {hi}"
+
+    def recommended(self) -> str:
+        """Human text of the recommended range ('' when the parameter declares none)."""
+        rec = self.meta.recommended
+        return f"{_num(rec[0])} to {_num(rec[1])}" if rec else ""
 
 
 def _num(value: float) -> str:

@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
-from .fields import all_fields, flag_to_field
+from .fields import _num, all_fields
 from .schema import StudioConfig
 from .spec import GROUPS, Stage
-from .validate import Message, allowed_message, problems_of
+from .validate import Message, allowed_message
 
 
 @cache
@@ -19,17 +19,17 @@ def form_schema() -> dict[str, Any]:
 
     ``x-allowed`` is the English text; ``x-allowed-i18n`` the same as a message ({"key", "vars"}) that
     the page renders in its language (absent where the text is only values, e.g. a list of choices).
-    ``x-needs`` on a switch names the switch it needs (see `switch_needs`).
+    ``x-needs`` on a switch names the switch it needs (its `needs=` declaration, as `switch_needs` gives).
     """
     schema = StudioConfig.model_json_schema()
-    needs = switch_needs()
     for order, (name, spec) in enumerate(all_fields().items()):
         prop = schema["properties"][name]
         prop["x-flag"] = spec.flag
         prop["x-order"] = order
         prop["x-kind"] = spec.kind
-        if name in needs:
-            prop["x-needs"] = needs[name]
+        if spec.meta.recommended:  # the range in the page's language, numbers written as the CLI writes them
+            low, high = (_num(v) for v in spec.meta.recommended)
+            prop["x-recommended-i18n"] = Message("allowed.range", {"low": low, "high": high}).as_json()
         allowed = spec.allowed()
         if allowed:
             prop["x-allowed"] = allowed
@@ -38,31 +38,6 @@ def form_schema() -> dict[str, Any]:
                 prop["x-allowed-i18n"] = message.as_json()
     schema["x-groups"] = list(GROUPS)
     return schema
-
-
-@cache
-def switch_needs() -> dict[str, str]:
-    """Switches that need another switch on ({"fp8_scaled": "fp8_base"}), as the schema's rules say.
-
-    Found by asking the schema itself rather than listed: each switch is turned on with every other one
-    off, and a rule answering "--A needs --B" (B a switch) makes the pair. The form uses it to turn B on
-    with A and A off with B; the server still judges the values.
-    """
-    fields = all_fields()
-    switches = [name for name, spec in fields.items() if spec.kind == "bool"]
-    by_flag = flag_to_field()
-    out: dict[str, str] = {}
-    for name in switches:
-        values = {other: other == name for other in switches}
-        for problem in problems_of(values):
-            msg = problem.i18n
-            if not isinstance(msg, Message) or msg.key != "rule.needs":
-                continue
-            flag, other = (str(msg.vars.get(k, "")).removeprefix("--") for k in ("flag", "other"))
-            needed = by_flag.get(other)
-            if by_flag.get(flag) == name and needed in switches:
-                out[name] = needed
-    return out
 
 
 def for_stages(schema: dict[str, Any], stages: Iterable[Stage]) -> dict[str, Any]:

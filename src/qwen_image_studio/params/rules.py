@@ -39,6 +39,7 @@ RULES: dict[str, str] = {
         "not starting with '-', 1 to {limit} characters"
     ),
     "rule.dropout_rate": "{key} must be a number from 0 to below 1 (got {value})",
+    "rule.lora_targets": "targets must be one of {choices} (got {value})",
 }
 
 

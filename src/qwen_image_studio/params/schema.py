@@ -7,13 +7,14 @@ recommended values; flag names equal the reference trainer's (musubi-tuner).
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
 from ..models.configs import FULL_DIT_BLOCKS
 from .rules import FILE_STEM, FILE_STEM_MAX, check_path_text, rule_error
-from .spec import ALL_STAGES, CACHE, ParamMeta, Stage, _SchemaExtra, param
+from .spec import ALL_STAGES, CACHE, ParamMeta, Stage, _SchemaExtra, meta_of, param
 
 MAX_SWAP = FULL_DIT_BLOCKS - 1  # --blocks_to_swap: one block always stays on the GPU
 
@@ -27,8 +28,12 @@ EDIT_VERSIONS: tuple[str, ...] = ("edit", "edit-2509", "edit-2511")
 OPTIMIZERS = ("adamw", "adamw8bit", "lion", "sgd", "adafactor")
 NETWORK_ARG_KEYS = (
     "loraplus_lr_ratio", "rank_dropout", "module_dropout", "include_patterns", "exclude_patterns", "verbose",
+    "targets",
 )  # fmt: skip
+LORA_TARGET_SETS = ("default", "musubi")  # models/lora_keys.TARGET_SETS
+ATTN_MODE_FLAGS = {"flash": "flash_attn", "xformers": "xformers"}  # --attn_mode torch / sdpa: SDPA
 NETWORK_DROPOUT_ARGS = ("rank_dropout", "module_dropout")
+FIELDS_ONLY = "fields_only"  # validation context key: check each field's own rules, skip the cross-field ones
 _KEY_VALUE_HELP = "each item is key=value"
 
 
@@ -135,13 +140,15 @@ class StudioConfig(BaseModel):
             basic=True,
         ),
     )
-    timestep_sampling: Literal["uniform", "sigmoid", "shift", "qwen_shift", "logsnr"] = param(
+    timestep_sampling: Literal["sigma", "uniform", "sigmoid", "shift", "qwen_shift", "logsnr"] = param(
         "shift",
         ParamMeta(
             "training",
             (T,),
-            "Timestep sampling; shift is the official recommendation",
-            "时间步采样策略；推荐 shift（官方推荐，提升训练效果）",
+            "Timestep sampling; shift is the official recommendation (sigma: the reference trainer's "
+            "default, a step of its 1000-step schedule, shaped by weighting_scheme logit_normal or mode)",
+            "时间步采样策略；推荐 shift（官方推荐，提升训练效果）（sigma：参考训练器的默认值，"
+            "从其 1000 步调度中取一步，可由 weighting_scheme logit_normal 或 mode 调整分布）",
         ),
     )
     discrete_flow_shift: float = param(
@@ -151,17 +158,18 @@ class StudioConfig(BaseModel):
             (T,),
             "Discrete flow shift for timestep_sampling=shift (2.2 is the tuned value)",
             "离散流偏移参数（shift 采样时使用；2.2 为官方调优的最佳值）",
+            recommended=(1.0, 5.0),
         ),
-        ge=1.0,
-        le=5.0,
+        gt=0.0,
     )
     weighting_scheme: Literal["none", "sigma_sqrt", "logit_normal", "mode", "cosmap"] = param(
         "none",
         ParamMeta(
             "training",
             (T,),
-            "Loss weighting scheme; none suits most cases",
-            "损失权重方案；推荐 none（适合大多数场景）",
+            "Loss weighting scheme; none suits most cases (logit_normal and mode shape only "
+            "timestep_sampling sigma, as in the reference trainer)",
+            "损失权重方案；推荐 none（适合大多数场景）（logit_normal 和 mode 只作用于 sigma 采样，与参考训练器相同）",
         ),
     )
     sigmoid_scale: float = param(
@@ -249,12 +257,13 @@ class StudioConfig(BaseModel):
         ParamMeta(
             "training",
             (T,),
-            "Learning rate (5e-5 balances speed and stability)",
-            "学习率（推荐 5e-5，平衡训练速度和稳定性）",
+            "Learning rate (5e-5 balances speed and stability; adaptive optimizers such as Prodigy "
+            "or D-Adaptation take 1.0)",
+            "学习率（推荐 5e-5，平衡训练速度和稳定性；Prodigy、D-Adaptation 等自适应优化器用 1.0）",
             basic=True,
+            recommended=(1e-6, 1e-3),
         ),
-        ge=1e-6,
-        le=1e-3,
+        gt=0.0,
     )
     lr_scheduler: Literal[
         "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"
@@ -290,9 +299,9 @@ class StudioConfig(BaseModel):
             "Number of epochs (raise it for small datasets)",
             "最大训练轮数（数据少时可提高）",
             basic=True,
+            recommended=(1, 100),
         ),
         ge=1,
-        le=100,
     )
     max_train_steps: int | None = param(
         None,
@@ -336,9 +345,9 @@ class StudioConfig(BaseModel):
             "LoRA rank (8-16 balances size and expressiveness)",
             "LoRA 维度（推荐 8-16，平衡模型大小和表现力）",
             basic=True,
+            recommended=(4, 256),
         ),
         ge=1,
-        le=256,
     )
     network_alpha: float = param(
         1.0,
@@ -369,9 +378,11 @@ class StudioConfig(BaseModel):
             "network",
             (T,),
             f"Extra network arguments, {_KEY_VALUE_HELP}: loraplus_lr_ratio, rank_dropout, module_dropout, "
-            "include_patterns, exclude_patterns",
+            "include_patterns, exclude_patterns, targets (default = the 12 attention/MLP linears of each "
+            "block; musubi = also img_mod.1 and txt_mod.1, the reference trainer's 14)",
             "网络额外参数，每项为 key=value：loraplus_lr_ratio（LoRA A/B 矩阵学习率比例）、rank_dropout"
-            "（按秩随机丢弃）、module_dropout（按模块随机跳过）、include_patterns、exclude_patterns",
+            "（按秩随机丢弃）、module_dropout（按模块随机跳过）、include_patterns、exclude_patterns、targets"
+            "（default = 每块 12 个注意力/MLP 线性层；musubi = 另加 img_mod.1 和 txt_mod.1，即参考训练器的 14 个）",
         ),
     )
     network_weights: str | None = param(
@@ -417,6 +428,7 @@ class StudioConfig(BaseModel):
             (T, G),
             "Scaled fp8 (block-wise scales, better quality); needs fp8_base",
             "FP8 缩放量化（分块缩放，精度更好）；需要同时启用 fp8_base",
+            needs="fp8_base",
         ),
     )
     fp8_matmul: Literal["auto", "native", "upcast"] = param(
@@ -460,6 +472,7 @@ class StudioConfig(BaseModel):
             "Keep the block inputs saved by gradient checkpointing in CPU memory (about 1.5 GB "
             "less GPU memory at 1024x1024; needs gradient_checkpointing)",
             "梯度检查点保存的各块输入放在内存（CPU）中（1024x1024 时约省 1.5GB 显存；需要启用梯度检查点）",
+            needs="gradient_checkpointing",
         ),
     )
     flash_attn: bool = param(
@@ -532,9 +545,10 @@ class StudioConfig(BaseModel):
     )
     save_every_n_epochs: int | None = param(
         1,
-        ParamMeta("logging", (T,), "Save a LoRA every N epochs", "每 N 轮保存一次", basic=True),
+        ParamMeta(
+            "logging", (T,), "Save a LoRA every N epochs", "每 N 轮保存一次", basic=True, recommended=(1, 10)
+        ),
         ge=1,
-        le=100,
     )
     save_every_n_steps: int | None = param(
         None, ParamMeta("logging", (T,), "Save a LoRA every N steps", "每 N 步保存一次"), ge=1, le=10_000_000
@@ -693,6 +707,182 @@ class StudioConfig(BaseModel):
         ),
     )
 
+    # ---- generation: the rest of musubi-tuner's qwen_image_generate_image.py flags -----------------
+    output_type: Literal["images", "latent", "latent_images"] = param(
+        "images",
+        ParamMeta(
+            "samples",
+            (G,),
+            "What generation writes: images (PNG), latent (the denoised latent as a .safetensors file, "
+            "key 'latent', 1x16x1xH/8xW/8, as the reference trainer writes it) or latent_images (both)",
+            "生成输出：images（PNG 图像）、latent（去噪后的 latent，保存为 .safetensors，键名 latent，"
+            "与参考训练器相同）或 latent_images（两者都保存）",
+        ),
+    )
+    latent_path: list[str] = param(
+        [],
+        ParamMeta(
+            "samples",
+            (G,),
+            "Decode these latent files (written with --output_type latent) to PNG images with the VAE; "
+            "nothing is generated",
+            "用 VAE 把这些 latent 文件（--output_type latent 生成）解码为 PNG 图像；不进行生成",
+            extra={"x-metavar": "PATH"},
+        ),
+    )
+    no_metadata: bool = param(
+        False,
+        ParamMeta(
+            "samples",
+            (G,),
+            "Write images and latent files without the prompt and settings in their metadata",
+            "保存图像和 latent 文件时不写入提示词与参数元数据",
+        ),
+    )
+    append_original_name: bool = param(
+        False,
+        ParamMeta(
+            "samples",
+            (G,),
+            "Edit mode: end each file name with the first control image's name (decoding: the latent file's)",
+            "编辑模式：在输出文件名末尾加上第一张控制图像的文件名（解码时为 latent 文件名）",
+        ),
+    )
+    flow_shift: float | None = param(
+        None,
+        ParamMeta(
+            "samples",
+            (G,),
+            "Fixed shift of the flow-matching schedule; by default the shift follows the image size "
+            "(dynamic shifting, as the official pipeline)",
+            "流匹配调度的固定偏移；默认按图像尺寸动态偏移（与官方管线相同）",
+        ),
+        gt=0.0,
+        le=100.0,
+    )
+    embedded_cfg_scale: float = param(
+        2.5,
+        ParamMeta(
+            "samples",
+            (G,),
+            "Accepted for reference command lines; Qwen-Image has no embedded (distilled) guidance, so it "
+            "only goes into the latent file's metadata, as in the reference",
+            "为兼容参考训练器命令行而接受；Qwen-Image 没有内嵌（蒸馏）引导，仅写入 latent 文件元数据（与参考相同）",
+        ),
+        ge=0.0,
+        le=100.0,
+    )
+    lora_include_patterns: list[str] = param(
+        [],
+        ParamMeta(
+            "samples",
+            (G,),
+            "Merge only the LoRA modules whose names (lora_unet_...) match one of these regular expressions",
+            "只合并名称（lora_unet_...）与这些正则表达式之一匹配的 LoRA 模块",
+            flag="include_patterns",
+            extra={"x-metavar": "REGEX"},
+        ),
+    )
+    lora_exclude_patterns: list[str] = param(
+        [],
+        ParamMeta(
+            "samples",
+            (G,),
+            "Leave out the LoRA modules whose names (lora_unet_...) match one of these regular expressions",
+            "不合并名称（lora_unet_...）与这些正则表达式之一匹配的 LoRA 模块",
+            flag="exclude_patterns",
+            extra={"x-metavar": "REGEX"},
+        ),
+    )
+    num_layers: int | None = param(
+        None,
+        ParamMeta(
+            "models",
+            (G,),
+            "Number of DiT blocks; it is read from the --dit file, and a different value is refused",
+            "DiT 块数；从 --dit 文件读取，给出不同的值会报错",
+        ),
+        ge=1,
+        le=1000,
+    )
+    attn_mode: Literal["torch", "sdpa", "flash", "xformers"] | None = param(
+        None,
+        ParamMeta(
+            "memory",
+            (G,),
+            "Attention kernel as the reference's generation script names it: torch or sdpa = PyTorch SDPA, "
+            "flash = --flash_attn, xformers = --xformers (sageattn is not supported)",
+            "参考训练器生成脚本的注意力写法：torch 或 sdpa = PyTorch SDPA，flash = --flash_attn，"
+            "xformers = --xformers（不支持 sageattn）",
+        ),
+    )
+    text_encoder_cpu: bool = param(
+        False,
+        ParamMeta(
+            "memory",
+            (G,),
+            "Encode the prompts with the text encoder on the CPU (for GPUs under 16 GB)",
+            "在 CPU 上运行文本编码器编码提示词（适合 16GB 以下显卡）",
+        ),
+    )
+    vae_enable_tiling: bool = param(
+        False,
+        ParamMeta(
+            "memory",
+            (G,),
+            "Decode images with the VAE in tiles (less memory for large images)",
+            "VAE 分块解码（大图像时节省显存）",
+        ),
+    )
+    use_pinned_memory_for_block_swap: bool = param(
+        False,
+        ParamMeta(
+            "memory",
+            (G,),
+            "Accepted for reference command lines; no effect: --blocks_to_swap always keeps the swapped "
+            "blocks in pinned memory on a CUDA GPU",
+            "为兼容参考训练器命令行而接受；无效果：--blocks_to_swap 在 CUDA 显卡上总是使用锁页内存",
+        ),
+    )
+    disable_numpy_memmap: bool = param(
+        False,
+        ParamMeta(
+            "memory",
+            (G,),
+            "Accepted for reference command lines; no effect: model files are read with safetensors",
+            "为兼容参考训练器命令行而接受；无效果：模型文件用 safetensors 读取",
+        ),
+    )
+    bell: bool = param(
+        False,
+        ParamMeta("samples", (G,), "Ring the terminal bell when generation ends", "生成结束时响铃提示"),
+    )
+    control_text_encoder_size: Literal["official", "reference"] = param(
+        "official",
+        ParamMeta(
+            "advanced",
+            (CT, T, G),
+            "Edit modes: the size of a control image for the text encoder. official = as diffusers' and "
+            "the official pipelines (edit: 1024x1024 area, 2509/2511: 384x384 area, sides rounded to 32); "
+            "reference = as musubi-tuner (every version: 384x384 area, bucket sides multiples of 16, "
+            "centre-cropped), to match a LoRA trained there",
+            "编辑模式：控制图像送入文本编码器的尺寸。official = 与 diffusers 和官方管线相同（edit：1024x1024 面积，"
+            "2509/2511：384x384 面积，边长取 32 的倍数）；reference = 与 musubi-tuner 相同（所有版本 384x384 面积，"
+            "边长取 16 的倍数并居中裁剪），用于匹配在参考训练器中训练的 LoRA",
+        ),
+    )
+    resize_control_to_official_size: bool = param(
+        False,
+        ParamMeta(
+            "advanced",
+            (CT, T, G),
+            "Accepted for reference command lines; no effect: control images are always sized as the "
+            "official pipeline does (the VAE sees 1024x1024 area; the text encoder: --control_text_encoder_size)",
+            "为兼容参考训练器命令行而接受；无效果：控制图像总是按官方管线的尺寸处理"
+            "（VAE 为 1024x1024 面积；文本编码器见 --control_text_encoder_size）",
+        ),
+    )
+
     # ---- caching -----------------------------------------------------------------------------
     cache_batch_size: int | None = param(
         None,
@@ -795,6 +985,8 @@ class StudioConfig(BaseModel):
                     ratio = -1.0
                 if not 0 < ratio <= 64:
                     raise rule_error("rule.lora_ratio", value=repr(value))
+            if key == "targets" and value not in LORA_TARGET_SETS:
+                raise rule_error("rule.lora_targets", value=repr(value), choices=", ".join(LORA_TARGET_SETS))
             if key in NETWORK_DROPOUT_ARGS:
                 try:
                     rate = float(value)
@@ -805,14 +997,25 @@ class StudioConfig(BaseModel):
         return v
 
     # ---- cross-field rules ---------------------------------------------------------------------
+    @model_validator(mode="before")
+    @classmethod
+    def _attn_mode(cls, data: object) -> object:
+        """--attn_mode flash / xformers (the reference's spelling) turns on --flash_attn / --xformers."""
+        if isinstance(data, dict):
+            flag = ATTN_MODE_FLAGS.get(str(data.get("attn_mode")))
+            if flag:
+                data = {**data, flag: True}
+        return data
+
     @model_validator(mode="after")
-    def _cross_field(self) -> StudioConfig:
-        if self.fp8_scaled and not self.fp8_base:
-            raise rule_error("rule.needs", flag="--fp8_scaled", other="--fp8_base")
-        if self.gradient_checkpointing_cpu_offload and not self.gradient_checkpointing:
-            raise rule_error(
-                "rule.needs", flag="--gradient_checkpointing_cpu_offload", other="--gradient_checkpointing"
-            )
+    def _cross_field(self, info: ValidationInfo) -> StudioConfig:
+        if (info.context or {}).get(FIELDS_ONLY):  # see `params.validate.lenient_config`
+            return self
+        for name, needed in switch_needs().items():
+            if getattr(self, name) and not getattr(self, needed):
+                fields = type(self).model_fields
+                flag, other = (meta_of(fields[n], n).flag for n in (name, needed))
+                raise rule_error("rule.needs", flag=f"--{flag}", other=f"--{other}")
         kernels = [f"--{k}" for k in ("flash_attn", "flash3", "xformers") if getattr(self, k)]
         if len(kernels) > 1:
             if len(kernels) == 3:
@@ -864,3 +1067,10 @@ class StudioConfig(BaseModel):
     def optimizer_arg_dict(self) -> dict[str, str]:
         """`optimizer_args` as a dict."""
         return _key_values(self.optimizer_args, "--optimizer_args")
+
+
+@cache
+def switch_needs() -> dict[str, str]:
+    """Switches that need another switch on ({"fp8_scaled": "fp8_base"}), as their `needs=` declare."""
+    metas = {name: meta_of(info, name) for name, info in StudioConfig.model_fields.items()}
+    return {name: meta.needs for name, meta in metas.items() if meta.needs}

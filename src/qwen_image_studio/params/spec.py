@@ -27,6 +27,7 @@ STAGE_SCRIPTS: dict[Stage, str] = {
     Stage.CACHE_LATENTS: "qwen_image_cache_latents.py",
     Stage.CACHE_TEXT: "qwen_image_cache_text_encoder_outputs.py",
     Stage.TRAIN: "qwen_image_train_network.py",
+    Stage.GENERATE: "qwen_image_generate_image.py",
 }
 # The console command's subcommands (`qwen-image-studio SUBCOMMAND`, `python -m qwen_image_studio.cli ...`).
 SUBCOMMANDS: dict[str, Stage] = {
@@ -54,6 +55,8 @@ class ParamMeta:
     choices: tuple[str, ...] = ()  # suggested values for free-form strings (e.g. optimizer_type)
     aliases: tuple[str, ...] = ()  # older names accepted in configuration files
     basic: bool = False  # shown first in its UI section; the others fold under "more options"
+    needs: str = ""  # a switch: the switch it needs on (a rule; the form turns that one on with it)
+    recommended: tuple[float, float] | None = None  # a range outside which a value works but is warned about
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -83,6 +86,10 @@ class _SchemaExtra:
             schema["x-choices"] = list(m.choices)
         if m.basic:
             schema["x-basic"] = True
+        if m.needs:
+            schema["x-needs"] = m.needs
+        if m.recommended:
+            schema["x-recommended"] = list(m.recommended)
         schema.update(m.extra)
 
 

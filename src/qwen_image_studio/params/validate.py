@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from ..errors import ConfigError
 from .fields import FieldSpec, _num, all_fields, fields_for
 from .rules import RULES
-from .schema import StudioConfig
+from .schema import FIELDS_ONLY, StudioConfig
 from .spec import Stage
 
 # English templates, one per message key: {name} placeholders only (the page fills them the same way).
@@ -53,15 +53,17 @@ MESSAGES: dict[str, str] = {
     "v.is_file": "{flag}: {path} is a file; a folder is expected",
     "v.needs_control": "{flag} {version} needs control images: {dataset} of {path} has no control_directory",
     "v.no_usable": "{flag}: {path} has no usable images: {detail}",
+    # a value that works but lies outside the parameter's recommended range (a warning, not a problem)
+    "v.outside_recommended": "{flag} {value} is outside the recommended range {low} to {high}",
     # allowed values (the same text as FieldSpec.allowed(); a test keeps them equal)
     "allowed.range": "{low} to {high}",
     "allowed.range_gt": "above {low} to {high}",
     "allowed.range_lt": "{low} to below {high}",
     "allowed.range_gt_lt": "above {low} to below {high}",
     "allowed.min": "at least {low}",
-    "allowed.min_gt": "at least above {low}",
+    "allowed.min_gt": "above {low}",
     "allowed.max": "at most {high}",
-    "allowed.max_lt": "at most below {high}",
+    "allowed.max_lt": "below {high}",
     "allowed.or_class": "{choices} or a module.Class path",
     # separators of joined items
     "sep.list": ", ",
@@ -292,6 +294,21 @@ def validate_config(data: dict[str, Any]) -> StudioConfig:
         raise ConfigProblems([_message(e) for e in exc.errors()]) from None
 
 
+def lenient_config(data: Mapping[str, Any]) -> StudioConfig:
+    """The configuration of the values that pass their own field's rules; any other value (and an unknown
+    name) takes the schema default, and cross-field rules are not applied. For estimates made while a form
+    is being edited, where one bad value must not hide what the others say."""
+    values = dict(data)
+    while True:
+        try:
+            return StudioConfig.model_validate(values, context={FIELDS_ONLY: True})
+        except ValidationError as exc:
+            bad = {str(e["loc"][0]) for e in exc.errors() if e.get("loc")} & values.keys()
+            if not bad:
+                raise
+            values = {k: v for k, v in values.items() if k not in bad}
+
+
 def problems_of(data: dict[str, Any]) -> list[Problem]:
     """All problems of a set of values (empty when valid); the web form shows them per field."""
     try:
@@ -299,6 +316,19 @@ def problems_of(data: dict[str, Any]) -> list[Problem]:
     except ConfigProblems as exc:
         return exc.problems
     return []
+
+
+def recommendation_warnings(config: StudioConfig, stage: Stage | None = None) -> list[Problem]:
+    """The values of `config` (those `stage` reads) outside their parameter's recommended range: they are
+    accepted, and the CLI and the form say so."""
+    out = []
+    for spec in fields_for(stage) if stage else all_fields().values():
+        rec = spec.meta.recommended
+        value = getattr(config, spec.name)
+        if rec and value is not None and not rec[0] <= value <= rec[1]:
+            said = {"flag": spec.flag, "value": _num(value), "low": _num(rec[0]), "high": _num(rec[1])}
+            out.append(Problem.of(spec.name, Message("v.outside_recommended", said)))
+    return out
 
 
 def _path_problem(flag: str, kind: str, value: str) -> Message | None:

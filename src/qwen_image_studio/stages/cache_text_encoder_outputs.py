@@ -34,23 +34,26 @@ def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> 
 
     def load(device: torch.device, dtype: torch.dtype) -> BatchEncoder:
         pipe = load_encoding_pipeline(config, device, dtype)
-        return lambda batch: _encode_batch(pipe, config.model_version, batch, device)
+        size = config.control_text_encoder_size
+        return lambda batch: _encode_batch(pipe, config.model_version, batch, device, size)
 
     run_cache_stage(config, events, "text", load)
 
 
 def _encode_batch(
-    pipe: Any, model_version: str, batch: list[DatasetItem], device: torch.device
+    pipe: Any, model_version: str, batch: list[DatasetItem], device: torch.device, size: str = "official"
 ) -> list[Unreadable]:
     """Encode one batch of captions (with their control images in edit mode) and write one file per item.
 
     In edit mode each file records the control images the text encoder saw (``control_sha256``, hashed
-    before they are read for encoding, so a file changed meanwhile shows up as outdated next time); items
-    whose control images cannot be decoded are left out (their files untouched) and returned with why.
+    before they are read for encoding, so a file changed meanwhile shows up as outdated next time) and the
+    ``--control_text_encoder_size`` they were sized by (``control_vl_size``); items whose control images
+    cannot be decoded are left out (their files untouched) and returned with why.
     """
     unreadable: list[Unreadable] = []
     controls = None
     fingerprints: list[str | None] = [None] * len(batch)
+    vl_size = size if model_version != "original" else None  # text-to-image: no control image, no record
     if model_version != "original":
         read, unreadable = read_items(batch, _read_controls)
         if not read:
@@ -58,9 +61,9 @@ def _encode_batch(
         batch = [item for item, _, _ in read]
         fingerprints = [fingerprint for _, fingerprint, _ in read]
         controls = [images for _, _, images in read]
-    embeds = encode(pipe, model_version, [i.caption for i in batch], controls, device)
+    embeds = encode(pipe, model_version, [i.caption for i in batch], controls, device, size)
     for item, embed, fingerprint in zip(batch, embeds, fingerprints, strict=True):
-        meta = text_cache_metadata(item.caption, fingerprint)
+        meta = text_cache_metadata(item.caption, fingerprint, vl_size)
         save_cache_file({text_tensor_key(embed.dtype): embed}, item.text_cache_path, meta)
     return unreadable
 

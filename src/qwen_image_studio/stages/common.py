@@ -6,6 +6,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -130,11 +131,15 @@ _LOGGED_REASONS = 10
 """Outdated files --skip_existing names at info level (the rest at debug level)."""
 
 
-def _encode_reason(kind: str, item: DatasetItem) -> str | None:
-    """Why --skip_existing must encode `item` again ("missing", or why its file is outdated); None if current."""
+def _encode_reason(kind: str, item: DatasetItem, control_vl_size: str | None = None) -> str | None:
+    """Why --skip_existing must encode `item` again ("missing", or why its file is outdated); None if current.
+
+    ``control_vl_size`` (the text stage's --control_text_encoder_size) is checked against an edit-mode
+    text file's ``control_vl_size`` record; None checks nothing.
+    """
     from ..data.cache_paths import latent_cache_outdated_reason, text_cache_outdated_reason
 
-    entry = item.cache_entry()
+    entry = replace(item.cache_entry(), control_vl_size=control_vl_size)
     path = entry.latent_path if kind == "latent" else entry.text_path
     if not path.is_file():
         return "missing"
@@ -143,13 +148,13 @@ def _encode_reason(kind: str, item: DatasetItem) -> str | None:
 
 
 def _skip_current(
-    kind: str, todo: list[tuple[DatasetItems, DatasetItem]]
+    kind: str, todo: list[tuple[DatasetItems, DatasetItem]], control_vl_size: str | None = None
 ) -> list[tuple[DatasetItems, DatasetItem]]:
     """--skip_existing: the items whose `kind` cache is missing or outdated; the first outdated ones are logged."""
     left = []
     outdated = 0
     for result, item in todo:
-        reason = _encode_reason(kind, item)
+        reason = _encode_reason(kind, item, control_vl_size)
         if reason is None:
             continue
         left.append((result, item))
@@ -177,8 +182,8 @@ def run_cache_stage(
 
     `kind` is "latent" or "text"; `load(device, dtype)` loads the model once and returns the batch encoder.
     With --skip_existing an item is encoded again when its file is missing or outdated (another bucket,
-    caption or control image: see ``data.cache_paths``); the first ten outdated ones are logged with
-    the reason (the rest at debug level).
+    caption, control image or, for edit-mode text, --control_text_encoder_size: see ``data.cache_paths``);
+    the first ten outdated ones are logged with the reason (the rest at debug level).
 
     Items that cannot be read (a corrupt or truncated image, a caption that is not UTF-8, a file without
     read permission), found by discovery or when the encoder decodes them, are skipped with one warning
@@ -188,7 +193,8 @@ def run_cache_stage(
     found = discover(config, events)
     todo = [(r, item) for r in found for item in r.items]
     if config.skip_existing:
-        todo = _skip_current(kind, todo)
+        vl_size = config.control_text_encoder_size if kind == "text" and config.is_edit else None
+        todo = _skip_current(kind, todo, vl_size)
     written = 0
     skipped = sum(len(r.unreadable_items) + r.unreadable_lines for r in found)
     if todo:

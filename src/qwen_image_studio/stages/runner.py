@@ -15,34 +15,21 @@ from ..params.cli import parse_args
 from ..params.fields import flag_to_field
 from ..params.schema import MAX_SWAP, StudioConfig
 from ..params.spec import Stage
-from ..params.validate import ConfigProblems, Join, Message, MessageError, check_for_stage, register_messages
+from ..params.validate import (
+    ConfigProblems,
+    Join,
+    Message,
+    MessageError,
+    check_for_stage,
+    recommendation_warnings,
+)
+from ..reasons import REASONS  # noqa: F401  (registers the English of the failure messages)
 
 EXIT_USER_ERROR = 2
 EXIT_NOT_AVAILABLE = 3
 EXIT_OOM = 4
 EXIT_INTERRUPTED = 130
 
-
-# What a stage says when it fails, in English: the text it prints and writes as the `failed` event's
-# ``reason``, rendered from these templates; the event also carries the message itself (``reason_i18n``),
-# which the web UI shows in the page's language (its Chinese lives under the same keys in webui/i18n_run.py,
-# which takes this English from here). The web UI also matches these templates against the ``reason`` of
-# events written before ``reason_i18n`` existed: change a template's words and old events show in English.
-REASONS: dict[str, str] = {
-    "reason.oom": "out of GPU memory; try {tips}",
-    "reason.oom_no_tips": "out of memory with this stage's memory-saving options already on; "
-    "close other programs that use the GPU or memory",
-    "reason.not_available": "the {stage} stage is not available in this version yet",
-    "reason.interrupted": "interrupted",
-    "reason.unexpected_debug": "unexpected {error}: {detail} (run with --debug for details)",
-    "reason.unexpected": "unexpected {error}: {detail}",
-    # the tips of reason.oom (a tip that is only flags stays plain text: flags are not translated)
-    "tip.lower": "a lower {flag} (now {value})",
-    "tip.smaller": "a smaller {flag} (now {value})",
-    "tip.lower_resolution": "a lower resolution in the dataset config",
-    "tip.device_cpu": "--device cpu as a last resort (much slower)",
-}
-register_messages(REASONS)  # so that Message.render() gives this English anywhere (the CLI, the events file)
 
 _MOST_BLOCKS = 45  # the swap past which another step rarely helps (of the DiT's FULL_DIT_BLOCKS)
 
@@ -164,6 +151,8 @@ def main(stage: Stage, argv: list[str] | None = None) -> int:
                 raise
             return _fail(events, Message("reason.not_available", {"stage": stage.value}), EXIT_NOT_AVAILABLE)
         events.emit("started", argv=args_list, pid=os.getpid())
+        for warning in recommendation_warnings(config, stage):
+            events.warning(warning.message)
         module.run(config, ns, events)
         events.emit("finished", **gpu_peak())
         return 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +45,27 @@ class CachedItem:
     num_repeats: int
 
 
+def _control_vl_size(config: Any) -> str | None:
+    """The --control_text_encoder_size edit-mode text caches must have been made with (None: text-to-image)."""
+    return getattr(config, "control_text_encoder_size", None) if config.is_edit else None
+
+
 def _cache_command(stage: Stage, config: Any) -> str:
     version = f" --model_version {config.model_version}" if config.model_version != "original" else ""
+    size = _control_vl_size(config) if stage == Stage.CACHE_TEXT else None
+    if size not in (None, "official"):  # name a non-default size, or the re-cache would use the default
+        version += f" --control_text_encoder_size {size}"
     return f"{STAGE_SCRIPTS[stage]} --dataset_config {config.dataset_config}{version}"
 
 
 def collect_items(config: Any, events: EventWriter | None = None) -> list[CachedItem]:
-    """Every usable item of ``--dataset_config`` whose caches are present and current (else DatasetError)."""
+    """Every usable item of ``--dataset_config`` whose caches are present and current (else DatasetError).
+
+    Current includes, for edit-mode text caches, having been encoded with this run's
+    ``--control_text_encoder_size`` (when the file records it: see ``data.cache_paths``).
+    """
     ds_config = load_dataset_config(config.dataset_config)
+    vl_size = _control_vl_size(config)
     items: list[CachedItem] = []
     missing_latents: list[str] = []  # "path: why" of each missing or outdated cache file
     missing_text: list[str] = []
@@ -62,7 +75,7 @@ def collect_items(config: Any, events: EventWriter | None = None) -> list[Cached
             if events is not None:
                 events.warning(f"{dataset.label}: {problem}")
         for item in found.items:
-            entry = item.cache_entry()
+            entry = replace(item.cache_entry(), control_vl_size=vl_size)
             for path, why, found_list in (
                 (entry.latent_path, latent_cache_outdated_reason, missing_latents),
                 (entry.text_path, text_cache_outdated_reason, missing_text),

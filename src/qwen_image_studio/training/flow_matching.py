@@ -10,10 +10,17 @@ k = ``discrete_flow_shift``; ``qwen_shift`` the same with k = exp(mu), mu linear
 t = sigmoid(-lambda / 2), lambda ~ N(logit_mean, logit_std). The draw is then mapped linearly onto
 [min_timestep, max_timestep] / 1000, as the reference trainer does (the shape is kept, the range narrowed).
 
-Weighting: ``sigma_sqrt`` and ``cosmap`` are loss weights (diffusers' ``compute_loss_weighting_for_sd3``);
-``logit_normal`` and ``mode`` change the draw instead (diffusers' ``compute_density_for_timestep_sampling``,
-SD3 style): their density replaces the base draw u of the sampling method, and ``shift`` / ``qwen_shift``
-still apply their shift to u, as the SD3 recipe shifts its logit-normal draw; their loss weight is 1.
+``sigma`` (the reference trainer's own default) draws an index of its 1000-step training schedule
+(sigma_i = (1000 - i) / 1000, i = 0 .. 999): u from the weighting's density (``logit_normal``,
+``mode``; uniform otherwise), i = floor(u (max_timestep - min_timestep) + min_timestep), t = sigma_i. So
+there, as in the reference, min/max_timestep bound the index, which counts from t = 1 down.
+
+Weighting follows the reference trainer: ``logit_normal`` and ``mode`` shape only the ``sigma`` draw
+(diffusers' ``compute_density_for_timestep_sampling``); with any other sampling they change nothing, as
+there (`ignored_weighting` gives the note the trainer logs). ``sigma_sqrt`` (sigma^-2) and ``cosmap`` are
+loss weights (diffusers' ``compute_loss_weighting_for_sd3``) of the schedule sigma nearest to the
+reference's timestep: sigma_i itself for ``sigma``; for the other samplings the reference's timestep is
+1000 t + 1, so the weight's sigma is round(1000 t + 1) / 1000, capped at 1 (t = 0 weighs 1e6, not inf).
 """
 
 from __future__ import annotations
@@ -24,15 +31,14 @@ from typing import Any
 
 import torch
 
-SAMPLINGS: tuple[str, ...] = ("uniform", "sigmoid", "shift", "qwen_shift", "logsnr")
+SAMPLINGS: tuple[str, ...] = ("sigma", "uniform", "sigmoid", "shift", "qwen_shift", "logsnr")
 WEIGHTINGS: tuple[str, ...] = ("none", "sigma_sqrt", "logit_normal", "mode", "cosmap")
 DENSITY_WEIGHTINGS: tuple[str, ...] = ("logit_normal", "mode")
 
 # The Qwen-Image pipeline scheduler's dynamic shift (scheduler_config.json of the release).
 QWEN_BASE_SEQ_LEN, QWEN_MAX_SEQ_LEN = 256, 8192
 QWEN_BASE_SHIFT, QWEN_MAX_SHIFT = 0.5, 0.9
-WEIGHT_MIN_SIGMA = 1e-3
-"""sigma_sqrt weights use max(t, 1/1000): the reference trainer's smallest discrete sigma, so no weight is inf."""
+SCHEDULE_STEPS = 1000  # the reference trainer's training schedule: sigma_i = (1000 - i) / 1000, i = 0 .. 999
 
 
 @dataclass(frozen=True)
@@ -93,14 +99,14 @@ def shift_for(cfg: TimestepConfig, image_tokens: int) -> float | None:
     return None
 
 
-def _base_draw(
+def _density(
     cfg: TimestepConfig, n: int, generator: torch.Generator | None, device: torch.device
 ) -> torch.Tensor:
-    """The unshifted draw in [0, 1] of the sampling method (or of the weighting's density)."""
+    """u of the ``sigma`` draw: the weighting's density (logit_normal, mode) or uniform."""
     if cfg.weighting in DENSITY_WEIGHTINGS:
         from diffusers.training_utils import compute_density_for_timestep_sampling
 
-        u = compute_density_for_timestep_sampling(
+        return compute_density_for_timestep_sampling(
             cfg.weighting,
             n,
             logit_mean=cfg.logit_mean,
@@ -108,8 +114,14 @@ def _base_draw(
             mode_scale=cfg.mode_scale,
             device=device,
             generator=generator,
-        )
-        return u.float().clamp(0.0, 1.0)  # the mode density leaves [0, 1] for large mode_scale
+        ).float()
+    return torch.rand(n, generator=generator, device=device)
+
+
+def _base_draw(
+    cfg: TimestepConfig, n: int, generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
+    """The unshifted draw in [0, 1] of a continuous sampling method (every one but ``sigma``)."""
     if cfg.sampling == "uniform":
         return torch.rand(n, generator=generator, device=device)
     if cfg.sampling == "logsnr":
@@ -125,8 +137,14 @@ def sample_timesteps(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """Draw one t per sample in [min_timestep, max_timestep] / 1000 (float32, shape (batch_size,))."""
+    """Draw one t per sample (float32, shape (batch_size,)): in [min_timestep, max_timestep] / 1000, or for
+    ``sigma`` a schedule sigma whose index lies in [min_timestep, max_timestep)."""
     device = torch.device(device)
+    if cfg.sampling == "sigma":
+        u = _density(cfg, batch_size, generator, device)
+        index = (u * (cfg.max_timestep - cfg.min_timestep) + cfg.min_timestep).floor()
+        index = index.clamp(cfg.min_timestep, cfg.max_timestep - 1)  # a large mode_scale leaves [0, 1]
+        return ((SCHEDULE_STEPS - index) / SCHEDULE_STEPS).float()
     t = _base_draw(cfg, batch_size, generator, device)
     shift = shift_for(cfg, image_tokens)
     if shift is not None:
@@ -135,14 +153,31 @@ def sample_timesteps(
     return (t * (hi - lo) + lo).clamp(lo, hi).float()
 
 
-def loss_weights(weighting: str, t: torch.Tensor) -> torch.Tensor:
-    """Per-sample loss weight for sigma = t: sigma^-2 (sigma_sqrt), 2 / (pi (1 - 2s + 2s^2)) (cosmap), else 1."""
-    if weighting not in ("sigma_sqrt", "cosmap"):
+def ignored_weighting(cfg: TimestepConfig) -> str | None:
+    """The note for a weighting scheme that shapes only the ``sigma`` draw, given with another sampling."""
+    if cfg.weighting in DENSITY_WEIGHTINGS and cfg.sampling != "sigma":
+        return (
+            f"--weighting_scheme {cfg.weighting} shapes only the draw of --timestep_sampling sigma; with "
+            f"--timestep_sampling {cfg.sampling} it changes nothing (as in the reference trainer)"
+        )
+    return None
+
+
+def weight_sigmas(cfg: TimestepConfig, t: torch.Tensor) -> torch.Tensor:
+    """The schedule sigma the reference trainer weighs a draw t by (see the module docstring)."""
+    if cfg.sampling == "sigma":
+        return t.float().clamp(min=1 / SCHEDULE_STEPS)  # its draws are schedule sigmas already
+    steps = torch.round(t.double() * SCHEDULE_STEPS + 1).clamp(1, SCHEDULE_STEPS)
+    return (steps / SCHEDULE_STEPS).float()
+
+
+def loss_weights(cfg: TimestepConfig, t: torch.Tensor) -> torch.Tensor:
+    """Per-sample loss weight: sigma^-2 (sigma_sqrt), 2 / (pi (1 - 2s + 2s^2)) (cosmap), else 1."""
+    if cfg.weighting not in ("sigma_sqrt", "cosmap"):
         return torch.ones_like(t, dtype=torch.float32)
     from diffusers.training_utils import compute_loss_weighting_for_sd3
 
-    sigmas = t.float().clamp(min=WEIGHT_MIN_SIGMA) if weighting == "sigma_sqrt" else t.float()
-    return compute_loss_weighting_for_sd3(weighting, sigmas=sigmas).float()
+    return compute_loss_weighting_for_sd3(cfg.weighting, sigmas=weight_sigmas(cfg, t)).float()
 
 
 def _expand(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

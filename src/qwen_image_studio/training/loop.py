@@ -101,7 +101,7 @@ def flow_matching_loss(
     pred = pred[:, :n_target].float()  # the prediction for the target tokens only
     target = fm.pack_latents(fm.flow_target(x0, noise))  # packed like pred (a permutation of the latents)
     per_sample = ((pred - target) ** 2).mean(dim=(1, 2))
-    return (per_sample * fm.loss_weights(tcfg.weighting, t)).mean(), t
+    return (per_sample * fm.loss_weights(tcfg, t)).mean(), t
 
 
 @dataclass
@@ -349,6 +349,7 @@ def train(config: StudioConfig, events: EventWriter) -> dict[str, Any]:
         args.get("exclude_patterns"),
         rank_dropout=float(args.get("rank_dropout", 0)),
         module_dropout=float(args.get("module_dropout", 0)),
+        target_set=args.get("targets"),
     )
     if args.get("verbose", "").lower() in ("1", "true", "yes"):
         log.info("LoRA modules: %s", ", ".join(network.layers))
@@ -374,13 +375,16 @@ def train(config: StudioConfig, events: EventWriter) -> dict[str, Any]:
     )
     model, optimizer = memory.prepare(acc, dit, optimizer)  # swapped weights stay where `blocks` says
     generator = torch.Generator(device).manual_seed(config.seed + 1_000_003 * rank)  # t and noise
+    timesteps = fm.TimestepConfig.from_config(config)
+    if (note := fm.ignored_weighting(timesteps)) and main:
+        events.warning(note)
     trainer = Trainer(
         acc,
         model,
         network,
         optimizer,
         scheduler,
-        fm.TimestepConfig.from_config(config),
+        timesteps,
         generator,
         dtype,
         config.max_grad_norm,

@@ -6,7 +6,9 @@ Kaiming-uniform, up is zero, so training starts from the base model exactly. In 
 reference trainer: ``--network_dropout`` drops elements of down(x); ``rank_dropout`` (network_args) drops
 whole ranks per sample and rescales by 1 / (1 - p); ``module_dropout`` skips a layer's update for a step. The LoRA layers live inside
 the transformer (DDP then sees their parameters); :class:`LoRANetwork` is the handle on them: parameter
-groups (LoRA+), the file's state dict, loading ``--network_weights``.
+groups (LoRA+), the file's state dict, loading ``--network_weights`` (a module of that file outside the
+target set, such as the reference trainer's ``img_mod.1``, gets a LoRA layer of the file's rank, so every
+key of the file is loaded and trained on).
 """
 
 from __future__ import annotations
@@ -125,10 +127,30 @@ def linear_paths(model: nn.Module) -> list[str]:
 class LoRANetwork:
     """The LoRA layers injected into one transformer, by file name (``lora_unet_...``)."""
 
-    def __init__(self, layers: dict[str, tuple[str, LoRALinear]], rank: int, alpha: float) -> None:
+    def __init__(
+        self,
+        layers: dict[str, tuple[str, LoRALinear]],
+        rank: int,
+        alpha: float,
+        model: nn.Module | None = None,
+        layer_options: dict[str, Any] | None = None,
+    ) -> None:
         self.layers = layers  # lora name -> (module path, layer)
         self.rank = rank
         self.alpha = alpha
+        self.model = model  # the transformer the layers live in (to add a layer a loaded file needs)
+        self.layer_options = layer_options or {}  # dropout, multiplier, rank/module dropout of new layers
+
+    def add_layers(self, paths: list[str], ranks: dict[str, int], alphas: dict[str, float]) -> None:
+        """Wrap more of the model's linears (module paths) with LoRA layers of the given ranks and alphas;
+        the layers stay in model order."""
+        if self.model is None:
+            raise ValueError("this LoRANetwork was built without its model")
+        for path in paths:
+            layer = wrap_linear(self.model, path, ranks[path], alphas[path], self.layer_options)
+            self.layers[lora_keys.lora_name(path)] = (path, layer)
+        order = {p: i for i, p in enumerate(linear_paths(self.model))}
+        self.layers = dict(sorted(self.layers.items(), key=lambda kv: order.get(kv[1][0], len(order))))
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -163,13 +185,19 @@ class LoRANetwork:
         return out
 
     def load_state_dict_from_file(
-        self, tensors: dict[str, torch.Tensor], source: str = "--network_weights"
+        self, tensors: dict[str, torch.Tensor], source: str = "--network_weights", create: bool = False
     ) -> int:
-        """Copy LoRA tensors in the file layout into the layers; returns how many layers were set."""
+        """Copy LoRA tensors in the file layout into the layers; returns how many layers were set.
+
+        With `create`, a module of the file that the target set lacks but the model has (e.g. the
+        reference trainer's ``img_mod.1`` / ``txt_mod.1``) gets a LoRA layer of the file's rank first."""
         names = {
             k.rsplit(".lora_", 1)[0] if ".lora_" in k else k.removesuffix(lora_keys.ALPHA) for k in tensors
         }
         unknown = sorted(n for n in names if n not in self.layers)
+        if unknown and create and self.model is not None:
+            self._create_for_file(unknown, tensors, source)
+            unknown = sorted(n for n in names if n not in self.layers)
         if unknown:
             raise ConfigError(
                 f"{source}: {len(unknown)} LoRA module(s) of the file are not trained here, e.g. "
@@ -216,7 +244,7 @@ class LoRANetwork:
             raise ConfigError(f"--network_weights: {p} is not a readable safetensors file ({exc})") from None
         if not any(k.startswith(lora_keys.LORA_PREFIX) for k in tensors):
             raise ConfigError(f"--network_weights: {p} holds no lora_unet_... tensors")
-        loaded = self.load_state_dict_from_file(tensors)
+        loaded = self.load_state_dict_from_file(tensors, create=True)
         missing = len(self.layers) - loaded
         if missing:
             log.warning(
@@ -226,6 +254,27 @@ class LoRANetwork:
                 p,
             )
         return loaded
+
+    def _create_for_file(self, names: list[str], tensors: dict[str, torch.Tensor], source: str) -> None:
+        """Add the layers a file's modules need (names the model's linears have; the others stay unknown)."""
+        assert self.model is not None
+        paths = {lora_keys.lora_name(p): p for p in linear_paths(self.model)}
+        new = [n for n in names if n in paths and n + lora_keys.DOWN in tensors and n + lora_keys.UP in tensors]
+        if not new:
+            return
+        ranks = {paths[n]: int(tensors[n + lora_keys.DOWN].shape[0]) for n in new}
+        alphas = {
+            paths[n]: float(tensors[n + lora_keys.ALPHA]) if n + lora_keys.ALPHA in tensors else self.alpha
+            for n in new
+        }
+        self.add_layers([paths[n] for n in new], ranks, alphas)
+        log.info(
+            "%s: %d module(s) of the file are outside the target set (e.g. %s); "
+            "LoRA layers were added for them, so every module of the file is loaded and trained",
+            source,
+            len(new),
+            paths[new[0]],
+        )
 
     @property
     def file_alpha(self) -> float:
@@ -249,24 +298,37 @@ def apply_lora(
     multiplier: float = 1.0,
     rank_dropout: float | None = None,
     module_dropout: float | None = None,
+    target_set: str | None = None,
 ) -> LoRANetwork:
-    """Freeze `model` and wrap its target linears (lora_keys.select_targets) with trainable LoRA layers."""
+    """Freeze `model` and wrap its target linears (lora_keys.select_targets; `target_set` "default" or
+    "musubi") with trainable LoRA layers."""
     model.requires_grad_(False)
-    targets = lora_keys.select_targets(linear_paths(model), include_patterns, exclude_patterns)
+    targets = lora_keys.select_targets(linear_paths(model), include_patterns, exclude_patterns, target_set)
     if not targets:
         raise ConfigError("--network_args: include/exclude patterns leave no module to train")
+    options = {
+        "dropout": dropout,
+        "multiplier": multiplier,
+        "rank_dropout": rank_dropout,
+        "module_dropout": module_dropout,
+    }
     layers: dict[str, tuple[str, LoRALinear]] = {}
     for path in targets:
-        parent_path, _, attr = path.rpartition(".")
-        parent = model.get_submodule(parent_path) if parent_path else model
-        base = getattr(parent, attr)
-        device = next(iter([*base.parameters(), *base.buffers()])).device
-        layer = LoRALinear(base, rank, alpha, dropout, multiplier, rank_dropout, module_dropout)
-        layer.to(device=device)  # LoRA weights stay float32 (autocast handles the compute dtype)
-        setattr(parent, attr, layer)
-        layers[lora_keys.lora_name(path)] = (path, layer)
+        layers[lora_keys.lora_name(path)] = (path, wrap_linear(model, path, rank, alpha, options))
     log.info("LoRA: %d modules, rank %d, alpha %g", len(layers), rank, alpha)
-    return LoRANetwork(layers, rank, alpha)
+    return LoRANetwork(layers, rank, alpha, model, options)
+
+
+def wrap_linear(model: nn.Module, path: str, rank: int, alpha: float, options: dict[str, Any]) -> LoRALinear:
+    """Replace the linear at `path` in `model` by a LoRALinear around it (on the linear's device)."""
+    parent_path, _, attr = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    base = getattr(parent, attr)
+    device = next(iter([*base.parameters(), *base.buffers()])).device
+    layer = LoRALinear(base, rank, alpha, **options)
+    layer.to(device=device)  # LoRA weights stay float32 (autocast handles the compute dtype)
+    setattr(parent, attr, layer)
+    return layer
 
 
 def file_metadata(

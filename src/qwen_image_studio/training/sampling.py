@@ -92,11 +92,12 @@ def prepare_sample_embeddings(config: StudioConfig, prompts: list[SamplePrompt])
         for values in resolved:
             controls = [load_image(c) for c in values["control_paths"]]
             ctrl_arg = [controls] if version != "original" else None
-            embeds = encode(pipe, version, [values["prompt"]], ctrl_arg, device)[0].cpu()
+            size = config.control_text_encoder_size
+            embeds = encode(pipe, version, [values["prompt"]], ctrl_arg, device, size)[0].cpu()
             negative = None
             if values["guidance_scale"] > 1.0:
                 neg_text = values["negative_prompt"] or EMPTY_NEGATIVE
-                negative = encode(pipe, version, [neg_text], ctrl_arg, device)[0].cpu()
+                negative = encode(pipe, version, [neg_text], ctrl_arg, device, size)[0].cpu()
             out.append(PreparedPrompt(embeds=embeds, negative_embeds=negative, controls=controls, **values))
     finally:
         del pipe
@@ -112,8 +113,11 @@ def free_memory(device: torch.device) -> None:
 
 
 # ---- generation ---------------------------------------------------------------------------------------
-def build_pipeline(transformer: torch.nn.Module, vae: torch.nn.Module, model_version: str) -> Any:
-    """The diffusers Qwen-Image pipeline for `model_version` around a DiT and VAE (no text encoder)."""
+def build_pipeline(
+    transformer: torch.nn.Module, vae: torch.nn.Module, model_version: str, flow_shift: float | None = None
+) -> Any:
+    """The diffusers Qwen-Image pipeline for `model_version` around a DiT and VAE (no text encoder); the
+    schedule shifts with the image size unless `flow_shift` fixes the shift (generation's --flow_shift)."""
     from diffusers import (
         FlowMatchEulerDiscreteScheduler,
         QwenImageEditPipeline,
@@ -123,7 +127,8 @@ def build_pipeline(transformer: torch.nn.Module, vae: torch.nn.Module, model_ver
 
     from qwen_image_studio.models.configs import SCHEDULER_CONFIG
 
-    scheduler = FlowMatchEulerDiscreteScheduler.from_config(SCHEDULER_CONFIG)
+    fixed = {} if flow_shift is None else {"use_dynamic_shifting": False, "shift": flow_shift}
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config({**SCHEDULER_CONFIG, **fixed})
     parts: dict[str, Any] = {
         "scheduler": scheduler,
         "vae": vae,
@@ -186,19 +191,68 @@ def render(
     return pipe(**kwargs).images[0]
 
 
-def _save_png(image: Image.Image, path: Path, item: PreparedPrompt, model_version: str) -> Path:
-    """Write a PNG atomically with the generation settings in its text chunks."""
+def unpack_latent(pipe: Any, packed: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """A pipeline's packed latent (N, C*4) of one image as the VAE takes it: (1, C, 1, H/8, W/8)."""
+    batch = packed[None] if packed.ndim == 2 else packed
+    return pipe._unpack_latents(batch, height, width, pipe.vae_scale_factor)
+
+
+def decode_latent(vae: torch.nn.Module, latent: torch.Tensor) -> Image.Image:
+    """A latent (1, C, 1, h, w) or (1, C, h, w) in the DiT's normalised space as a PIL image, decoded as the
+    diffusers Qwen-Image pipelines decode (the VAE's latents_mean / latents_std undone first)."""
+    from diffusers.image_processor import VaeImageProcessor
+
+    cfg = vae.config
+    if latent.ndim == 4:
+        latent = latent[:, :, None]
+    weight = next(vae.parameters())
+    latent = latent.to(weight.device, weight.dtype)
+    mean = torch.tensor(cfg.latents_mean).view(1, cfg.z_dim, 1, 1, 1).to(latent.device, latent.dtype)
+    std = 1.0 / torch.tensor(cfg.latents_std).view(1, cfg.z_dim, 1, 1, 1).to(latent.device, latent.dtype)
+    image = vae.decode(latent / std + mean, return_dict=False)[0][:, :, 0]
+    return VaeImageProcessor().postprocess(image, output_type="pil")[0]
+
+
+def latent_metadata(item: PreparedPrompt, embedded_cfg_scale: float) -> dict[str, str]:
+    """The header of a latent file, with the reference trainer's keys (all strings)."""
+    meta = {
+        "seeds": str(item.seed),
+        "prompt": item.prompt,
+        "height": str(item.height),
+        "width": str(item.width),
+        "infer_steps": str(item.steps),
+        "embedded_cfg_scale": str(embedded_cfg_scale),
+        "guidance_scale": str(item.guidance_scale),
+    }
+    if item.negative_prompt is not None:
+        meta["negative_prompt"] = item.negative_prompt
+    return meta
+
+
+def save_latent_file(latent: torch.Tensor, path: Path, metadata: dict[str, str] | None) -> Path:
+    """Write a latent as a safetensors file with the single key ``latent`` (atomically)."""
+    from safetensors.torch import save_file
+
+    tensor = latent.detach().to("cpu").contiguous()
+    return atomic_write(path, lambda tmp: save_file({"latent": tensor}, str(tmp), metadata=metadata))
+
+
+def _save_png(
+    image: Image.Image, path: Path, item: PreparedPrompt, model_version: str, metadata: bool = True
+) -> Path:
+    """Write a PNG atomically with the generation settings in its text chunks (none without `metadata`)."""
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
-    info.add_text("prompt", item.prompt)
-    if item.negative_prompt:
-        info.add_text("negative_prompt", item.negative_prompt)
-    info.add_text(
-        "parameters",
-        f"{item.width}x{item.height}, steps {item.steps}, seed {item.seed}, "
-        f"guidance {item.guidance_scale}, model_version {model_version}",
-    )
+    if metadata:
+        info.add_text("prompt", item.prompt)
+        if item.negative_prompt:
+            info.add_text("negative_prompt", item.negative_prompt)
+        info.add_text(
+            "parameters",
+            f"{item.width}x{item.height}, steps {item.steps}, seed {item.seed}, "
+            f"guidance {item.guidance_scale}, model_version {model_version}",
+        )
 
     def write(tmp: Path) -> None:
         image.save(tmp, format="PNG", pnginfo=info)
@@ -213,6 +267,17 @@ def _umask() -> int:
     return mask
 
 
+@dataclass(frozen=True)
+class GenerationOutput:
+    """What generation writes per prompt besides the defaults of training samples (a PNG with metadata)."""
+
+    images: bool = True
+    latent_paths: list[Path] | None = None  # one .safetensors file per prompt: the denoised latent
+    metadata: bool = True
+    flow_shift: float | None = None
+    embedded_cfg_scale: float = 2.5  # recorded in latent files, as the reference does
+
+
 def generate_images(
     transformer: torch.nn.Module,
     vae: torch.nn.Module,
@@ -224,11 +289,14 @@ def generate_images(
     artifact_kind: str = "sample",
     phase: str = "sample",
     step: int | None = None,
+    output: GenerationOutput | None = None,
 ) -> list[Path]:
     """Render every prepared prompt to its path (eval mode, no grad, RNG and train mode restored).
 
     `step`: the training step the images show; their progress is then a sub-phase of training and each
-    artifact event carries the step, the prompt and its index (see ``events``)."""
+    artifact event carries the step, the prompt and its index (see ``events``). `output` (generation):
+    latent files beside or instead of the PNGs, the schedule's fixed shift, no metadata."""
+    out = output or GenerationOutput()
     if len(paths) != len(prepared.prompts):
         raise ValueError("one output path per prepared prompt is needed")
     was_training = transformer.training
@@ -241,15 +309,27 @@ def generate_images(
     try:
         transformer.eval()
         vae.to(device)
-        pipe = build_pipeline(transformer, vae, prepared.model_version)
+        pipe = build_pipeline(transformer, vae, prepared.model_version, out.flow_shift)
         autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype in (torch.float16, torch.bfloat16))
         with torch.random.fork_rng(devices=cuda), torch.no_grad(), autocast:
             for index, (item, path) in enumerate(zip(prepared.prompts, paths, strict=True)):
-                image = render(pipe, item, device, dtype, on_step=tracker.advance)
-                written.append(_save_png(image, path, item, prepared.model_version))
                 info = {} if step is None else {"prompt": item.prompt, "index": index, "step": step}
-                events.artifact(artifact_kind, path, **info)
-                log.info("wrote %s", path)
+                files = []
+                if out.latent_paths is None:
+                    image = render(pipe, item, device, dtype, on_step=tracker.advance)
+                else:
+                    packed = render(pipe, item, device, dtype, on_step=tracker.advance, output_type="latent")
+                    latent = unpack_latent(pipe, packed, item.height, item.width)
+                    meta = latent_metadata(item, out.embedded_cfg_scale) if out.metadata else None
+                    files.append((save_latent_file(latent, out.latent_paths[index], meta), "latent"))
+                    image = decode_latent(vae, latent) if out.images else None
+                if image is not None:
+                    png = _save_png(image, path, item, prepared.model_version, out.metadata)
+                    files.append((png, artifact_kind))
+                for file, kind in files:
+                    written.append(file)
+                    events.artifact(kind, file, **info)
+                    log.info("wrote %s", file)
     finally:
         tracker.close()
         transformer.train(was_training)

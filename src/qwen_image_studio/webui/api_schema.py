@@ -11,7 +11,7 @@ from ..params.fields import all_fields
 from ..params.json_schema import for_stages, form_schema
 from ..params.schema import EDIT_VERSIONS, StudioConfig
 from ..params.spec import Stage
-from ..params.validate import Problem, problems_of, stage_problems
+from ..params.validate import Problem, lenient_config, problems_of, recommendation_warnings, stage_problems
 from .app import studio
 from .jobs.schema import JOB_KINDS, UI_STAGES
 from .paths import resolve_params
@@ -72,7 +72,8 @@ def schema() -> Response:
 
 @bp.post("/validate")
 def validate() -> Response:
-    """Problems of the form's values, and with `stage` also what those stages still need."""
+    """Problems of the form's values, with `stage` also what those stages still need, and the values
+    that are accepted but lie outside their recommended range (`warnings`)."""
     body = json_body()
     params = params_from(body)
     stages = stages_of(body.get("stage"))
@@ -82,6 +83,10 @@ def validate() -> Response:
     needs = check_stages(resolved, problems, stages) if stages else []
     if stages and not problems:
         needs += write_problems(StudioConfig.model_construct(**resolved), tuple(stages), state.roots)
+    warnings = recommendation_warnings(lenient_config(params))  # accepted values, said all the same
     return jsonify(
-        ok=not problems and not needs, problems=problem_list(problems), stage_problems=problem_list(needs)
+        ok=not problems and not needs,
+        problems=problem_list(problems),
+        stage_problems=problem_list(needs),
+        warnings=problem_list(warnings),
     )

@@ -65,6 +65,7 @@ EN: dict[str, str] = {
     "form.load_failed": "The parameter schema could not be loaded.",
     "form.default": "default",
     "form.allowed": "allowed",
+    "form.recommended": "recommended",
     "form.required_for": "required for",
     "form.path.file": "file path",
     "form.path.dir": "folder",
@@ -89,6 +90,7 @@ EN: dict[str, str] = {
     "form.valid": "All values are valid.",
     "form.problems": "Fix these first:",
     "form.needs": "Still needed to run the checked stages:",
+    "form.warnings": "Accepted, but outside the recommended range:",
     "v.too_long": "{flag}: at most {max} characters",
     "cmd.title": "Command lines",
     "cmd.hint": "What each stage runs with these values.",
@@ -231,6 +233,7 @@ ZH: dict[str, str] = {
     "form.load_failed": "无法加载参数表。",
     "form.default": "默认",
     "form.allowed": "允许",
+    "form.recommended": "推荐",
     "form.required_for": "必需于",
     "form.path.file": "文件路径",
     "form.path.dir": "文件夹",
@@ -255,6 +258,7 @@ ZH: dict[str, str] = {
     "form.valid": "所有参数有效。",
     "form.problems": "请先修正：",
     "form.needs": "运行所选阶段还需要：",
+    "form.warnings": "可以使用，但超出推荐范围：",
     "v.empty_number": "{flag}：需要填写数字",
     "v.too_long": "{flag}：最多 {max} 个字符",
     "cmd.title": "命令行",
@@ -375,6 +379,7 @@ ZH_MESSAGES: dict[str, str] = {
     "v.is_file": "{flag}：{path} 是文件；这里需要文件夹",
     "v.needs_control": "{flag} {version} 需要控制图像：{path} 中的 {dataset} 没有 control_directory",
     "v.no_usable": "{flag}：{path} 中没有可用的图像：{detail}",
+    "v.outside_recommended": "{flag} {value} 超出推荐范围 {low} 到 {high}",
     "allowed.range": "{low} 到 {high}",
     "allowed.range_gt": "大于 {low} 且至多 {high}",
     "allowed.range_lt": "{low} 到 {high}（不含 {high}）",
@@ -407,6 +412,7 @@ ZH_MESSAGES: dict[str, str] = {
     ),
     "rule.lora_ratio": "loraplus_lr_ratio 必须是大于 0 且至多 64 的数（当前为 {value}）",
     "rule.dropout_rate": "{key} 必须是 0 到小于 1 之间的数（当前为 {value}）",
+    "rule.lora_targets": "targets 必须是 {choices} 之一（当前为 {value}）",
 }
 
 EN.update(MESSAGES)

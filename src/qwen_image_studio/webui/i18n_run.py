@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..stages.runner import REASONS
+from ..reasons import REASONS
 
 EN_RUN: dict[str, str] = {
     "tab.config": "Configuration",
@@ -93,7 +93,7 @@ EN_RUN: dict[str, str] = {
     "reason.exited": "exited with code {code}",
     "reason.killed": "killed by {signal}",
     "reason.not_started": "the stage could not be started: {detail}",
-    **REASONS,  # what a stage process says when it fails: its English lives in stages/runner.py
+    **REASONS,  # what a stage process says when it fails: its English lives in reasons.py
     "live.connected": "live",
     "live.reconnecting": "reconnecting…",
     "vram.title": "Estimated GPU memory",
@@ -178,6 +178,10 @@ EN_RUN: dict[str, str] = {
     "report.text": "text-encoder cache: {present} present, {missing} missing, {outdated} outdated",
     "report.cache_dir": "cache folder: {path}",
     "report.stale": "stale cache files: {count}",
+    "report.rotated": "{path}: rotated by EXIF orientation {orientation}: trained as {w}×{h}, as viewers "
+    "show it; the reference trainer ignores EXIF and would use the stored {sw}×{sh} pixels",
+    "report.mirrored": "{path}: mirrored by EXIF orientation {orientation}: trained as {w}×{h}, as viewers "
+    "show it; the reference trainer ignores EXIF and would use the stored {sw}×{sh} pixels",
     "report.total": "Total: {usable} of {images} images usable; {samples} samples and {batches} batches per epoch",
     "report.problems": "Problems:",
     "report.no_problems": "No problems found.",
@@ -369,6 +373,10 @@ ZH_RUN: dict[str, str] = {
     "report.text": "文本编码器缓存：已有 {present}，缺失 {missing}，过期 {outdated}",
     "report.cache_dir": "缓存目录：{path}",
     "report.stale": "多余的缓存文件：{count}",
+    "report.rotated": "{path}：按 EXIF 方向 {orientation} 旋转，按看图软件显示的 {w}×{h} 训练；"
+    "参考训练器忽略 EXIF，会使用存储的 {sw}×{sh} 像素",
+    "report.mirrored": "{path}：按 EXIF 方向 {orientation} 镜像，按看图软件显示的 {w}×{h} 训练；"
+    "参考训练器忽略 EXIF，会使用存储的 {sw}×{sh} 像素",
     "report.total": "合计：{images} 张图片中 {usable} 张可用；每轮 {samples} 个样本，{batches} 批",
     "report.problems": "问题：",
     "report.no_problems": "未发现问题。",

@@ -28,31 +28,20 @@ from ..memory.vram_estimate import (
     text_encoder_gb,
 )
 from ..models.lora_keys import select_targets
-from ..params.schema import EDIT_VERSIONS, StudioConfig
+from ..params.schema import StudioConfig
+from ..params.validate import lenient_config
 from .paths import resolve_in
 from .write_check import _linear_shapes
 
-_DEFAULTS = StudioConfig()
 COMMON_GPU_GB = (8, 12, 16, 24, 32, 48, 80)
 _SHARD = re.compile(r"^(?P<stem>.+)-\d{5}-of-(?P<n>\d{5})\.safetensors$")
 Linears = dict[str, list[int]]
 
 
-def _value(params: dict[str, Any], name: str, kind: type) -> Any:
-    """A value of the right type, else the schema default (the form may hold an invalid value)."""
-    value = params.get(name, getattr(_DEFAULTS, name))
-    if kind is bool:
-        return value if isinstance(value, bool) else getattr(_DEFAULTS, name)
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        return getattr(_DEFAULTS, name)
-
-
-def dataset_shape(params: dict[str, Any], workspace: Path) -> tuple[int, int, int, str]:
+def dataset_shape(config: StudioConfig, workspace: Path) -> tuple[int, int, int, str]:
     """(width, height, batch size, source): the largest resolution and batch of the dataset TOML, if readable."""
-    value = params.get("dataset_config")
-    if isinstance(value, str) and value:
+    value = config.dataset_config
+    if value:
         from ..data.config import load_dataset_config
 
         try:
@@ -66,10 +55,10 @@ def dataset_shape(params: dict[str, Any], workspace: Path) -> tuple[int, int, in
 
 
 # ---- the chosen files ------------------------------------------------------------------------------
-def model_files(value: Any, workspace: Path, component: str) -> list[Path]:
+def model_files(value: str | None, workspace: Path, component: str) -> list[Path]:
     """The safetensors files behind a form's model path: a file (all shards of a shard), a component
     folder, or a diffusers root with a `component` folder; [] when there are none."""
-    if not isinstance(value, str) or not value:
+    if not value:
         return []
     try:
         path = resolve_in(workspace, value)
@@ -95,16 +84,13 @@ def _linears(files: list[Path]) -> Linears | None:
     return out or None
 
 
-def _lora_targets(params: dict[str, Any], linears: Linears) -> list[str]:
+def _lora_targets(config: StudioConfig, linears: Linears) -> list[str]:
     """The module paths the LoRA trains (--network_args include/exclude patterns); the defaults if unreadable."""
-    raw = params.get("network_args")
-    items = raw if isinstance(raw, list) else [raw] if isinstance(raw, str) else []
-    extra = {}
-    for item in items:
-        key, _, value = str(item).partition("=")
-        extra[key.strip()] = value.strip()
+    extra = config.network_arg_dict()
     try:
-        return select_targets(linears, extra.get("include_patterns"), extra.get("exclude_patterns"))
+        return select_targets(
+            linears, extra.get("include_patterns"), extra.get("exclude_patterns"), extra.get("targets")
+        )
     except re.error:
         return select_targets(linears)
 
@@ -112,16 +98,16 @@ def _lora_targets(params: dict[str, Any], linears: Linears) -> list[str]:
 class ChosenModels:
     """What the estimate reads of the chosen DiT, text encoder and VAE files."""
 
-    def __init__(self, params: dict[str, Any], workspace: Path) -> None:
-        dit = _linears(model_files(params.get("dit"), workspace, "transformer"))
+    def __init__(self, config: StudioConfig, workspace: Path) -> None:
+        dit = _linears(model_files(config.dit, workspace, "transformer"))
         self.dit: DitShape | None = None
         if dit is not None:
             try:
-                self.dit = DitShape.from_linears(dit, _lora_targets(params, dit))
+                self.dit = DitShape.from_linears(dit, _lora_targets(config, dit))
             except (ValueError, KeyError, IndexError, TypeError):
                 self.dit = None
-        self.text_encoder = _linears(model_files(params.get("text_encoder"), workspace, "text_encoder"))
-        vae = model_files(params.get("vae"), workspace, "vae")
+        self.text_encoder = _linears(model_files(config.text_encoder, workspace, "text_encoder"))
+        vae = model_files(config.vae, workspace, "vae")
         self.vae_bytes = sum(f.stat().st_size for f in vae) if vae else None
 
     def text_encoder_gb(self, *, fp8: bool, vision: bool, bytes_per_value: int = 2) -> float:
@@ -135,33 +121,22 @@ class ChosenModels:
 
 
 # ---- the estimate ----------------------------------------------------------------------------------
-def _options(params: dict[str, Any], models: ChosenModels, shape: tuple[int, int, int], te_gb: float) -> VramOptions:
+Shape = tuple[int, int, int]  # the dataset's largest width and height, and batch size
+
+
+def _options(config: StudioConfig, models: ChosenModels, shape: Shape, te_gb: float) -> VramOptions:
     width, height, batch = shape
-    return VramOptions(
-        width=width,
-        height=height,
-        batch_size=batch,
-        network_dim=max(1, _value(params, "network_dim", int)),
-        optimizer=str(params.get("optimizer_type") or _DEFAULTS.optimizer_type),
-        gradient_checkpointing=_value(params, "gradient_checkpointing", bool),
-        fp8_base=_value(params, "fp8_base", bool),
-        fp8_scaled=_value(params, "fp8_scaled", bool),
-        blocks_to_swap=max(0, _value(params, "blocks_to_swap", int)),
-        edit=params.get("model_version") in EDIT_VERSIONS,
-        checkpoint_offload=_value(params, "gradient_checkpointing_cpu_offload", bool),
-        fp8_upcast=params.get("fp8_matmul") == "upcast",
-        dit=models.dit or FULL_DIT,
-        text_encoder_gb=te_gb,
+    return VramOptions.from_config(
+        config, width=width, height=height, batch_size=batch, dit=models.dit, text_encoder_gb=te_gb
     )
 
 
-def _stage_gb(params: dict[str, Any], models: ChosenModels, shape: tuple[int, int, int]) -> dict[str, Any]:
+def _stage_gb(config: StudioConfig, models: ChosenModels, shape: Shape) -> dict[str, Any]:
     """The training estimate and the text-encoder stage's, on the GPU, for these values."""
-    on_gpu = params.get("device") != "cpu"  # where caching and sample prompts run (training: the GPU)
-    fp8_vl, edit = _value(params, "fp8_vl", bool), params.get("model_version") in EDIT_VERSIONS
-    te = models.text_encoder_gb(fp8=fp8_vl, vision=edit)
-    sampling = bool(params.get("sample_prompts"))
-    estimate = estimate_vram(_options(params, models, shape, te if sampling and on_gpu else 0.0))
+    on_gpu = config.device != "cpu"  # where caching and sample prompts run (training: the GPU)
+    te = models.text_encoder_gb(fp8=config.fp8_vl, vision=config.is_edit)
+    sampling = bool(config.sample_prompts)
+    estimate = estimate_vram(_options(config, models, shape, te if sampling and on_gpu else 0.0))
     cache_text = te + CUDA_CONTEXT_GB if on_gpu else None
     peak = max(estimate.total_gb, cache_text or 0.0)
     return {"estimate": estimate, "text_encoder_gb": te, "cache_text_gb": cache_text, "peak_gb": peak}
@@ -171,13 +146,13 @@ def _fits(peak: float) -> list[int]:
     return [size for size in COMMON_GPU_GB if peak <= size]
 
 
-def _presets(params: dict[str, Any], models: ChosenModels, shape: tuple[int, int, int], peak: float) -> dict:
+def _presets(config: StudioConfig, models: ChosenModels, shape: Shape, peak: float) -> dict:
     """Each GPU preset's peak with the other values as they are, and the smallest card one makes fit."""
     fits = _fits(peak)
     smallest = fits[0] if fits else None
     rows, better = [], None
     for preset in PRESETS:
-        gb = _stage_gb({**params, **preset.values}, models, shape)["peak_gb"]
+        gb = _stage_gb(preset.apply(config), models, shape)["peak_gb"]
         rows.append({"gpu_gb": preset.gpu_gb, "estimate_gb": round(gb, 1)})
         if better is None and gb <= preset.gpu_gb and (smallest is None or preset.gpu_gb < smallest):
             better = {"gpu_gb": preset.gpu_gb, "estimate_gb": round(gb, 1)}
@@ -199,16 +174,15 @@ def vram_for(params: dict[str, Any], workspace: Path, gpu: dict[str, Any] | None
 
     `gpu` is `webui.gpu.gpu_status()` (the machine's GPUs); None or "cpu_only": every stage runs on the CPU.
     """
-    width, height, batch, source = dataset_shape(params, workspace)
+    config = lenient_config(params)  # a value the form holds that fails its rules counts as the default
+    width, height, batch, source = dataset_shape(config, workspace)
     shape = (width, height, batch)
-    models = ChosenModels(params, workspace)
-    stages = _stage_gb(params, models, shape)
+    models = ChosenModels(config, workspace)
+    stages = _stage_gb(config, models, shape)
     peak = stages["peak_gb"]
     dit = models.dit or FULL_DIT
-    edit = params.get("model_version") in EDIT_VERSIONS
-    te_ram = models.text_encoder_gb(fp8=_value(params, "fp8_vl", bool), vision=edit, bytes_per_value=4)
-    sampling = bool(params.get("sample_prompts"))
-    ram = estimate_ram(_options(params, models, shape, te_ram if sampling else 0.0))
+    te_ram = models.text_encoder_gb(fp8=config.fp8_vl, vision=config.is_edit, bytes_per_value=4)
+    ram = estimate_ram(_options(config, models, shape, te_ram if config.sample_prompts else 0.0))
     gpu_present = bool(gpu and gpu.get("state") == "gpu")
     return {
         "estimate": stages["estimate"].as_json(),
@@ -229,11 +203,11 @@ def vram_for(params: dict[str, Any], workspace: Path, gpu: dict[str, Any] | None
         "vae_gb": None if models.vae_bytes is None else round(models.vae_bytes / GB, 2),
         "cache_text_gb": None if stages["cache_text_gb"] is None else round(stages["cache_text_gb"], 1),
         "peak_gb": round(peak, 2 if peak < 1 else 1),
-        "device": "cpu" if params.get("device") == "cpu" else "gpu",
+        "device": "cpu" if config.device == "cpu" else "gpu",
         "gpu_present": gpu_present,
         "ram_gb": round(ram, 1),
         "fits": _fits(peak),
         "sizes": list(COMMON_GPU_GB),
         "this_gpu": _this_gpu(gpu, peak) if gpu_present else None,
-        **_presets(params, models, shape, peak),
+        **_presets(config, models, shape, peak),
     }

@@ -97,7 +97,9 @@ def lora_file_bytes(config: StudioConfig) -> int:
     for item in config.network_args or []:
         key, _, value = item.partition("=")
         extra[key.strip()] = value.strip()
-    targets = select_targets(linears, extra.get("include_patterns"), extra.get("exclude_patterns"))
+    targets = select_targets(
+        linears, extra.get("include_patterns"), extra.get("exclude_patterns"), extra.get("targets")
+    )
     per_rank = sum(sum(linears[t]) for t in targets) if targets else LORA_PARAMS_PER_RANK
     return per_rank * config.network_dim * 4
 

@@ -18,7 +18,7 @@ const TAB_KEY = "studio_tab";
 
 const state = {
   model: null, view: null, current: null, dirty: false, configs: [],
-  server: { problems: [], needs: [] }, staleFields: new Set(), commands: null,
+  server: { problems: [], needs: [], warnings: [] }, staleFields: new Set(), commands: null,
   seq: 0, timer: null, status: null, statusTimer: null, message: null,
   roles: {}, jobKinds: {}, jobs: null, dataset: null, tools: null,
 };
@@ -153,6 +153,9 @@ function showProblems() {
       add(p.field, { text: problemText(p), level: "need" });
     }
   }
+  for (const p of state.server.warnings || []) {
+    if (!state.staleFields.has(p.field) && state.model.byName[p.field]) add(p.field, { text: problemText(p), level: "warn" });
+  }
   state.view.showProblems(byField);
   renderSummary(top, byField);
 }
@@ -162,8 +165,11 @@ function renderSummary(top, byField) {
   box.replaceChildren();
   const errors = [...top.map((text) => ({ text }))];
   const needs = [];
+  const warnings = [];
   for (const field of state.model.fields) {
-    for (const p of byField[field.name] || []) (p.level === "error" ? errors : needs).push({ text: p.text, field: field.name });
+    for (const p of byField[field.name] || []) {
+      ({ error: errors, need: needs, warn: warnings })[p.level].push({ text: p.text, field: field.name });
+    }
   }
   const block = (title, items, cls) => {
     const section = document.createElement("div");
@@ -187,6 +193,7 @@ function renderSummary(top, byField) {
   };
   if (errors.length) block(t("form.problems"), errors, "summary-errors");
   if (needs.length) block(t("form.needs"), needs, "summary-needs");
+  if (warnings.length) block(t("form.warnings"), warnings, "summary-warnings");
   if (!errors.length && !needs.length) {
     const ok = document.createElement("p");
     ok.className = "summary-ok";
@@ -217,7 +224,7 @@ async function validateNow() {
   const res = await api("POST", "/api/validate", { params, stage: checkedStages() });
   if (seq !== state.seq) return;
   if (!res.ok) { say(errorText(res), "error"); return; }
-  state.server = { problems: res.data.problems, needs: res.data.stage_problems };
+  state.server = { problems: res.data.problems, needs: res.data.stage_problems, warnings: res.data.warnings || [] };
   state.staleFields.clear();
   showProblems();
   if (state.tools) state.tools.refreshVram();

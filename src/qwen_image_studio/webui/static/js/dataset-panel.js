@@ -23,6 +23,10 @@ export function reportLines(report) {
       lines.push({ text: t(key, { present: c.present, missing: c.missing.length, outdated: c.outdated.length }) });
     }
     lines.push({ text: t("report.stale", { count: d.stale_cache_files.length }) });
+    for (const r of d.rotated || []) {
+      const key = [2, 4, 5, 7].includes(r.orientation) ? "report.mirrored" : "report.rotated";
+      lines.push({ text: t(key, { path: r.path, orientation: r.orientation, w: r.size[0], h: r.size[1], sw: r.stored_size[0], sh: r.stored_size[1] }), cls: "sub" });
+    }
   }
   lines.push({ text: t("report.total", { usable: report.usable, images: report.images, samples: report.samples_per_epoch, batches: report.batches_per_epoch }), cls: "head" });
   if (report.problems.length) {

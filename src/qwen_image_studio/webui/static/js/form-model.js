@@ -52,6 +52,7 @@ function fieldOf(name, prop) {
     stages: prop["x-stages"] || [],
     path: prop["x-path"] || "",
     allowed: prop["x-allowed-i18n"] || prop["x-allowed"] || "", // a message ({key, vars}) or plain text
+    recommended: prop["x-recommended-i18n"] || "", // the range a value is warned outside of (a message)
     mode: prop["x-mode"] || "", // "edit" or "t2i": shown only in that mode
     hidden: Boolean(prop["x-hidden"]), // no input: its value is carried as it is
     needs: prop["x-needs"] || null, // the switch this switch needs on

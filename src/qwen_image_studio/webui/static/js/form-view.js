@@ -148,6 +148,7 @@ export class FormView {
     row.append(el("p", { class: "help", id: `h-${field.name}` }, field.help[currentLanguage()] || field.help.en));
     const meta = [`${t("form.default")}: ${shownDefault(field)}`];
     if (field.allowed && field.kind !== "choice") meta.push(`${t("form.allowed")}: ${tm(field.allowed)}`);
+    if (field.recommended) meta.push(`${t("form.recommended")}: ${tm(field.recommended)}`);
     if (field.path) meta.push(t(`form.path.${field.path}`));
     if (field.kind === "list") meta.push(t("form.list_hint"));
     row.append(el("p", { class: "meta" }, meta.join(" · ")));
@@ -248,7 +249,7 @@ export class FormView {
     }
   }
 
-  /** Show problems: `byField` maps a field to [{text, level}] (level "error" or "need"). */
+  /** Show problems: `byField` maps a field to [{text, level}] (level "error", "need" or "warn"). */
   showProblems(byField) {
     for (const field of this.model.fields) {
       const out = this.form.querySelector(`#p-${CSS.escape(field.name)}`);
@@ -257,7 +258,8 @@ export class FormView {
       const list = byField[field.name] || [];
       out.textContent = list.map((p) => p.text).join("\n");
       row.classList.toggle("has-error", list.some((p) => p.level === "error"));
-      row.classList.toggle("has-need", list.length > 0 && list.every((p) => p.level === "need"));
+      row.classList.toggle("has-need", list.length > 0 && list.every((p) => p.level !== "error") && list.some((p) => p.level === "need"));
+      row.classList.toggle("has-warn", list.length > 0 && list.every((p) => p.level === "warn"));
       const input = this.inputs[field.name];
       if (input) input.setAttribute("aria-invalid", list.some((p) => p.level === "error") ? "true" : "false");
       if (list.some((p) => p.level === "error")) this.reveal(field.name);
