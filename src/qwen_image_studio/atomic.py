@@ -16,10 +16,12 @@ import struct
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import DiskFullError
+
+if TYPE_CHECKING:  # torch only for the tensor writers' types: the web UI writes captions with this module
+    import torch
 
 TMP_SUFFIX = ".tmp"
 

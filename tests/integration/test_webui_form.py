@@ -137,6 +137,17 @@ def test_the_form_hides_the_fields_of_stages_it_cannot_launch(client: FlaskClien
             "lora_multiplier",
             "save_path",
             "save_merged_model",
+            # captioning (caption_images_by_qwen_vl.py; issue 14 item 5): no UI job yet
+            "image_dir",
+            "caption_model",
+            "output_file",
+            "output_format",
+            "max_new_tokens",
+            "max_size",
+            "caption_template",
+            "edit_pairs",
+            "overwrite_captions",
+            "trigger_word",
             # the rest of the reference generation script's flags (issue 13, item 6)
             "output_type",
             "latent_path",

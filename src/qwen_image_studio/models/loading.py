@@ -467,8 +467,11 @@ def load_prompt_encoder(
     fp8_linears: bool = False,
     vision: bool = True,
     flag: str = "--text_encoder",
+    lm_head: bool = False,
 ) -> Any:
     """The Qwen2.5-VL text encoder as prompt encoding uses it, put on `device` one decoder layer at a time.
+
+    With `lm_head` (captioning, which generates text) lm_head is loaded too, in `dtype` like the embedding.
 
     Prompt encoding reads the last hidden state, so lm_head is never loaded (`_NoLogits`, 1.09 GB at full
     size), and without `vision` (text-to-image) neither is the vision tower (1.35 GB). The weights are read
@@ -488,8 +491,9 @@ def load_prompt_encoder(
     device = torch.device(device)
     prepared, cfg_json = _text_encoder_prepared(path, flag)
     model = _text_encoder_skeleton(cfg_json)
-    model.lm_head = _NoLogits()
-    skipped = ("lm_head.",)
+    if not lm_head:
+        model.lm_head = _NoLogits()
+    skipped: tuple[str, ...] = () if lm_head else ("lm_head.",)
     if not vision:
         model.model.visual = _NotLoaded("vision tower")
         skipped += ("model.visual.",)
@@ -542,12 +546,14 @@ def load_prompt_encoder(
         _assign(layer, prepared, state, frozenset())
         del state
 
+    if lm_head and cfg_json["tie_word_embeddings"]:
+        model.lm_head.weight = model.get_input_embeddings().weight
     unloaded = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if unloaded:
         raise prepared.files.error(f"lacks tensor {unloaded[0]!r}; the file looks incomplete")
     model.to(device).eval()
     model.requires_grad_(False)
-    notes = ["lm_head not loaded"] + ([] if vision else ["vision tower not loaded (text-to-image)"])
+    notes = (["lm_head loaded"] if lm_head else ["lm_head not loaded"]) + ([] if vision else ["vision tower not loaded (text-to-image)"])
     if fp8_linears:
         notes.append(
             f"{kept + quantized} decoder-layer linears in float8_e4m3fn"

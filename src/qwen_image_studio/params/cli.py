@@ -25,6 +25,8 @@ DESCRIPTIONS = {
     "mode). 预缓存文本编码器输出。",
     Stage.TRAIN: "Train a LoRA for Qwen-Image / Qwen-Image-Edit with flow matching. LoRA 网络训练。",
     Stage.GENERATE: "Generate images with the base model and LoRAs. 使用 LoRA 生成图像。",
+    Stage.CAPTION: "Caption images with Qwen2.5-VL (the text encoder's file): a folder, or every image of a "
+    "dataset TOML; --edit_pairs writes edit instructions. 使用 Qwen2.5-VL 为图像自动打标。",
 }
 
 

@@ -9,7 +9,7 @@ from .spec import STAGE_SCRIPTS, Stage
 def cli_reference() -> str:
     """One table per command: flag, default, allowed values, description (English / 中文)."""
     lines: list[str] = []
-    for stage in (Stage.CACHE_LATENTS, Stage.CACHE_TEXT, Stage.TRAIN, Stage.GENERATE):
+    for stage in (Stage.CACHE_LATENTS, Stage.CACHE_TEXT, Stage.TRAIN, Stage.GENERATE, Stage.CAPTION):
         title = STAGE_SCRIPTS.get(stage, f"qwen-image-studio {stage.value}")
         lines += [f"### `{title}`", "", "| flag | default | allowed | description |", "|---|---|---|---|"]
         for spec in fields_for(stage):

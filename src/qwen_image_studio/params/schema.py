@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, mod
 
 from ..models.configs import FULL_DIT_BLOCKS
 from .rules import FILE_STEM, FILE_STEM_MAX, check_path_text, rule_error
-from .spec import ALL_STAGES, CACHE, ParamMeta, Stage, _SchemaExtra, meta_of, param
+from .spec import CACHE, ParamMeta, Stage, _SchemaExtra, meta_of, param
 
 MAX_SWAP = FULL_DIT_BLOCKS - 1  # --blocks_to_swap: one block always stays on the GPU
 
@@ -22,6 +22,7 @@ T = Stage.TRAIN
 G = Stage.GENERATE
 CL = Stage.CACHE_LATENTS
 CT = Stage.CACHE_TEXT
+CAP = Stage.CAPTION
 
 ModelVersion = Literal["original", "edit", "edit-2509", "edit-2511"]
 EDIT_VERSIONS: tuple[str, ...] = ("edit", "edit-2509", "edit-2511")
@@ -97,7 +98,7 @@ class StudioConfig(BaseModel):
         None,
         ParamMeta(
             "models",
-            (CT, T, G),
+            (CT, T, G, CAP),
             "Optional tokenizer folder; by default a local copy or the built-in offline Qwen2.5-VL tokenizer",
             "可选的分词器文件夹；默认使用本地缓存或内置的离线 Qwen2.5-VL 分词器",
             path="dir",
@@ -107,7 +108,7 @@ class StudioConfig(BaseModel):
         "original",
         ParamMeta(
             "models",
-            ALL_STAGES,
+            (CL, CT, T, G),
             "Model variant: original (text-to-image), edit, edit-2509 or edit-2511 (edit modes need control images)",
             "模型版本：original（文生图）、edit、edit-2509、edit-2511（编辑模式需要控制图像）",
             aliases=("edit_mode",),
@@ -120,7 +121,7 @@ class StudioConfig(BaseModel):
         None,
         ParamMeta(
             "dataset",
-            (CL, CT, T),
+            (CL, CT, T, CAP),
             "Dataset configuration file (TOML)",
             "数据集配置文件（TOML 格式）",
             required_for=(CL, CT, T),
@@ -447,7 +448,7 @@ class StudioConfig(BaseModel):
         False,
         ParamMeta(
             "memory",
-            (CT, T, G),
+            (CT, T, G, CAP),
             "Text encoder in fp8 (recommended for GPUs under 16 GB)",
             "文本编码器使用 FP8（推荐 <16GB 显卡使用）",
         ),
@@ -603,9 +604,10 @@ class StudioConfig(BaseModel):
         None,
         ParamMeta(
             "samples",
-            (G,),
-            "Prompt of the image to generate (or --from_file)",
-            "生成图像的提示词（或使用 --from_file）",
+            (G, CAP),
+            "Prompt of the image to generate (or --from_file); captioning: the instruction the VLM gets "
+            "(\\n for a new line; default: the --caption_template's)",
+            "生成图像的提示词（或使用 --from_file）；打标：给 VLM 的指令（\\n 表示换行；默认使用 --caption_template 的模板）",
         ),
     )
     from_file: str | None = param(
@@ -888,9 +890,9 @@ class StudioConfig(BaseModel):
         None,
         ParamMeta(
             "caching",
-            CACHE,
-            "Batch size while caching (default: the dataset's batch size)",
-            "缓存时的批处理大小（默认使用数据集的 batch_size）",
+            (*CACHE, CAP),
+            "Batch size while caching (default: the dataset's batch size) or captioning (default: 1)",
+            "缓存时的批处理大小（默认使用数据集的 batch_size）；打标时的批处理大小（默认 1）",
             flag="batch_size",
         ),
         ge=1,
@@ -915,12 +917,118 @@ class StudioConfig(BaseModel):
         None,
         ParamMeta(
             "caching",
-            (*CACHE, G),
-            "Device for caching and generation, e.g. cuda, cuda:1 or cpu (default: cuda when available)",
-            "缓存和生成使用的设备，如 cuda、cuda:1、cpu（默认有 GPU 时用 cuda）",
+            (*CACHE, G, CAP),
+            "Device for caching, generation and captioning, e.g. cuda, cuda:1 or cpu (default: cuda when available)",
+            "缓存、生成和打标使用的设备，如 cuda、cuda:1、cpu（默认有 GPU 时用 cuda）",
             basic=True,
         ),
         pattern=r"^(cpu|cuda(:\d+)?|mps)$",
+    )
+
+    # ---- captioning (caption_images_by_qwen_vl.py; flags as the reference's caption script) ---------
+    image_dir: str | None = param(
+        None,
+        ParamMeta(
+            "dataset",
+            (CAP,),
+            "Captioning: the folder of images to caption (or --dataset_config for every image of a dataset)",
+            "打标：要生成描述的图像文件夹（或用 --dataset_config 为数据集的全部图像打标）",
+            path="dir",
+        ),
+    )
+    caption_model: str | None = param(
+        None,
+        ParamMeta(
+            "models",
+            (CAP,),
+            "Captioning: the Qwen2.5-VL file, the text encoder's qwen_2.5_vl_7b.safetensors (it holds lm_head "
+            "and the vision tower) or a text_encoder folder",
+            "打标：Qwen2.5-VL 模型，即文本编码器 qwen_2.5_vl_7b.safetensors（含 lm_head 和视觉塔）或 text_encoder 文件夹",
+            flag="model_path",
+            required_for=(CAP,),
+            path="file_or_dir",
+        ),
+    )
+    output_file: str | None = param(
+        None,
+        ParamMeta(
+            "dataset",
+            (CAP,),
+            "Captioning --image_dir: the JSON-lines file to write (needed for --output_format jsonl)",
+            "打标 --image_dir：要写入的 JSONL 文件（--output_format jsonl 时必需）",
+            path="out_dir",
+        ),
+    )
+    output_format: Literal["jsonl", "text"] = param(
+        "jsonl",
+        ParamMeta(
+            "dataset",
+            (CAP,),
+            "Captioning --image_dir: jsonl = one {image_path, caption} line per image in --output_file; "
+            "text = IMAGE.txt beside each image",
+            "打标 --image_dir：jsonl = 每张图像一行 {image_path, caption} 写入 --output_file；text = 每张图像旁写 IMAGE.txt",
+        ),
+    )
+    max_new_tokens: int = param(
+        1024,
+        ParamMeta(
+            "dataset", (CAP,), "Captioning: at most this many tokens per caption", "打标：每条描述最多生成的 token 数"
+        ),
+        ge=1,
+        le=32768,
+    )
+    max_size: int = param(
+        1280,
+        ParamMeta(
+            "dataset",
+            (CAP,),
+            "Captioning: the VLM sees each image within a max_size x max_size area (aspect ratio kept, sides "
+            "multiples of 28, at least a 256x256 area); smaller is faster and uses less memory",
+            "打标：每张图像缩放到 max_size x max_size 面积以内（保持宽高比，边长为 28 的倍数，至少 256x256 面积）；"
+            "越小越快、越省显存",
+        ),
+        ge=280,  # the smallest square of 28-pixel sides over the 256x256 area
+        le=3584,
+    )
+    caption_template: Literal["detailed", "short", "tags", "style_neutral"] = param(
+        "detailed",
+        ParamMeta(
+            "dataset",
+            (CAP,),
+            "Captioning: the prompt template when --prompt is not given: detailed description, short "
+            "sentence, comma-separated tags, or style_neutral (content only, no style words)",
+            "打标：未给 --prompt 时使用的提示模板：detailed（详细描述）、short（一句话）、tags（逗号分隔标签）、"
+            "style_neutral（只描述内容，不提风格）",
+        ),
+    )
+    edit_pairs: bool = param(
+        False,
+        ParamMeta(
+            "dataset",
+            (CAP,),
+            "Captioning an edit dataset (--dataset_config): the VLM sees the control image(s) and the target "
+            "and writes the instruction that turns one into the other, as the target's caption",
+            "为编辑数据集打标（--dataset_config）：VLM 看控制图像和目标图像，写出把前者变成后者的编辑指令，作为目标图像的描述",
+        ),
+    )
+    overwrite_captions: bool = param(
+        False,
+        ParamMeta(
+            "dataset",
+            (CAP,),
+            "Captioning: replace existing captions (by default an image that has a caption keeps it)",
+            "打标：覆盖已有描述（默认已有描述的图像保持不变）",
+            flag="overwrite",
+        ),
+    )
+    trigger_word: str | None = param(
+        None,
+        ParamMeta(
+            "dataset",
+            (CAP,),
+            "Captioning: put this word in front of every caption written (\"word, caption\")",
+            "打标：在每条写入的描述前加上此触发词（\"触发词, 描述\"）",
+        ),
     )
 
     # ---- field rules ---------------------------------------------------------------------------

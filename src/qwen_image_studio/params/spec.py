@@ -17,6 +17,7 @@ class Stage(StrEnum):
     CACHE_TEXT = "cache_text_encoder_outputs"
     TRAIN = "train_network"
     GENERATE = "generate"
+    CAPTION = "caption_images"
 
 
 CACHE = (Stage.CACHE_LATENTS, Stage.CACHE_TEXT)
@@ -28,6 +29,7 @@ STAGE_SCRIPTS: dict[Stage, str] = {
     Stage.CACHE_TEXT: "qwen_image_cache_text_encoder_outputs.py",
     Stage.TRAIN: "qwen_image_train_network.py",
     Stage.GENERATE: "qwen_image_generate_image.py",
+    Stage.CAPTION: "caption_images_by_qwen_vl.py",
 }
 # The console command's subcommands (`qwen-image-studio SUBCOMMAND`, `python -m qwen_image_studio.cli ...`).
 SUBCOMMANDS: dict[str, Stage] = {
@@ -35,6 +37,7 @@ SUBCOMMANDS: dict[str, Stage] = {
     "cache-text": Stage.CACHE_TEXT,
     "train": Stage.TRAIN,
     "generate": Stage.GENERATE,
+    "caption": Stage.CAPTION,
 }
 
 # UI sections in display order (labels live in the i18n table under "group.<name>").

@@ -369,8 +369,8 @@ def stage_problems(config: StudioConfig, stage: Stage) -> list[Problem]:
 def input_problems(config: StudioConfig, stage: Stage) -> list[Problem]:
     """What the stage would reject in the files it reads (the paths themselves exist)."""
     found: list[Problem] = []
-    if stage != Stage.GENERATE and config.dataset_config:
-        found += _dataset_problems(config)
+    if stage not in (Stage.GENERATE, Stage.CAPTION) and config.dataset_config:  # captioning: captions may
+        found += _dataset_problems(config)  # be missing; its stage reads the TOML itself
     prompts = _prompt_problem(config, stage)
     if prompts is not None:
         found.append(prompts)

@@ -61,6 +61,13 @@ def oom_tips(config: StudioConfig, stage: Stage) -> list[Message | str]:
         tips += _cache_tips(config)
     elif stage is Stage.CACHE_LATENTS:
         tips += _cache_tips(config)
+    elif stage is Stage.CAPTION:
+        if not config.fp8_vl:
+            tips.append("--fp8_vl")
+        if (config.cache_batch_size or 1) > 1:
+            tips.append(Message("tip.lower", {"flag": "--batch_size", "value": config.cache_batch_size}))
+        if config.max_size > 512:
+            tips.append(Message("tip.smaller", {"flag": "--max_size", "value": config.max_size}))
     elif stage is Stage.GENERATE:
         if not config.fp8_base:
             tips.append("--fp8_base --fp8_scaled")

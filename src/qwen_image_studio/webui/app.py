@@ -207,6 +207,7 @@ def create_app(
     from .api_app import bp as api_app
     from .api_config import bp as api_config
     from .api_dataset import bp as api_dataset
+    from .api_gallery import bp as api_gallery
     from .api_jobs import bp as api_jobs
     from .api_schema import bp as api_schema
     from .api_tools import bp as api_tools
@@ -218,6 +219,7 @@ def create_app(
     sock.init_app(app)
     for blueprint in (pages, api_app, api_schema, api_config, api_jobs, api_dataset, api_tools, ws):
         app.register_blueprint(blueprint)
+    app.register_blueprint(api_gallery)
     app.register_blueprint(tensorboard_proxy)
     return app
 

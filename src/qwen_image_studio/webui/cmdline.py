@@ -21,15 +21,17 @@ MAX_TEXT = 100_000
 _CONTINUATION = re.compile(r"(\\|\^|`)\r?\n")
 _PYTHON = re.compile(r"^(python[0-9.]*|py)(\.exe)?$", re.IGNORECASE)
 _NEGATIVE = re.compile(r"^-\d|^-\.\d")  # a negative number is a value, not a flag
+# The scripts whose command lines the form reads (captioning has no form fields yet), and the
 # `qwen-image-studio SUBCOMMAND ...` subcommands by stage.
-_SUBCOMMANDS = {name: stage for name, stage in SUBCOMMANDS.items() if stage in STAGE_SCRIPTS}
+_SCRIPTS = {stage: script for stage, script in STAGE_SCRIPTS.items() if stage is not Stage.CAPTION}
+_SUBCOMMANDS = {name: stage for name, stage in SUBCOMMANDS.items() if stage in _SCRIPTS}
 
 
 def _stage_of_script(token: str) -> Stage | None:
     """The stage whose entry point a script path or module name names, if any."""
     base = PurePath(token.replace("\\", "/")).name
     stem = base[:-3] if base.endswith(".py") else base.rsplit(".", 1)[-1]
-    for stage, script in STAGE_SCRIPTS.items():
+    for stage, script in _SCRIPTS.items():
         if stem == script[:-3]:
             return stage
     return None
@@ -58,7 +60,7 @@ def split_command(text: str) -> tuple[Stage, list[str]]:
     if tokens[0].startswith("-"):
         return Stage.TRAIN, tokens
     if _PYTHON.match(PurePath(tokens[0]).name) or tokens[0] == "accelerate":
-        raise MessageError(Message("cmdline.no_script", {"scripts": ", ".join(STAGE_SCRIPTS.values())}))
+        raise MessageError(Message("cmdline.no_script", {"scripts": ", ".join(_SCRIPTS.values())}))
     raise MessageError(Message("cmdline.bad_start", {"token": repr(tokens[0])}))
 
 

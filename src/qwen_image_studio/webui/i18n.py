@@ -14,6 +14,7 @@ from collections.abc import Callable
 from flask import request
 
 from ..params.validate import MESSAGES, Message, register_messages
+from .i18n_gallery import EN_GALLERY, ZH_GALLERY
 from .i18n_run import EN_RUN, ZH_RUN
 
 DEFAULT_LANGUAGE = "zh-CN"
@@ -417,8 +418,10 @@ ZH_MESSAGES: dict[str, str] = {
 
 EN.update(MESSAGES)
 EN.update(EN_RUN)
+EN.update(EN_GALLERY)
 ZH.update(ZH_MESSAGES)
 ZH.update(ZH_RUN)
+ZH.update(ZH_GALLERY)
 TABLE: dict[str, dict[str, str]] = {"zh-CN": ZH, "en": EN}
 register_messages(EN)  # the UI's own messages (jobs, store, dataset) render in English like validation's
 

@@ -3,6 +3,7 @@
 import { api, configUrl, upload } from "./api.js";
 import { loadDraft, saveDraft } from "./draft.js";
 import { DatasetPanel } from "./dataset-panel.js";
+import { GalleryPanel } from "./gallery-panel.js";
 import { debounce } from "./dom.js";
 import { applyTranslations, currentLanguage, hasKey, localText, setLanguage, t, tm } from "./i18n.js";
 import { buildFormModel, checkValue, missingFor } from "./form-model.js";
@@ -583,6 +584,7 @@ function switchLanguage(lang) {
   renderNotices();
   if (state.jobs) state.jobs.retranslate();
   if (state.dataset) state.dataset.render();
+  if (state.gallery) state.gallery.render();
   if (state.tools) state.tools.retranslate();
 }
 
@@ -620,6 +622,7 @@ function startPanels() {
     isEdit: () => Boolean(state.view && state.view.edit),
     useDataset: (path) => setRole("dataset", path),
   });
+  state.gallery = new GalleryPanel({ ...common, datasetValue: () => roleValue("dataset") });
   state.tools = new ToolsPanel({
     readValues: () => state.view.read(),
     applyValues,
