@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_studio_browser import CHROMIUM, CHROMIUM_ARGS, Studio, ready, shot
+from test_studio_browser import Studio, english_tab, ready, running_studio, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -19,28 +19,14 @@ from playwright import sync_api  # noqa: E402
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
-    server = Studio(tmp_path_factory.mktemp("gallery") / "ws", "--no-tensorboard")
-    try:
-        server.wait_ready()
+    with running_studio(tmp_path_factory.mktemp("gallery") / "ws", "--no-tensorboard") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
 def page(studio: Studio) -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="en-US")
-        context.add_init_script("document.cookie = 'studio_lang=en; path=/'")
-        tab = context.new_page()
-        errors: list[str] = []
-        tab.on("pageerror", lambda e: errors.append(str(e)))
-        tab.goto(studio.url)
-        ready(tab)
+    with english_tab(studio.url) as tab:
         yield tab
-        assert errors == []
-        browser.close()
 
 
 def open_gallery(page: Any, toml: Path) -> Any:

@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -112,14 +113,39 @@ class Studio:
         self.log.close()
 
 
-@pytest.fixture(scope="module")
-def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
-    server = Studio(tmp_path_factory.mktemp("browser") / "ws")
+@contextmanager
+def running_studio(workspace: Path, *extra: str) -> Iterator[Studio]:
+    """The web UI on `workspace` (demo created), stopped afterwards."""
+    server = Studio(workspace, *extra)
     try:
         server.wait_ready()
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def english_tab(url: str) -> Iterator[Any]:
+    """A Chromium tab on `url`, in English from the first load; an error in the page fails the test."""
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = chromium.new_context(viewport={"width": 1400, "height": 1000}, locale="en-US")
+        context.add_init_script("document.cookie = 'studio_lang=en; path=/'")
+        tab = context.new_page()
+        errors: list[str] = []
+        tab.on("pageerror", lambda e: errors.append(str(e)))
+        tab.on("dialog", lambda d: d.accept())
+        tab.goto(url)
+        ready(tab)
+        yield tab
+        assert errors == []
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
+    with running_studio(tmp_path_factory.mktemp("browser") / "ws") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
