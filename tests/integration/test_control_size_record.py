@@ -106,7 +106,9 @@ def test_a_size_record_that_disagrees_is_outdated_and_re_encoded(
 
     # training with the other size refuses the caches and names the command that makes them again
     assert len(collect_items(StudioConfig(dataset_config=str(toml), model_version=VERSION))) == 6
-    config = StudioConfig(dataset_config=str(toml), model_version=VERSION, control_text_encoder_size="reference")
+    config = StudioConfig(
+        dataset_config=str(toml), model_version=VERSION, control_text_encoder_size="reference"
+    )
     with pytest.raises(DatasetError) as refused:
         collect_items(config)
     message = str(refused.value)
@@ -153,3 +155,23 @@ def test_a_size_record_that_disagrees_is_outdated_and_re_encoded(
     capsys.readouterr()
     _cache_text(demo, toml, "--skip_existing", "--control_text_encoder_size", "reference")
     assert "0 item(s) left to encode (0 missing, 0 outdated)" in capsys.readouterr().err
+
+
+def test_the_web_uis_dataset_report_checks_the_forms_size(edit_cached: Path, tmp_path: Path) -> None:
+    """The Dataset tab sends the form's values; its report then lists text caches made at the other size."""
+    from qwen_image_studio.webui.app import create_app
+
+    client = create_app(tmp_path / "ws").test_client()
+    headers = {"Origin": "http://localhost"}
+
+    def text_outdated(params: object) -> list[str]:
+        body = {"path": str(edit_cached), "edit": True, "params": params}
+        res = client.post("/api/dataset/inspect", json=body, headers=headers)
+        assert res.status_code == 200, res.get_json()
+        return res.get_json()["report"]["datasets"][0]["text_cache"]["outdated"]
+
+    files = {str(p) for p in _text_files(edit_cached)}
+    assert set(text_outdated({"control_text_encoder_size": "reference"})) == files
+    assert text_outdated({"control_text_encoder_size": "official"}) == []
+    assert text_outdated({}) == [] and text_outdated(None) == []  # the default, or no form values
+    assert text_outdated({"control_text_encoder_size": "huge"}) == []  # a bad value counts as the default

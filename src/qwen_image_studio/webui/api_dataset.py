@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify
 from ..data.config import DatasetConfigError, parse_dataset_config, write_dataset_config
 from ..data.inspect import inspect_dataset
 from ..errors import DatasetError
-from ..params.validate import Message
+from ..params.validate import Message, lenient_config
 from .app import studio
 from .i18n import render, request_language
 from .paths import inside, user_path
@@ -49,20 +49,30 @@ def _taken(name: str, target: Path) -> Response:
     return response
 
 
-def _report(path: Path, edit: bool) -> dict[str, Any]:
-    return inspect_dataset(path, edit=edit).model_dump(mode="json")
+def _report(path: Path, edit: bool, vl_size: str | None = None) -> dict[str, Any]:
+    return inspect_dataset(path, edit=edit, control_text_encoder_size=vl_size).model_dump(mode="json")
+
+
+def _vl_size(params: Any) -> str | None:
+    """The form's --control_text_encoder_size, read from its values (None when the page sends none)."""
+    if not isinstance(params, dict):
+        return None
+    return lenient_config(params).control_text_encoder_size
 
 
 @bp.post("/inspect")
 def inspect() -> Response:
-    """What `dataset inspect` says about a TOML (relative paths from the workspace)."""
+    """What `dataset inspect` says about a TOML (relative paths from the workspace); with the form's
+    values (`params`), edit text caches made at another --control_text_encoder_size are listed as outdated."""
     body = json_body()
     raw = body.get("path")
     if not isinstance(raw, str) or not raw.strip():
         refuse(400, Message("dataset.no_path"))
     path = user_path(studio().workspace, raw.strip(), "path")
     try:
-        return jsonify(path=str(path), report=_report(path, bool(body.get("edit"))))
+        edit = bool(body.get("edit"))
+        report = _report(path, edit, _vl_size(body.get("params")) if edit else None)
+        return jsonify(path=str(path), report=report)
     except DatasetError as exc:
         return _error("dataset_invalid", str(exc), list(getattr(exc, "problems", [str(exc)])))
 

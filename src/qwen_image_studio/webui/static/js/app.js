@@ -620,6 +620,7 @@ function startPanels() {
     ...common,
     datasetValue: () => roleValue("dataset"),
     isEdit: () => Boolean(state.view && state.view.edit),
+    formValues: () => (state.view ? state.view.read() : null), // the server reads what the report needs
     useDataset: (path) => setRole("dataset", path),
   });
   state.gallery = new GalleryPanel({ ...common, datasetValue: () => roleValue("dataset") });

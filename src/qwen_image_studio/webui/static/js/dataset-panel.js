@@ -44,7 +44,7 @@ function show(box, lines) {
 }
 
 export class DatasetPanel {
-  /** `ctx`: {datasetValue(), isEdit(), useDataset(path), errorText(res), say(text, level)}. */
+  /** `ctx`: {datasetValue(), isEdit(), formValues(), useDataset(path), errorText(res), say(text, level)}. */
   constructor(ctx) {
     this.ctx = ctx;
     this.last = null; // the last answer, re-rendered on a language switch
@@ -64,7 +64,7 @@ export class DatasetPanel {
     this.sync();
     const path = this.ctx.datasetValue();
     if (!path) { this.last = { box: "dataset-report", lines: () => [{ text: t("dataset.none"), cls: "problem" }] }; this.render(); return; }
-    const res = await api("POST", "/api/dataset/inspect", { path, edit: this.ctx.isEdit() });
+    const res = await api("POST", "/api/dataset/inspect", { path, edit: this.ctx.isEdit(), params: this.ctx.formValues() });
     this.last = { box: "dataset-report", lines: () => this.answerLines(res) };
     this.render();
   }
