@@ -18,7 +18,6 @@ from pathlib import Path
 
 from qwen_image_studio.data.buckets import Size, resize_plan
 from qwen_image_studio.data.cache_paths import (
-    cache_arch,
     latent_cache_outdated_reason,
     text_cache_outdated_reason,
 )
@@ -29,11 +28,9 @@ from qwen_image_studio.data.items import (
     DatasetItem,
     DatasetItems,
     _Candidate,
-    _check_candidate,
-    _check_duplicates,
     _from_directory,
     _from_jsonl,
-    _summarise_problems,
+    discover_with_candidates,
 )
 
 CACHED, MISSING, OUTDATED, NOT_USED = "cached", "missing", "outdated", "none"
@@ -220,23 +217,6 @@ def _entry(ds: Dataset, cand: _Candidate, findings: _Findings) -> GalleryEntry:
         cache_reasons=reasons,
         **common,  # type: ignore[arg-type]
     )
-
-
-def discover_with_candidates(ds: Dataset, edit: bool) -> tuple[DatasetItems, list[_Candidate]]:
-    """:func:`~.items.discover_items` (the same steps, in its order) keeping the images it looked at, so
-    that the folder is listed and every caption read once."""
-    found = DatasetItems(dataset=ds, edit=edit, arch=cache_arch(edit))
-    cands = _from_directory(ds, found) if ds.image_directory is not None else _from_jsonl(ds, found)
-    found.image_count = len(cands)
-    found.captions_found = sum(c.caption is not None for c in cands)
-    control_sizes: dict[Path, Size | None] = {}
-    for cand in cands:
-        item = _check_candidate(cand, ds, found, False, control_sizes)
-        if item is not None:
-            found.items.append(item)
-    _check_duplicates(found)
-    _summarise_problems(found)
-    return found, cands
 
 
 def build_dataset_gallery(ds: Dataset, edit: bool) -> GalleryDataset:

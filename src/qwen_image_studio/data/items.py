@@ -175,6 +175,13 @@ class _Candidate:
 
 def discover_items(dataset: Dataset, edit: bool = False, decode: bool = False) -> DatasetItems:
     """Find the images, captions and control images of one dataset and work out buckets and cache paths."""
+    return discover_with_candidates(dataset, edit, decode)[0]
+
+
+def discover_with_candidates(
+    dataset: Dataset, edit: bool = False, decode: bool = False
+) -> tuple[DatasetItems, list[_Candidate]]:
+    """:func:`discover_items` and every image it looked at (the gallery lists those it left out too)."""
     result = DatasetItems(dataset=dataset, edit=edit, arch=cache_arch(edit))
     if dataset.image_directory is not None:
         candidates = _from_directory(dataset, result)
@@ -189,7 +196,7 @@ def discover_items(dataset: Dataset, edit: bool = False, decode: bool = False) -
             result.items.append(item)
     _check_duplicates(result)
     _summarise_problems(result)
-    return result
+    return result, candidates
 
 
 def read_caption(path: Path) -> str:
@@ -352,9 +359,7 @@ def _resolve(value: str, base: Path) -> Path:
     return p if p.is_absolute() else (base / p).resolve()
 
 
-def _probe(
-    path: Path, decode: bool, bad: list[UnreadableFile], rotated: list[RotatedImage]
-) -> Size | None:
+def _probe(path: Path, decode: bool, bad: list[UnreadableFile], rotated: list[RotatedImage]) -> Size | None:
     """An image's displayed size (listing it in ``rotated`` if EXIF turns it), or None after listing it
     in ``bad``."""
     if not path.is_file():
