@@ -144,6 +144,19 @@ def test_a_second_run_leaves_the_first_jobs_files_as_they_were(page: Any, studio
     sync_api.expect(page.locator("#sample-dialog-step")).to_have_text("step 6")
     page.click("#sample-close")
     sync_api.expect(dialog).to_be_hidden()
+    # the step slider marks that step in every prompt's row; the select shows one prompt's row
+    rows = page.locator("#samples .sample-row").count()
+    page.locator("#samples-step").fill("0")
+    sync_api.expect(page.locator("#samples-step-value")).to_have_text("step 6 (1 of 2)")
+    sync_api.expect(page.locator("#samples figure.at-step")).to_have_count(rows)
+    assert set(page.locator("#samples figure.at-step").evaluate_all("els => els.map(e => e.dataset.step)")) == {"6"}
+    if rows > 1:
+        page.select_option("#samples-prompt", index=2)
+        sync_api.expect(page.locator("#samples .sample-row")).to_have_count(1)
+        sync_api.expect(page.locator("#samples figure.at-step")).to_have_count(1)  # the step is kept
+        shot(page, "first-hour-samples-slider")
+        page.select_option("#samples-prompt", index=0)
+        sync_api.expect(page.locator("#samples .sample-row")).to_have_count(rows)
 
     # the second run: the clocks tick while a stage runs, the bar never goes down
     page.click("#tab-btn-jobs")

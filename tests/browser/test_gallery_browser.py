@@ -112,3 +112,48 @@ def test_an_edit_pair_is_shown_side_by_side(page: Any, studio: Studio) -> None:
     )
     first.scroll_into_view_if_needed()
     shot(page, "gallery-03-edit-pairs")
+
+
+def test_automatic_captions_preview_then_the_whole_dataset_then_undo(page: Any, studio: Studio) -> None:
+    """The captioning section of the Dataset tab (the form's own fields): a preview on three images writes
+    nothing; captioning the dataset (the demo's text encoder is the VLM) writes every caption with the
+    trigger word, the gallery shows them, and one Undo puts every previous caption back byte for byte."""
+    toml = studio.workspace / "demo" / "dataset" / "dataset_t2i.toml"
+    open_gallery(page, toml)
+    files = sorted((studio.workspace / "demo" / "dataset" / "images").glob("*.txt"))
+    before = {p: p.read_bytes() for p in files}
+    panel = page.locator("#caption-panel")
+    template = panel.locator("#f-caption_template")
+    assert template.locator("option").all_inner_texts() == ["detailed", "short", "tags", "style_neutral"]
+    template.select_option("tags")
+    panel.locator("#f-trigger_word").fill("sks")
+    panel.locator("#f-overwrite_captions").check()
+    preview = panel.locator("#cap-preview")
+    sync_api.expect(preview).to_have_text("Preview on 3 images")
+    preview.click()
+    sync_api.expect(page.locator("#cap-job")).to_have_attribute("data-status", "done", timeout=120_000)
+    cards = panel.locator("#cap-results .cap-card")
+    sync_api.expect(cards).to_have_count(3)
+    sync_api.expect(panel.locator("#cap-results")).to_contain_text("nothing was written")
+    assert all(text.startswith("sks") for text in cards.locator(".cap-text").all_inner_texts())
+    assert {p: p.read_bytes() for p in files} == before  # a preview writes nothing
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#cap-results img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
+    page.evaluate("document.getElementById('caption-title').scrollIntoView()")
+    shot(page, "captions-01-preview")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    panel.locator("#cap-run").click()
+    sync_api.expect(page.locator("#cap-job")).to_contain_text("Caption images", timeout=10_000)
+    sync_api.expect(page.locator("#cap-job")).to_have_attribute("data-status", "done", timeout=120_000)
+    sync_api.expect(panel.locator("#cap-results")).to_contain_text("6 caption(s) written")
+    page.wait_for_function(  # the gallery reloads with the new captions
+        "() => [...document.querySelectorAll('#gal-grid .gal-caption')].length === 6 && "
+        "[...document.querySelectorAll('#gal-grid .gal-caption')].every(e => e.value.startsWith('sks'))"
+    )
+    assert all(p.read_text(encoding="utf-8").startswith("sks") for p in files)
+    shot(page, "captions-02-written")
+    page.click("#gal-undo")
+    sync_api.expect(page.locator("#gal-status")).to_have_text("Undone: 6 caption(s) put back.")
+    assert {p: p.read_bytes() for p in files} == before

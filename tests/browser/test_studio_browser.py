@@ -256,8 +256,7 @@ def test_save_reload_and_load_a_configuration(page: Any) -> None:
     shot(page, "02-configuration")
 
 
-GENERATION_ONLY = {
-    "prompt": "a red fox in snow",
+GENERATION_ONLY = {  # inputs of the Generate tab, none in the configuration form
     "negative_prompt": "blurry",
     "infer_steps": 24,
     "guidance_scale": 3.5,
@@ -282,14 +281,18 @@ def test_fp8_switches_go_together(page: Any) -> None:
     sync_api.expect(scaled).not_to_be_checked()
 
 
-def test_generation_values_have_no_input_but_survive_the_form(
+def test_generation_values_live_in_the_generate_tab_and_survive_the_form(
     page: Any, studio: Studio, tmp_path: Path
 ) -> None:
-    """Generation's parameters (a stage the UI does not launch) get no input; a configuration that has
-    them keeps them through import, load, edit and save, and the save writes WORKSPACE/configs/NAME.json."""
-    for name in (*GENERATION_ONLY, "from_file", "lora_weight", "lora_multiplier", "save_merged_model"):
-        assert page.locator(f"#f-{name}").count() == 0 and page.locator(f"[data-row='{name}']").count() == 0
-    sync_api.expect(page.locator("[data-row='dit'] .badge")).to_have_text("required for Train LoRA")
+    """Generation's parameters have their inputs in the Generate tab only (none in the configuration form,
+    none at all for the CLI-only ones); a configuration that has them keeps them through import, load, edit
+    and save, and the save writes WORKSPACE/configs/NAME.json."""
+    for name in (*GENERATION_ONLY, "lora_weight", "lora_multiplier"):
+        assert page.locator(f"#config-form [data-row='{name}']").count() == 0
+        assert page.locator(f"#gen-f-{name}").count() == 1
+    for name in ("from_file", "save_merged_model"):
+        assert page.locator(f"[data-row='{name}']").count() == 0
+    sync_api.expect(page.locator("[data-row='dit'] .badge")).to_have_text("required for Train LoRA · Generate")
     params = {**studio.api("/api/configs/demo-t2i")["params"], **GENERATION_ONLY}
     source = tmp_path / "with-prompt.json"
     source.write_text(
@@ -382,6 +385,30 @@ def test_full_pipeline_to_three_checks_with_a_reload_mid_run(page: Any, studio: 
     shot(page, "05-pipeline-done", full_page=True)
 
 
+def test_the_trained_loras_details_and_its_two_download_forms(page: Any, studio: Studio) -> None:
+    """After the pipeline above: the LoRA's details from its header, and its diffusers-form download."""
+    item = page.locator("#files li").filter(has_text="demo_t2i.safetensors").last
+    item.locator(".lora-toggle").click()
+    panel = item.locator(".lora-details")
+    facts = panel.locator(".lora-facts")
+    sync_api.expect(facts).to_contain_text("ComfyUI / kohya (lora_unet_)", timeout=20_000)
+    sync_api.expect(facts).to_contain_text("Modules24")  # dt and dd: 12 linears x 2 demo blocks
+    sync_api.expect(facts).to_contain_text("Model versionoriginal")
+    sync_api.expect(item.locator(".lora-toggle")).to_have_text("hide details")
+    panel.locator("details.lora-more summary").first.click()
+    sync_api.expect(panel.locator(".lora-settings")).to_contain_text("ss_network_dim")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    item.screenshot(path=str(SHOTS / "lora-details.png"))  # the file's line and its whole panel
+    href = panel.locator("a[data-form='diffusers']").get_attribute("href")
+    with urllib.request.urlopen(studio.url.rstrip("/") + href, timeout=120) as res:
+        data = res.read()
+    length = int.from_bytes(data[:8], "little")
+    keys = [k for k in json.loads(data[8 : 8 + length]) if k != "__metadata__"]
+    assert keys and all(k.startswith("transformer.") for k in keys)
+    item.locator(".lora-toggle").click()
+    sync_api.expect(panel).to_be_hidden()
+
+
 def many_images(studio: Studio, count: int) -> Path:
     """A folder of `count` captioned copies of the demo images (a dataset that takes a while to cache)."""
     source = studio.workspace / "demo" / "dataset" / "images"
@@ -426,7 +453,8 @@ def test_stopping_a_job_leaves_no_process(page: Any, studio: Studio) -> None:
     page.click("[data-run='cache_latents']")
     page.wait_for_selector("#job-summary[data-status='running']", timeout=60_000)
     job_id = int(page.eval_on_selector("#history li.selected", "e => e.dataset.job"))
-    sync_api.expect(page.locator("#progress-text")).to_contain_text("/ 300", timeout=120_000)
+    # the 300 images plus the two validation images of the demo configuration's --validation_dataset_config
+    sync_api.expect(page.locator("#progress-text")).to_contain_text("/ 302", timeout=120_000)
     sync_api.expect(page.locator("#progress-text")).to_contain_text("ETA")
     pid = studio.api(f"/api/jobs/{job_id}")["job"]["stages"][0]["pid"]
     assert job_processes(studio, job_id) and procs.tree_of(pid)

@@ -24,6 +24,7 @@ from PIL import Image
 from qwen_image_studio.captioning.prompts import EDIT_PAIR_PROMPT, TEMPLATES
 from qwen_image_studio.captioning.sizing import resize_for_vlm
 from qwen_image_studio.captioning.vlm import build_caption_processor
+from qwen_image_studio.data.items import read_caption
 from qwen_image_studio.events import read_events
 from qwen_image_studio.params.spec import Stage
 from qwen_image_studio.stages.runner import main
@@ -125,8 +126,8 @@ def test_dataset_captions_are_transformers_greedy_tokens(
     assert [Path(e["image"]) for e in written] == images
     for event, image in zip(written, images, strict=True):
         assert event["tokens"] == _expected(reference, [[image]], TEMPLATES["short"])[0], image.name
-        caption = image.with_suffix(".txt").read_text(encoding="utf-8")
-        assert caption == event["caption"] == _decode(event["tokens"])
+        caption = image.with_suffix(".txt").read_text(encoding="utf-8")  # keeps the old file's newline ending
+        assert caption.strip() == event["caption"] == _decode(event["tokens"])
 
 
 def test_edit_pair_instructions_are_transformers_greedy_tokens(
@@ -142,7 +143,7 @@ def test_edit_pair_instructions_are_transformers_greedy_tokens(
         control = toml.parent / "controls" / image.name
         # the VLM sees the control image, then the target, then the instruction prompt
         assert event["tokens"] == _expected(reference, [[control, image]], EDIT_PAIR_PROMPT)[0]
-        assert image.with_suffix(".txt").read_text(encoding="utf-8") == "sks, " + _decode(event["tokens"])
+        assert read_caption(image.with_suffix(".txt")) == "sks, " + _decode(event["tokens"])
 
 
 def test_fp8_vl_tokens_are_those_of_the_same_fp8_weights_dequantised(
@@ -195,7 +196,7 @@ def test_existing_captions_survive_without_overwrite(demo: Path, te_file: Path, 
     replaced = _run([*argv, "--overwrite"], tmp_path / "e3.jsonl")
     assert len(replaced) == 6
     for event in replaced:
-        assert Path(event["image"]).with_suffix(".txt").read_text(encoding="utf-8") == event["caption"]
+        assert read_caption(Path(event["image"]).with_suffix(".txt")) == event["caption"]
     assert not list(images.glob(".*.tmp"))  # atomic writes leave no temporary files
 
 
@@ -235,7 +236,7 @@ def _env() -> dict[str, str]:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--output_file", "x.jsonl"], "error: --image_dir is required"),
+        (["--output_file", "x.jsonl"], "error: --dataset_config is required (the dataset TOML whose images"),
         (["--image_dir", "{demo}/dataset/images", "--output_format", "text"], "error: --model_path is required"),
         (["--image_dir", "{demo}/dataset/images"], "error: --output_file is required with --output_format jsonl"),
         (["--image_dir", "{demo}/nowhere", "--output_format", "text"], "error: --image_dir: not found"),
@@ -264,3 +265,70 @@ def test_a_file_that_is_not_a_vlm_is_named(demo: Path, tmp_path: Path, capsys: p
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: --model_path") and "DiT" in line, line
     assert not (folder / "demo_00.txt").exists()
+
+
+def test_dataset_captions_go_into_the_history_and_undo_restores_them(
+    demo: Path, te_file: Path, tmp_path: Path
+) -> None:
+    """What the web UI's captioning job does: --caption_history records every replaced caption as one
+    change, which the gallery's undo puts back byte for byte; the VLM file defaults to --text_encoder."""
+    from qwen_image_studio.data.caption_history import CaptionHistory
+    from qwen_image_studio.data.captions import undo_batch
+
+    toml = _dataset(tmp_path, demo, controls=False)
+    images = toml.parent / "images"
+    before = {p.name: p.read_bytes() for p in images.glob("*.txt")}
+    (images / "demo_03.txt").unlink()  # one image had no caption: undo removes the new file again
+    history_file = tmp_path / "ws" / "caption_history.sqlite3"
+    argv = ["--dataset_config", str(toml), "--text_encoder", str(te_file), "--device", "cpu"]
+    argv += ["--max_new_tokens", "4", "--overwrite", "--caption_history", str(history_file)]
+    written = _run(argv, tmp_path / "events.jsonl")
+    assert len(written) == 6
+    history = CaptionHistory(history_file)
+    (batch,) = history.batches(toml.resolve())
+    assert batch.count == 6 and batch.label == "auto-captions (detailed)"
+    assert {c.image.name: c.before for c in history.changes(batch.id)}["demo_00.png"] == before["demo_00.txt"]
+    undo_batch(history, batch.id)
+    del before["demo_03.txt"]
+    assert {p.name: p.read_bytes() for p in images.glob("*.txt")} == before
+
+
+def test_preview_writes_nothing(demo: Path, te_file: Path, tmp_path: Path) -> None:
+    toml = _dataset(tmp_path, demo, controls=False)
+    images = toml.parent / "images"
+    before = {p.name: p.read_bytes() for p in images.glob("*.txt")}
+    events = tmp_path / "events.jsonl"
+    argv = ["--dataset_config", str(toml), "--model_path", str(te_file), "--device", "cpu", "--overwrite"]
+    argv += ["--max_new_tokens", "4", "--preview", "2", "--caption_history", str(tmp_path / "h.sqlite3")]
+    assert _run(argv, events) == []
+    found, _ = read_events(events)
+    shown = [e for e in found if e["type"] == "artifact" and e["kind"] == "caption_preview"]
+    assert [Path(e["image"]).name for e in shown] == ["demo_00.png", "demo_01.png"]
+    assert all(isinstance(e["caption"], str) for e in shown)
+    assert {p.name: p.read_bytes() for p in images.glob("*.txt")} == before
+    assert not (tmp_path / "h.sqlite3").exists()
+
+
+def test_a_caption_edited_during_the_run_is_kept(demo: Path, tmp_path: Path) -> None:
+    """The run read the captions when it planned; one the user changed since is not overwritten."""
+    from qwen_image_studio.captioning.targets import plan_dataset_config
+    from qwen_image_studio.captioning.vlm import Caption
+    from qwen_image_studio.events import EventWriter
+    from qwen_image_studio.params.schema import StudioConfig
+    from qwen_image_studio.stages.caption_images import CaptionStore
+
+    toml = _dataset(tmp_path, demo, controls=False)
+    plan = plan_dataset_config(toml, edit_pairs=False)
+    first, second = plan.targets[:2]
+    first.image.with_suffix(".txt").write_text("typed by the user meanwhile", encoding="utf-8")
+    events = tmp_path / "events.jsonl"
+    config = StudioConfig(dataset_config=str(toml), caption_history=str(tmp_path / "h.sqlite3"))
+    writer = EventWriter(events, Stage.CAPTION.value)
+    store = CaptionStore(config, writer)
+    assert store.put([(t, Caption((), "new"), "new caption") for t in (first, second)]) == 1
+    store.close()
+    writer.close()
+    assert read_caption(first.image.with_suffix(".txt")) == "typed by the user meanwhile"
+    assert read_caption(second.image.with_suffix(".txt")) == "new caption"
+    found, _ = read_events(events)
+    assert any("changed on disk" in e.get("message", "") for e in found if e["type"] == "warning")

@@ -78,8 +78,8 @@ def test_from_file_with_per_line_options(demo: Path, tmp_path: Path) -> None:
     first, second = sorted((tmp_path / "out").glob("*.png"))
     assert first.name.endswith("_00_7.png") and Image.open(first).size == (32, 64)
     assert second.name.endswith("_01_42.png") and Image.open(second).size == (48, 48)
-    assert "guidance 3.0" in Image.open(first).text["parameters"]
-    assert "guidance 1.0" in Image.open(second).text["parameters"]
+    assert "CFG scale: 3.0, Seed: 7, Size: 32x64" in Image.open(first).text["parameters"]  # A1111's layout
+    assert "CFG scale: 1.0, Seed: 42, Size: 48x48" in Image.open(second).text["parameters"]
 
 
 def test_edit_2509_in_process(demo: Path, tmp_path: Path) -> None:
@@ -136,7 +136,7 @@ def test_bad_lora_file_is_one_line_naming_flag_and_path(
                           timeout=120)  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: --lora_weight: {tmp_path / 'missing.safetensors'}: does not exist"
+        f"error: --lora_weight: not found: {tmp_path / 'missing.safetensors'}"  # as for every input path
     )
     assert not list(tmp_path.glob("*.png"))
 
@@ -229,3 +229,8 @@ def test_sample_images_with_the_live_training_model(demo: Path, tmp_path: Path) 
     artifacts = [e for e in read_events(events_path)[0] if e["type"] == "artifact"]
     assert [(e["kind"], e["path"]) for e in artifacts] == [("sample", str(p)) for p in paths]
     assert oct(paths[0].stat().st_mode & 0o777) != oct(0o600)  # not the temporary file's private mode
+    from qwen_image_studio.data.png_params import read_parameters
+
+    recorded = read_parameters(paths[1])  # a training sample says what it shows, and at which step
+    assert (recorded["source"], recorded["step"], recorded["prompt"]) == ("sample", 12, prepared.prompts[1].prompt)
+    assert "Training step: 12" in Image.open(paths[1]).text["parameters"]

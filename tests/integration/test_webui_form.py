@@ -62,6 +62,8 @@ def test_schema_is_served_with_ui_metadata(client: FlaskClient) -> None:
         "logging",
         "samples",
         "caching",
+        "captioning",
+        "generation",
         "advanced",
     ]
     prop = schema["properties"]["mode_scale"]
@@ -116,47 +118,36 @@ def test_form_fields_equal_the_schema(client: FlaskClient) -> None:
 
 
 def test_the_form_hides_the_fields_of_stages_it_cannot_launch(client: FlaskClient) -> None:
-    """The UI runs the cache and training stages only: a parameter of none of them (generation's) gets no
-    input, derived from the schema's stage sets and the jobs the UI runs (no list of names anywhere)."""
+    """The UI runs every stage (cache, training, captioning, generation): a parameter gets no input only
+    when it is declared cli_only (the reference scripts' file-mode flags and what the UI's jobs set
+    themselves), derived from the schema's stage sets and the jobs the UI runs (no list of names anywhere
+    but this test)."""
     schema = client.get("/api/schema").get_json()
     launched = {s.value for stages in JOB_KINDS.values() for s in stages}
     assert schema["x-ui-stages"] == [s.value for s in UI_STAGES] and set(schema["x-ui-stages"]) == launched
-    assert Stage.GENERATE.value not in launched
-    hidden = sorted(n for n, p in schema["properties"].items() if p.get("x-hidden"))
-    assert hidden == sorted(n for n, p in schema["properties"].items() if not set(p["x-stages"]) & launched)
+    assert Stage.GENERATE.value in launched and Stage.CAPTION.value in launched
+    props = schema["properties"]
+    hidden = sorted(n for n, p in props.items() if p.get("x-hidden"))
+    assert hidden == sorted(
+        n for n, p in props.items() if p.get("x-cli-only") or not set(p["x-stages"]) & launched
+    )
     assert hidden == sorted(
         [
-            "prompt",
             "from_file",
-            "negative_prompt",
-            "image_size",
-            "infer_steps",
-            "guidance_scale",
-            "control_image_path",
-            "lora_weight",
-            "lora_multiplier",
-            "save_path",
             "save_merged_model",
-            # captioning (caption_images_by_qwen_vl.py; issue 14 item 5): no UI job yet
+            # captioning's folder mode (caption_images_by_qwen_vl.py --image_dir) and what the UI's
+            # captioning jobs set (the workspace's caption history, the preview count)
             "image_dir",
-            "caption_model",
             "output_file",
             "output_format",
-            "max_new_tokens",
-            "max_size",
-            "caption_template",
-            "edit_pairs",
-            "overwrite_captions",
-            "trigger_word",
+            "caption_history",
+            "preview_count",
             # the rest of the reference generation script's flags (issue 13, item 6)
             "output_type",
             "latent_path",
             "no_metadata",
             "append_original_name",
-            "flow_shift",
             "embedded_cfg_scale",
-            "lora_include_patterns",
-            "lora_exclude_patterns",
             "num_layers",
             "attn_mode",
             "text_encoder_cpu",
@@ -166,8 +157,32 @@ def test_the_form_hides_the_fields_of_stages_it_cannot_launch(client: FlaskClien
             "bell",
         ]
     )
-    # a parameter shared with generation stays (e.g. --dit, also required for training)
-    assert "x-hidden" not in schema["properties"]["dit"] and "x-hidden" not in schema["properties"]["seed"]
+    # captioning's settings are a form section of their own (shown in the Dataset tab)
+    captioning = [n for n, p in props.items() if p["x-group"] == "captioning" and not p.get("x-hidden")]
+    assert captioning == [
+        "caption_model",
+        "max_new_tokens",
+        "max_size",
+        "caption_template",
+        "edit_pairs",
+        "overwrite_captions",
+        "trigger_word",
+    ]
+    # generation's are the Generate tab's form (the prompt is generation's; captioning uses its templates)
+    generation = [n for n, p in props.items() if p["x-group"] == "generation" and not p.get("x-hidden")]
+    assert generation[:8] == [
+        "prompt",
+        "negative_prompt",
+        "image_size",
+        "infer_steps",
+        "guidance_scale",
+        "control_image_path",
+        "lora_weight",
+        "lora_multiplier",
+    ]
+    assert {"grid_loras", "grid_strengths", "save_path"} <= set(generation)
+    # a parameter shared with generation stays in its own section (e.g. --dit, also required for training)
+    assert props["dit"]["x-group"] == "models" and props["seed"].get("x-also") == ["generation"]
 
 
 def test_no_field_list_is_typed_into_the_page() -> None:

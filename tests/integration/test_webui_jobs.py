@@ -559,7 +559,7 @@ def test_start_is_refused_with_the_fields_to_fix(make_app, tmp_path: Path) -> No
     problems = {p["field"]: p["message"] for p in body["problems"]}
     assert problems["vae"] == f"--vae: not found: {tmp_path / 'ws' / 'models' / 'missing_vae.safetensors'}"
     assert problems["dit"] == "--dit is required"
-    res = client.post("/api/jobs", json={"kind": "generate", "params": {}}, headers=ORIGIN)
+    res = client.post("/api/jobs", json={"kind": "no_such_kind", "params": {}}, headers=ORIGIN)
     assert res.status_code == 400 and "kind" in res.get_json()["error"]
     assert client.get("/api/jobs").get_json()["jobs"] == []
 

@@ -91,7 +91,9 @@ class Page:
             )
         )
 
-    def pump(self, until: Callable[[Page], bool], timeout: float = 30.0) -> None:
+    def pump(self, until: Callable[[Page], bool], timeout: float = 120.0) -> None:
+        """Read messages until `until` holds; returns as soon as it does. `timeout` only bounds a hang (on a
+        starved 2-core CI machine the first message has taken over 30 s)."""
         end = time.monotonic() + timeout
         while not until(self):
             assert time.monotonic() < end, (

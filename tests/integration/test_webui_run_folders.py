@@ -259,6 +259,8 @@ def test_real_training_twice_in_the_ui_and_once_on_the_command_line(demo: Path, 
         max_train_steps=2,
         sample_every_n_epochs=None,
         sample_prompts=None,
+        validation_dataset_config=None,  # the demo's validation data is not cached here
+        validate_every_n_epochs=None,
     )
     app = create_app(tmp_path / "ws", allow_dirs=(demo, tmp_path))
     client = app.test_client()

@@ -9,7 +9,10 @@ dataset of a dataset TOML, and the atomic writes that put captions there.
   (``control_directory``: same name or ``name_0``, ``name_1``, ...; or the entry's ``control_path``).
 
 An image that already has a non-empty caption keeps it unless ``overwrite``. Every write replaces the file
-in one step (`atomic.atomic_write`): an interrupted run leaves each file as it was or as written.
+in one step (`atomic.atomic_write`): an interrupted run leaves each file as it was or as written. A dataset's
+captions are written as the gallery writes them (`data.captions.apply_edits`: a caption changed on disk
+since it was planned is kept, and with a history every previous text is recorded); each target carries its
+``place`` and the ``expected`` text for that.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write
+from ..data.captions import CaptionPlace, caption_place, read_captions
 from ..data.config import Dataset, load_dataset_config
 from ..data.images import list_images
-from ..data.items import caption_read_error, match_controls, read_caption
+from ..data.items import caption_read_error, entry_path, match_controls, read_caption
 from ..errors import ConfigError
 
 REFERENCE_CAPTION_EXTENSION = ".txt"
@@ -81,6 +85,10 @@ class Target:
     line: int | None = None
     entry_path: str = ""  # the image_path text of a new JSON-lines entry
     controls: tuple[Path, ...] = ()
+    # --dataset_config: where the dataset keeps the caption, and the caption read there when planned
+    # (None: none), so that a write refuses a caption changed on disk since (data.captions.apply_edits)
+    place: CaptionPlace | None = None
+    expected: str | None = None
 
     @property
     def has_caption(self) -> bool:
@@ -147,7 +155,7 @@ def plan_folder(image_dir: Path, output_format: str, output_file: Path | None) -
     doc = JsonlDoc.read(output_file)
     known: dict[Path, int] = {}
     for i, entry in doc.entries():
-        known.setdefault(_resolve(entry["image_path"], Path.cwd()), i)
+        known.setdefault(entry_path(entry["image_path"], Path.cwd()).resolve(), i)
     for image in images:
         i = known.get(image.resolve())
         existing = None if i is None else doc.lines[i].get("caption")  # type: ignore[union-attr]
@@ -170,8 +178,13 @@ def plan_dataset_config(path: Path, edit_pairs: bool) -> Plan:
                 seen.add(key)
                 plan.targets.append(target)
     if edit_pairs:
-        plan.problems += [f"{t.image}: no control image; not captioned" for t in plan.targets if not t.controls]
+        plan.problems += [
+            f"{t.image}: no control image; not captioned" for t in plan.targets if not t.controls
+        ]
         plan.targets = [t for t in plan.targets if t.controls]
+    seen_text = read_captions(t.place for t in plan.targets if t.place is not None)
+    for target in plan.targets:
+        target.expected = seen_text.get(target.image)
     return plan
 
 
@@ -185,7 +198,15 @@ def _dataset_targets(dataset: Dataset, docs: dict[Path, JsonlDoc], problems: lis
         for image in images:
             caption_path = image.with_suffix(dataset.caption_extension)
             existing = _text_caption(caption_path, problems)
-            out.append(Target(image, existing, caption_path=caption_path, controls=controls.get(image, ())))
+            out.append(
+                Target(
+                    image,
+                    existing,
+                    caption_path=caption_path,
+                    controls=controls.get(image, ()),
+                    place=caption_place(dataset, image),
+                )
+            )
         return out
     jsonl = dataset.image_jsonl_file
     assert jsonl is not None
@@ -195,18 +216,15 @@ def _dataset_targets(dataset: Dataset, docs: dict[Path, JsonlDoc], problems: lis
         control = entry.get("control_path")
         names = [control] if isinstance(control, str) else control if isinstance(control, list) else []
         caption = entry.get("caption")
+        image = entry_path(entry["image_path"], jsonl.parent)
         out.append(
             Target(
-                _resolve(entry["image_path"], jsonl.parent),
+                image,
                 caption.strip() if isinstance(caption, str) else "",
                 doc=doc,
                 line=i,
-                controls=tuple(_resolve(c, jsonl.parent) for c in names if isinstance(c, str)),
+                controls=tuple(entry_path(c, jsonl.parent) for c in names if isinstance(c, str)),
+                place=caption_place(dataset, image),
             )
         )
     return out
-
-
-def _resolve(value: str, base: Path) -> Path:
-    path = Path(value).expanduser()
-    return (path if path.is_absolute() else base / path).resolve()

@@ -84,15 +84,21 @@ class CaptionHistory:
             db.close()
 
     def record(
-        self, dataset: Path, label: str, rows: Sequence[tuple[str, Path, Path, bytes | None, bytes | None]]
+        self,
+        dataset: Path,
+        label: str,
+        rows: Sequence[tuple[str, Path, Path, bytes | None, bytes | None]],
+        batch: int | None = None,
     ) -> int:
-        """Record a batch of changes (kind, location, image, before, after) not yet written; its id."""
+        """Record changes (kind, location, image, before, after) not yet written, in a new batch or added
+        to ``batch`` (a long action such as a captioning job, recorded as it goes); the batch's id."""
         with self._db() as db:
-            cur = db.execute(
-                "INSERT INTO caption_batches (dataset, label, at) VALUES (?, ?, ?)",
-                (str(dataset), label, time.time()),
-            )
-            batch = int(cur.lastrowid or 0)
+            if batch is None:
+                cur = db.execute(
+                    "INSERT INTO caption_batches (dataset, label, at) VALUES (?, ?, ?)",
+                    (str(dataset), label, time.time()),
+                )
+                batch = int(cur.lastrowid or 0)
             db.executemany(
                 "INSERT INTO caption_changes (batch, kind, location, image, before, after) "
                 "VALUES (?, ?, ?, ?, ?, ?)",

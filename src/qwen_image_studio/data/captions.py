@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 from qwen_image_studio.atomic import atomic_write
 from qwen_image_studio.data.caption_history import CaptionHistory, StoredChange
 from qwen_image_studio.data.config import Dataset
+from qwen_image_studio.data.items import entry_path
 from qwen_image_studio.errors import DatasetError
 
 BOM = b"\xef\xbb\xbf"
@@ -107,7 +109,7 @@ class _JsonlLines:
         for number, raw in enumerate(self.lines):
             entry = self._entry(raw)
             if entry is not None:
-                self.index.setdefault(_resolve(entry["image_path"], path.parent), number)
+                self.index.setdefault(entry_path(entry["image_path"], path.parent), number)
 
     @staticmethod
     def _entry(raw: bytes) -> dict[str, Any] | None:
@@ -137,12 +139,6 @@ class _JsonlLines:
     def data(self) -> bytes:
         """The whole file as it now stands."""
         return self.bom + b"\n".join(self.lines)
-
-
-def _resolve(value: str, base: Path) -> Path:
-    """A JSON-lines path as dataset discovery makes it absolute."""
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else (base / p).resolve()
 
 
 def read_captions(places: Iterable[CaptionPlace]) -> dict[Path, str | None]:
@@ -242,28 +238,37 @@ def _write(path: Path, data: bytes | None) -> None:
 
 
 def apply_edits(
-    edits: Sequence[CaptionEdit], history: CaptionHistory, dataset: Path, label: str
+    edits: Sequence[CaptionEdit],
+    history: CaptionHistory | None,
+    dataset: Path,
+    label: str,
+    batch: int | None = None,
 ) -> int | None:
     """Write the edits (all or none when one conflicts), keeping every previous text in ``history``.
 
-    Returns the history batch of the change, None when no caption changed. CaptionConflict when a caption
-    differs from what the caller read; CaptionWriteError when a location cannot be written (the captions
-    written before it stay written and undoable).
+    The changes form a new history batch, or join ``batch``. Returns the batch, None when no caption
+    changed (or there is no history). CaptionConflict when a caption differs from what the caller read;
+    CaptionWriteError when a location cannot be written (the captions written before it stay written and
+    undoable).
     """
-    with history.lock:
+    lock = history.lock if history is not None else nullcontext()
+    with lock:
         plans = _plan(edits)
         if not plans:
             return None
-        rows = [(p.place.kind, p.place.location, *row) for p in plans for row in p.rows]
-        batch = history.record(dataset, label, rows)
+        if history is not None:
+            rows = [(p.place.kind, p.place.location, *row) for p in plans for row in p.rows]
+            batch = history.record(dataset, label, rows, batch)
         done = 0
         for plan in plans:
             try:
                 _write(plan.place.location, plan.data)
             except OSError as exc:
-                history.drop_unwritten(batch)
+                if history is not None and batch is not None:
+                    history.drop_unwritten(batch)
                 raise CaptionWriteError(plan.place.location.parent, _write_reason(exc), done) from None
-            history.mark_written(batch, plan.place.location)
+            if history is not None and batch is not None:
+                history.mark_written(batch, plan.place.location)
             done += len(plan.rows)
         return batch
 

@@ -307,10 +307,10 @@ def _from_jsonl(dataset: Dataset, result: DatasetItems) -> list[_Candidate]:
         caption = entry.get("caption")
         out.append(
             _Candidate(
-                image_path=_resolve(entry["image_path"], base),
+                image_path=entry_path(entry["image_path"], base),
                 caption=caption.strip() if isinstance(caption, str) else None,
                 caption_path=None,
-                control_paths=tuple(_resolve(c, base) for c in controls),
+                control_paths=tuple(entry_path(c, base) for c in controls),
                 damaged=damaged,
             )
         )
@@ -353,8 +353,8 @@ def _jsonl_controls(entry: dict) -> list[str] | None:
     return found + [v for _, v in numbered]
 
 
-def _resolve(value: str, base: Path) -> Path:
-    """A path from a JSON-lines entry, made absolute."""
+def entry_path(value: str, base: Path) -> Path:
+    """A path from a JSON-lines entry (relative to the list's folder ``base``), made absolute."""
     p = Path(value).expanduser()
     return p if p.is_absolute() else (base / p).resolve()
 

@@ -41,11 +41,14 @@ def demo_configs(root: Path, models: dict[str, Path], dataset: dict[str, Path]) 
         "persistent_data_loader_workers": False,
         "sample_every_n_epochs": 1,
         "device": "cpu",
+        "max_new_tokens": 24,  # captioning: the tiny random VLM writes nonsense, so a few tokens do
     }
     t2i = StudioConfig(
         **common,
         dit=str(models["dit"]),
         dataset_config=str(dataset["t2i_toml"]),
+        validation_dataset_config=str(dataset["validation_toml"]),  # two held-out images
+        validate_every_n_epochs=1,
         output_name="demo_t2i",
         sample_prompts=str(root / "sample_prompts_t2i.txt"),
     )

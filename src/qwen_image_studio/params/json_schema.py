@@ -43,13 +43,14 @@ def form_schema() -> dict[str, Any]:
 def for_stages(schema: dict[str, Any], stages: Iterable[Stage]) -> dict[str, Any]:
     """A copy of a form schema for a UI that launches only `stages` (``x-ui-stages``).
 
-    A property none of whose stages (``x-stages``) is among them gets ``"x-hidden": true``: the form shows
-    no input for it but keeps its value, so saved configurations, imports and exports carry it unchanged.
+    A property none of whose stages (``x-stages``) is among them, or one declared ``cli_only``, gets
+    ``"x-hidden": true``: the form shows no input for it but keeps its value, so saved configurations,
+    imports and exports carry it unchanged.
     """
     names = [Stage(s).value for s in stages]
     out = copy.deepcopy(schema)
     out["x-ui-stages"] = names
     for prop in out["properties"].values():
-        if not set(prop.get("x-stages", ())) & set(names):
+        if prop.get("x-cli-only") or not set(prop.get("x-stages", ())) & set(names):
             prop["x-hidden"] = True
     return out

@@ -40,6 +40,7 @@ RULES: dict[str, str] = {
     ),
     "rule.dropout_rate": "{key} must be a number from 0 to below 1 (got {value})",
     "rule.lora_targets": "targets must be one of {choices} (got {value})",
+    "rule.validation_timesteps": "give 1 to 100 timesteps, each above 0 and below 1 (got {value})",
 }
 
 

@@ -17,6 +17,7 @@ from .rules import FILE_STEM, FILE_STEM_MAX, check_path_text, rule_error
 from .spec import CACHE, ParamMeta, Stage, _SchemaExtra, meta_of, param
 
 MAX_SWAP = FULL_DIT_BLOCKS - 1  # --blocks_to_swap: one block always stays on the GPU
+MAX_VALIDATION_TIMESTEPS = 100
 
 T = Stage.TRAIN
 G = Stage.GENERATE
@@ -85,9 +86,10 @@ class StudioConfig(BaseModel):
         None,
         ParamMeta(
             "models",
-            (CT, T, G),
-            "Text encoder (Qwen2.5-VL) checkpoint: qwen_2.5_vl_7b.safetensors or a diffusers folder",
-            "文本编码器（Qwen2.5-VL）路径：qwen_2.5_vl_7b.safetensors 或 diffusers 文件夹",
+            (CT, T, G, CAP),
+            "Text encoder (Qwen2.5-VL) checkpoint: qwen_2.5_vl_7b.safetensors or a diffusers folder (captioning "
+            "uses it when --model_path is not given)",
+            "文本编码器（Qwen2.5-VL）路径：qwen_2.5_vl_7b.safetensors 或 diffusers 文件夹（打标未给 --model_path 时使用它）",
             required_for=(CT, T, G),
             path="file_or_dir",
             aliases=("text_encoder_path",),
@@ -127,6 +129,18 @@ class StudioConfig(BaseModel):
             required_for=(CL, CT, T),
             path="file",
             basic=True,
+        ),
+    )
+    validation_dataset_config: str | None = param(
+        None,
+        ParamMeta(
+            "dataset",
+            (CL, CT, T),
+            "Validation dataset configuration (a TOML like --dataset_config, with its own cache_directory): "
+            "cached with the training data; training reports its loss at fixed timesteps and noise",
+            "验证集配置文件（与 --dataset_config 格式相同的 TOML，需有自己的 cache_directory）：与训练数据一起缓存；"
+            "训练时在固定的时间步和噪声下报告它的损失",
+            path="file",
         ),
     )
 
@@ -329,7 +343,56 @@ class StudioConfig(BaseModel):
     )
     seed: int = param(
         42,
-        ParamMeta("training", (T, G), "Random seed (makes runs reproducible)", "随机种子（确保结果可复现）"),
+        ParamMeta(
+            "training",
+            (T, G),
+            "Random seed (makes runs reproducible)",
+            "随机种子（确保结果可复现）",
+            also=("generation",),
+        ),
+        ge=0,
+        le=2147483647,
+    )
+    validate_every_n_steps: int | None = param(
+        None,
+        ParamMeta(
+            "training",
+            (T,),
+            "Compute the validation loss every N steps (it is also computed at every LoRA save)",
+            "每 N 步计算一次验证损失（每次保存 LoRA 时也会计算）",
+        ),
+        ge=1,
+        le=10_000_000,
+    )
+    validate_every_n_epochs: int | None = param(
+        None,
+        ParamMeta(
+            "training",
+            (T,),
+            "Compute the validation loss every N epochs (it is also computed at every LoRA save)",
+            "每 N 轮计算一次验证损失（每次保存 LoRA 时也会计算）",
+        ),
+        ge=1,
+        le=100,
+    )
+    validation_timesteps: list[float] = param(
+        [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+        ParamMeta(
+            "training",
+            (T,),
+            "Timesteps (above 0, below 1) at which the validation loss is computed, each with fixed noise",
+            "计算验证损失的时间步（大于 0 且小于 1），每个时间步使用固定的噪声",
+            extra={"x-metavar": "T"},
+        ),
+    )
+    validation_seed: int = param(
+        0,
+        ParamMeta(
+            "training",
+            (T,),
+            "Seed of the validation noise (every evaluation uses the same noise)",
+            "验证噪声的随机种子（每次评估使用相同的噪声）",
+        ),
         ge=0,
         le=2147483647,
     )
@@ -603,11 +666,13 @@ class StudioConfig(BaseModel):
     prompt: str | None = param(
         None,
         ParamMeta(
-            "samples",
+            "generation",
             (G, CAP),
-            "Prompt of the image to generate (or --from_file); captioning: the instruction the VLM gets "
-            "(\\n for a new line; default: the --caption_template's)",
-            "生成图像的提示词（或使用 --from_file）；打标：给 VLM 的指令（\\n 表示换行；默认使用 --caption_template 的模板）",
+            "Prompt of the image to generate (or --from_file); captioning command: your own instruction for the "
+            "VLM instead of the --caption_template's (\\n for a new line; the web UI's captioning uses the template)",
+            "生成图像的提示词（或使用 --from_file）；打标命令：代替 --caption_template 模板、给 VLM 的自定义指令"
+            "（\\n 表示换行；网页界面的打标使用模板）",
+            basic=True,
         ),
     )
     from_file: str | None = param(
@@ -618,37 +683,41 @@ class StudioConfig(BaseModel):
             "Prompt file for generation: one prompt per line with --w --h --s --d --l --n --ci options",
             "生成用提示词文件：每行一个提示词，可带 --w --h --s --d --l --n --ci 选项",
             path="file",
+            cli_only=True,
         ),
     )
     negative_prompt: str | None = param(
         None,
         ParamMeta(
-            "samples",
+            "generation",
             (G,),
             "Negative prompt (used when guidance_scale is above 1)",
             "负面提示词（guidance_scale 大于 1 时使用）",
+            basic=True,
         ),
     )
     image_size: list[int] = param(
         [1024, 1024],
         ParamMeta(
-            "samples",
+            "generation",
             (G,),
             "Image height and width in pixels (multiples of 16)",
             "图像的高和宽（像素，16 的倍数）",
             extra={"x-metavar": "H W"},
+            basic=True,
         ),
     )
     infer_steps: int = param(
-        25, ParamMeta("samples", (G,), "Denoising steps per image", "每张图像的去噪步数"), ge=2, le=1000
+        25, ParamMeta("generation", (G,), "Denoising steps per image", "每张图像的去噪步数", basic=True), ge=2, le=1000
     )
     guidance_scale: float = param(
         4.0,
         ParamMeta(
-            "samples",
+            "generation",
             (G,),
             "Classifier-free guidance scale (true CFG with the negative prompt); 1 turns it off",
             "无分类器引导系数（与负面提示词一起使用）；1 表示关闭",
+            basic=True,
         ),
         ge=1.0,
         le=30.0,
@@ -656,37 +725,65 @@ class StudioConfig(BaseModel):
     control_image_path: list[str] = param(
         [],
         ParamMeta(
-            "samples",
+            "generation",
             (G,),
             "Control image(s) for the edit model versions (several for edit-2509 / edit-2511)",
             "编辑模式的控制图像（edit-2509 / edit-2511 可给多张）",
             extra={"x-metavar": "PATH"},
+            path="file",
+            basic=True,
         ),
     )
     lora_weight: list[str] = param(
         [],
         ParamMeta(
-            "samples",
+            "generation",
             (G,),
             "LoRA file(s) to apply: ComfyUI/kohya (lora_unet_), diffusers or PEFT form",
             "要加载的 LoRA 文件：ComfyUI/kohya（lora_unet_）、diffusers 或 PEFT 格式",
             extra={"x-metavar": "PATH"},
+            path="file",
+            basic=True,
         ),
     )
     lora_multiplier: list[float] = param(
         [],
         ParamMeta(
-            "samples",
+            "generation",
             (G,),
             "Strength of each LoRA (one value applies to all; default 1.0)",
             "每个 LoRA 的强度（只给一个值时用于全部；默认 1.0）",
+            extra={"x-metavar": "FLOAT"},
+            basic=True,
+        ),
+    )
+    grid_loras: list[str] = param(
+        [],
+        ParamMeta(
+            "generation",
+            (G,),
+            "Compare grid: one column per LoRA file (e.g. every epoch of a run), all at the same seed; rows are "
+            "the --grid_strengths, or else the prompts; the grid is saved as one labelled PNG beside the cells",
+            "对比网格：每个 LoRA 文件一列（例如一次训练的每个轮次），种子相同；行为 --grid_strengths，未给时为各提示词；"
+            "网格保存为一张带标注的 PNG，与各单元格图像放在一起",
+            extra={"x-metavar": "PATH"},
+            path="file",
+        ),
+    )
+    grid_strengths: list[float] = param(
+        [],
+        ParamMeta(
+            "generation",
+            (G,),
+            "Compare grid: one row per LoRA strength (with --grid_loras)",
+            "对比网格：每个 LoRA 强度一行（与 --grid_loras 一起使用）",
             extra={"x-metavar": "FLOAT"},
         ),
     )
     save_path: str | None = param(
         None,
         ParamMeta(
-            "samples",
+            "generation",
             (G,),
             "Folder for the generated PNG images",
             "生成图像（PNG）的保存目录",
@@ -706,6 +803,7 @@ class StudioConfig(BaseModel):
             "不生成图像，而是把 --lora_weight 的 LoRA 合并进 DiT 并保存到此 .safetensors 文件"
             "（ComfyUI 格式，bf16；--mixed_precision fp16 时为 fp16；在 CPU 上合并）",
             extra={"x-metavar": "PATH"},
+            cli_only=True,
         ),
     )
 
@@ -719,6 +817,7 @@ class StudioConfig(BaseModel):
             "key 'latent', 1x16x1xH/8xW/8, as the reference trainer writes it) or latent_images (both)",
             "生成输出：images（PNG 图像）、latent（去噪后的 latent，保存为 .safetensors，键名 latent，"
             "与参考训练器相同）或 latent_images（两者都保存）",
+            cli_only=True,
         ),
     )
     latent_path: list[str] = param(
@@ -730,6 +829,7 @@ class StudioConfig(BaseModel):
             "nothing is generated",
             "用 VAE 把这些 latent 文件（--output_type latent 生成）解码为 PNG 图像；不进行生成",
             extra={"x-metavar": "PATH"},
+            cli_only=True,
         ),
     )
     no_metadata: bool = param(
@@ -739,6 +839,7 @@ class StudioConfig(BaseModel):
             (G,),
             "Write images and latent files without the prompt and settings in their metadata",
             "保存图像和 latent 文件时不写入提示词与参数元数据",
+            cli_only=True,
         ),
     )
     append_original_name: bool = param(
@@ -748,12 +849,13 @@ class StudioConfig(BaseModel):
             (G,),
             "Edit mode: end each file name with the first control image's name (decoding: the latent file's)",
             "编辑模式：在输出文件名末尾加上第一张控制图像的文件名（解码时为 latent 文件名）",
+            cli_only=True,
         ),
     )
     flow_shift: float | None = param(
         None,
         ParamMeta(
-            "samples",
+            "generation",
             (G,),
             "Fixed shift of the flow-matching schedule; by default the shift follows the image size "
             "(dynamic shifting, as the official pipeline)",
@@ -770,6 +872,7 @@ class StudioConfig(BaseModel):
             "Accepted for reference command lines; Qwen-Image has no embedded (distilled) guidance, so it "
             "only goes into the latent file's metadata, as in the reference",
             "为兼容参考训练器命令行而接受；Qwen-Image 没有内嵌（蒸馏）引导，仅写入 latent 文件元数据（与参考相同）",
+            cli_only=True,
         ),
         ge=0.0,
         le=100.0,
@@ -777,7 +880,7 @@ class StudioConfig(BaseModel):
     lora_include_patterns: list[str] = param(
         [],
         ParamMeta(
-            "samples",
+            "generation",
             (G,),
             "Merge only the LoRA modules whose names (lora_unet_...) match one of these regular expressions",
             "只合并名称（lora_unet_...）与这些正则表达式之一匹配的 LoRA 模块",
@@ -788,7 +891,7 @@ class StudioConfig(BaseModel):
     lora_exclude_patterns: list[str] = param(
         [],
         ParamMeta(
-            "samples",
+            "generation",
             (G,),
             "Leave out the LoRA modules whose names (lora_unet_...) match one of these regular expressions",
             "不合并名称（lora_unet_...）与这些正则表达式之一匹配的 LoRA 模块",
@@ -803,6 +906,7 @@ class StudioConfig(BaseModel):
             (G,),
             "Number of DiT blocks; it is read from the --dit file, and a different value is refused",
             "DiT 块数；从 --dit 文件读取，给出不同的值会报错",
+            cli_only=True,
         ),
         ge=1,
         le=1000,
@@ -816,6 +920,7 @@ class StudioConfig(BaseModel):
             "flash = --flash_attn, xformers = --xformers (sageattn is not supported)",
             "参考训练器生成脚本的注意力写法：torch 或 sdpa = PyTorch SDPA，flash = --flash_attn，"
             "xformers = --xformers（不支持 sageattn）",
+            cli_only=True,
         ),
     )
     text_encoder_cpu: bool = param(
@@ -825,6 +930,7 @@ class StudioConfig(BaseModel):
             (G,),
             "Encode the prompts with the text encoder on the CPU (for GPUs under 16 GB)",
             "在 CPU 上运行文本编码器编码提示词（适合 16GB 以下显卡）",
+            cli_only=True,
         ),
     )
     vae_enable_tiling: bool = param(
@@ -834,6 +940,7 @@ class StudioConfig(BaseModel):
             (G,),
             "Decode images with the VAE in tiles (less memory for large images)",
             "VAE 分块解码（大图像时节省显存）",
+            cli_only=True,
         ),
     )
     use_pinned_memory_for_block_swap: bool = param(
@@ -844,6 +951,7 @@ class StudioConfig(BaseModel):
             "Accepted for reference command lines; no effect: --blocks_to_swap always keeps the swapped "
             "blocks in pinned memory on a CUDA GPU",
             "为兼容参考训练器命令行而接受；无效果：--blocks_to_swap 在 CUDA 显卡上总是使用锁页内存",
+            cli_only=True,
         ),
     )
     disable_numpy_memmap: bool = param(
@@ -853,11 +961,12 @@ class StudioConfig(BaseModel):
             (G,),
             "Accepted for reference command lines; no effect: model files are read with safetensors",
             "为兼容参考训练器命令行而接受；无效果：模型文件用 safetensors 读取",
+            cli_only=True,
         ),
     )
     bell: bool = param(
         False,
-        ParamMeta("samples", (G,), "Ring the terminal bell when generation ends", "生成结束时响铃提示"),
+        ParamMeta("samples", (G,), "Ring the terminal bell when generation ends", "生成结束时响铃提示", cli_only=True),
     )
     control_text_encoder_size: Literal["official", "reference"] = param(
         "official",
@@ -934,18 +1043,19 @@ class StudioConfig(BaseModel):
             "Captioning: the folder of images to caption (or --dataset_config for every image of a dataset)",
             "打标：要生成描述的图像文件夹（或用 --dataset_config 为数据集的全部图像打标）",
             path="dir",
+            cli_only=True,  # the web UI captions the form's dataset TOML
         ),
     )
     caption_model: str | None = param(
         None,
         ParamMeta(
-            "models",
+            "captioning",
             (CAP,),
             "Captioning: the Qwen2.5-VL file, the text encoder's qwen_2.5_vl_7b.safetensors (it holds lm_head "
-            "and the vision tower) or a text_encoder folder",
-            "打标：Qwen2.5-VL 模型，即文本编码器 qwen_2.5_vl_7b.safetensors（含 lm_head 和视觉塔）或 text_encoder 文件夹",
+            "and the vision tower) or a text_encoder folder (default: --text_encoder, the same file)",
+            "打标：Qwen2.5-VL 模型，即文本编码器 qwen_2.5_vl_7b.safetensors（含 lm_head 和视觉塔）或 text_encoder 文件夹"
+            "（默认使用 --text_encoder，同一个文件）",
             flag="model_path",
-            required_for=(CAP,),
             path="file_or_dir",
         ),
     )
@@ -956,7 +1066,8 @@ class StudioConfig(BaseModel):
             (CAP,),
             "Captioning --image_dir: the JSON-lines file to write (needed for --output_format jsonl)",
             "打标 --image_dir：要写入的 JSONL 文件（--output_format jsonl 时必需）",
-            path="out_dir",
+            path="out_file",
+            cli_only=True,
         ),
     )
     output_format: Literal["jsonl", "text"] = param(
@@ -967,12 +1078,16 @@ class StudioConfig(BaseModel):
             "Captioning --image_dir: jsonl = one {image_path, caption} line per image in --output_file; "
             "text = IMAGE.txt beside each image",
             "打标 --image_dir：jsonl = 每张图像一行 {image_path, caption} 写入 --output_file；text = 每张图像旁写 IMAGE.txt",
+            cli_only=True,
         ),
     )
     max_new_tokens: int = param(
         1024,
         ParamMeta(
-            "dataset", (CAP,), "Captioning: at most this many tokens per caption", "打标：每条描述最多生成的 token 数"
+            "captioning",
+            (CAP,),
+            "Captioning: at most this many tokens per caption",
+            "打标：每条描述最多生成的 token 数",
         ),
         ge=1,
         le=32768,
@@ -980,7 +1095,7 @@ class StudioConfig(BaseModel):
     max_size: int = param(
         1280,
         ParamMeta(
-            "dataset",
+            "captioning",
             (CAP,),
             "Captioning: the VLM sees each image within a max_size x max_size area (aspect ratio kept, sides "
             "multiples of 28, at least a 256x256 area); smaller is faster and uses less memory",
@@ -993,42 +1108,73 @@ class StudioConfig(BaseModel):
     caption_template: Literal["detailed", "short", "tags", "style_neutral"] = param(
         "detailed",
         ParamMeta(
-            "dataset",
+            "captioning",
             (CAP,),
             "Captioning: the prompt template when --prompt is not given: detailed description, short "
             "sentence, comma-separated tags, or style_neutral (content only, no style words)",
             "打标：未给 --prompt 时使用的提示模板：detailed（详细描述）、short（一句话）、tags（逗号分隔标签）、"
             "style_neutral（只描述内容，不提风格）",
+            basic=True,
         ),
     )
     edit_pairs: bool = param(
         False,
         ParamMeta(
-            "dataset",
+            "captioning",
             (CAP,),
             "Captioning an edit dataset (--dataset_config): the VLM sees the control image(s) and the target "
             "and writes the instruction that turns one into the other, as the target's caption",
             "为编辑数据集打标（--dataset_config）：VLM 看控制图像和目标图像，写出把前者变成后者的编辑指令，作为目标图像的描述",
+            basic=True,
         ),
     )
     overwrite_captions: bool = param(
         False,
         ParamMeta(
-            "dataset",
+            "captioning",
             (CAP,),
             "Captioning: replace existing captions (by default an image that has a caption keeps it)",
             "打标：覆盖已有描述（默认已有描述的图像保持不变）",
             flag="overwrite",
+            basic=True,
         ),
     )
     trigger_word: str | None = param(
         None,
         ParamMeta(
-            "dataset",
+            "captioning",
             (CAP,),
-            "Captioning: put this word in front of every caption written (\"word, caption\")",
-            "打标：在每条写入的描述前加上此触发词（\"触发词, 描述\"）",
+            'Captioning: put this word in front of every caption written ("word, caption")',
+            '打标：在每条写入的描述前加上此触发词（"触发词, 描述"）',
+            basic=True,
         ),
+    )
+
+    caption_history: str | None = param(
+        None,
+        ParamMeta(
+            "captioning",
+            (CAP,),
+            "Captioning --dataset_config: record the previous text of every caption replaced in this history "
+            "file (SQLite), as one change that can be undone (the web UI passes its workspace's)",
+            "打标 --dataset_config：把被替换描述的原文记录到此历史文件（SQLite），作为一次可撤销的修改（网页界面传入其工作区的文件）",
+            path="out_file",
+            cli_only=True,
+        ),
+    )
+    preview_count: int | None = param(
+        None,
+        ParamMeta(
+            "captioning",
+            (CAP,),
+            "Captioning preview: caption only the first N images that would be captioned and write nothing "
+            "(the captions are logged and announced as events)",
+            "打标预览：只为将要打标的前 N 张图像生成描述，不写入任何文件（描述写入日志并作为事件报告）",
+            flag="preview",
+            cli_only=True,
+        ),
+        ge=1,
+        le=50,
     )
 
     # ---- field rules ---------------------------------------------------------------------------
@@ -1072,6 +1218,13 @@ class StudioConfig(BaseModel):
             raise rule_error("rule.two_numbers", count=len(v))
         if any(x < 16 or x > 8192 or x % 16 for x in v):
             raise rule_error("rule.multiple_of_16", height=v[0], width=v[1])
+        return v
+
+    @field_validator("validation_timesteps")
+    @classmethod
+    def _validation_timesteps(cls, v: list[float]) -> list[float]:
+        if not 1 <= len(v) <= MAX_VALIDATION_TIMESTEPS or any(not 0 < x < 1 for x in v):
+            raise rule_error("rule.validation_timesteps", value=" ".join(f"{x:g}" for x in v) or "none")
         return v
 
     @field_validator("optimizer_args")
@@ -1161,6 +1314,9 @@ class StudioConfig(BaseModel):
             raise rule_error("rule.not_both", first="--prompt", second="--from_file")
         if self.log_with == "tensorboard" and not self.logging_dir:
             raise rule_error("rule.needs", flag="--log_with tensorboard", other="--logging_dir")
+        for name in ("validate_every_n_steps", "validate_every_n_epochs"):
+            if getattr(self, name) and not self.validation_dataset_config:
+                raise rule_error("rule.needs", flag=f"--{name}", other="--validation_dataset_config")
         return self
 
     @property

@@ -41,7 +41,19 @@ SUBCOMMANDS: dict[str, Stage] = {
 }
 
 # UI sections in display order (labels live in the i18n table under "group.<name>").
-GROUPS = ("models", "dataset", "training", "network", "memory", "logging", "samples", "caching", "advanced")
+GROUPS = (
+    "models",
+    "dataset",
+    "training",
+    "network",
+    "memory",
+    "logging",
+    "samples",
+    "caching",
+    "captioning",
+    "generation",
+    "advanced",
+)
 
 
 @dataclass(frozen=True)
@@ -54,12 +66,15 @@ class ParamMeta:
     help_zh: str
     flag: str = ""  # the CLI flag without dashes; the field name when empty
     required_for: tuple[Stage, ...] = ()
-    path: str = ""  # "file", "dir", "file_or_dir", "out_dir" (may not exist yet) or "" for no path
+    # "file", "dir", "file_or_dir", "out_dir" or "out_file" (an output; may not exist yet), "" for no path
+    path: str = ""
     choices: tuple[str, ...] = ()  # suggested values for free-form strings (e.g. optimizer_type)
     aliases: tuple[str, ...] = ()  # older names accepted in configuration files
     basic: bool = False  # shown first in its UI section; the others fold under "more options"
     needs: str = ""  # a switch: the switch it needs on (a rule; the form turns that one on with it)
     recommended: tuple[float, float] | None = None  # a range outside which a value works but is warned about
+    cli_only: bool = False  # the web UI shows no input for it (its jobs set it, or it has no use there)
+    also: tuple[str, ...] = ()  # other UI groups whose panel shows it too (e.g. the seed in the Generate tab)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -93,6 +108,10 @@ class _SchemaExtra:
             schema["x-needs"] = m.needs
         if m.recommended:
             schema["x-recommended"] = list(m.recommended)
+        if m.cli_only:
+            schema["x-cli-only"] = True
+        if m.also:
+            schema["x-also"] = list(m.also)
         schema.update(m.extra)
 
 

@@ -47,6 +47,8 @@ MESSAGES: dict[str, str] = {
     "v.problems": "{problems}",  # several problems, joined
     # what a stage needs
     "v.required": "{flag} is required",
+    "v.caption_input": "{flag} is required (the dataset TOML whose images to caption), or --image_dir",
+    "v.caption_model": "{flag} is required (the Qwen2.5-VL file), or --text_encoder (the same file)",
     "v.not_found": "{flag}: not found: {path}",
     "v.inside_file": "{flag}: {path} is inside a file, not a folder",
     "v.is_folder": "{flag}: {path} is a folder; a file is expected",
@@ -333,8 +335,11 @@ def recommendation_warnings(config: StudioConfig, stage: Stage | None = None) ->
 
 def _path_problem(flag: str, kind: str, value: str) -> Message | None:
     path = Path(value).expanduser()
-    if kind == "out_dir":
-        parent = next((p for p in [path, *path.parents] if p.exists()), None)
+    if kind == "out_file" and path.is_dir():
+        return Message("v.is_folder", {"flag": flag, "path": path})
+    if kind in ("out_dir", "out_file"):
+        start = path.parent if kind == "out_file" else path
+        parent = next((p for p in [start, *start.parents] if p.exists()), None)
         if parent is not None and not parent.is_dir():
             return Message("v.inside_file", {"flag": flag, "path": value})
         return None
@@ -358,9 +363,10 @@ def stage_problems(config: StudioConfig, stage: Stage) -> list[Problem]:
         if stage in spec.meta.required_for and value in (None, ""):
             missing.append(Problem.of(spec.name, Message("v.required", {"flag": spec.flag})))
         elif spec.meta.path and value:
-            msg = _path_problem(spec.flag, spec.meta.path, value)
-            if msg:
-                bad_paths.append(Problem.of(spec.name, msg))
+            for one in value if isinstance(value, list) else [value]:  # e.g. several --lora_weight files
+                msg = _path_problem(spec.flag, spec.meta.path, one)
+                if msg:
+                    bad_paths.append(Problem.of(spec.name, msg))
     if not bad_paths:
         bad_paths += input_problems(config, stage)
     return bad_paths + missing
@@ -371,35 +377,48 @@ def input_problems(config: StudioConfig, stage: Stage) -> list[Problem]:
     found: list[Problem] = []
     if stage not in (Stage.GENERATE, Stage.CAPTION) and config.dataset_config:  # captioning: captions may
         found += _dataset_problems(config)  # be missing; its stage reads the TOML itself
+    if stage not in (Stage.GENERATE, Stage.CAPTION) and config.validation_dataset_config:
+        found += _dataset_problems(config, "validation_dataset_config")
     prompts = _prompt_problem(config, stage)
     if prompts is not None:
         found.append(prompts)
+    if stage == Stage.CAPTION and not (config.caption_model or config.text_encoder):
+        flag = all_fields()["caption_model"].flag
+        found.append(Problem.of("caption_model", Message("v.caption_model", {"flag": flag})))
+    if stage == Stage.CAPTION and not (config.dataset_config or config.image_dir):
+        flag = all_fields()["dataset_config"].flag
+        found.append(Problem.of("dataset_config", Message("v.caption_input", {"flag": flag})))
     return found
 
 
-def _dataset_problems(config: StudioConfig) -> list[Problem]:
-    """The dataset TOML as the stages load it; edit versions need control images; some image must be usable."""
+def _dataset_problems(config: StudioConfig, name: str = "dataset_config") -> list[Problem]:
+    """The dataset TOML (`name`: the training or the validation one) as the stages load it; edit versions
+    need control images; some image must be usable."""
     from ..data.config import load_dataset_config
     from ..data.items import discover_items
+    from ..data.validation_config import load_validation_config
     from ..errors import DatasetError
 
     fields = all_fields()
-    flag = fields["dataset_config"].flag
+    flag, path = fields[name].flag, getattr(config, name)
     try:
-        datasets = load_dataset_config(config.dataset_config).datasets  # type: ignore[arg-type]
+        if name == "dataset_config":
+            datasets = load_dataset_config(path).datasets
+        else:  # also: its caches may not lie in a training dataset's cache_directory
+            datasets = load_validation_config(config).datasets
     except DatasetError as exc:
-        return [Problem.of("dataset_config", Message("v.detail", {"flag": flag, "detail": exc}))]
+        return [Problem.of(name, Message("v.detail", {"flag": flag, "detail": exc}))]
     if config.is_edit:
         no_control = [
             Problem.of(
-                "dataset_config",
+                name,
                 Message(
                     "v.needs_control",
                     {
                         "flag": fields["model_version"].flag,
                         "version": config.model_version,
                         "dataset": ds.label,
-                        "path": config.dataset_config,
+                        "path": path,
                     },
                 ),
             )
@@ -411,12 +430,12 @@ def _dataset_problems(config: StudioConfig) -> list[Problem]:
     try:
         results = [discover_items(ds, edit=config.is_edit) for ds in datasets]
     except (DatasetError, OSError) as exc:
-        return [Problem.of("dataset_config", Message("v.detail", {"flag": flag, "detail": exc}))]
+        return [Problem.of(name, Message("v.detail", {"flag": flag, "detail": exc}))]
     if any(r.items for r in results):
         return []  # the stages leave unusable files out with a warning; the dataset tab lists them
     detail = "; ".join(f"{r.dataset.label}: {problem}" for r in results for problem in r.problems)
-    values = {"flag": flag, "path": config.dataset_config, "detail": detail or "-"}
-    return [Problem.of("dataset_config", Message("v.no_usable", values))]
+    values = {"flag": flag, "path": path, "detail": detail or "-"}
+    return [Problem.of(name, Message("v.no_usable", values))]
 
 
 def _prompt_problem(config: StudioConfig, stage: Stage) -> Problem | None:

@@ -2,8 +2,10 @@
 every image of a dataset TOML; edit pairs get the instruction that turns the control image(s) into the target.
 
 Existing captions are kept unless ``--overwrite``. Each caption is announced as an ``artifact`` event
-(kind ``caption``: ``path`` written, ``image``, ``caption``, the generated ``tokens``); progress as the
-caching stages report it (phase "caption images").
+(kind ``caption``: ``path`` written, ``image``, ``caption``, the generated ``tokens``; with ``--preview N``
+kind ``caption_preview`` and nothing written); progress as the caching stages report it (phase "caption
+images"). A dataset's captions are written as the gallery writes them (see `CaptionStore`), so the web UI's
+captioning job can be undone from the gallery.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from PIL import Image
 
 from ..captioning.prompts import caption_prompt, with_trigger
 from ..captioning.targets import JsonlDoc, Plan, Target, plan_dataset_config, plan_folder
-from ..captioning.vlm import Captioner, generate_captions, load_captioner
+from ..captioning.vlm import Caption, Captioner, generate_captions, load_captioner
+from ..data.caption_history import CaptionHistory
+from ..data.captions import CaptionConflict, CaptionEdit, CaptionWriteError, apply_edits
 from ..data.images import ImageReadError, read_image
 from ..devices import model_dtype, resolve_device
-from ..errors import ConfigError
+from ..errors import ConfigError, DatasetError
 from ..events import EventWriter, ProgressTracker
 from ..params.schema import StudioConfig
 
@@ -51,7 +55,8 @@ def plan_for(config: StudioConfig) -> Plan:
 
 
 def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> None:
-    """Caption every image of the folder or dataset that has no caption yet (all with --overwrite)."""
+    """Caption every image of the folder or dataset that has no caption yet (all with --overwrite); with
+    --preview N only the first N of them, writing nothing."""
     plan = plan_for(config)
     for problem in plan.problems:
         events.warning(problem)
@@ -61,29 +66,37 @@ def run(config: StudioConfig, args: argparse.Namespace, events: EventWriter) -> 
         log.info("%d image(s) keep their caption (--overwrite replaces them)", kept)
     if not plan.targets:
         events.warning("no images to caption")
+    if config.preview_count:
+        todo = todo[: config.preview_count]
+    store = CaptionStore(config, events)
     written = skipped = 0
     if todo:
         device = resolve_device(config.device)
         captioner = load_captioner(
-            config.caption_model,  # type: ignore[arg-type]
+            config.caption_model or config.text_encoder,  # type: ignore[arg-type]
             device=device,
             dtype=model_dtype(device),
             fp8_vl=config.fp8_vl,
             tokenizer=config.tokenizer,
             max_new_tokens=config.max_new_tokens,
             max_size=config.max_size,
+            flag="--model_path" if config.caption_model else "--text_encoder",
         )
         prompt = caption_prompt(config.prompt, config.caption_template, config.edit_pairs)
         tracker = ProgressTracker(events, total=len(todo), phase="caption images", unit="image")
         size = config.cache_batch_size or 1
         for start in range(0, len(todo), size):
             batch = todo[start : start + size]
-            done = _caption_batch(captioner, batch, prompt, config.trigger_word, events)
+            done = store.put(_caption_batch(captioner, batch, prompt, config.trigger_word, events))
             written += done
             skipped += len(batch) - done
             tracker.advance(len(batch))
         tracker.close()
-    log.info("captions: %d written, %d kept, %d skipped as unreadable", written, kept, skipped)
+    store.close()
+    if config.preview_count:
+        log.info("preview: %d caption(s) made, nothing written", written)
+    else:
+        log.info("captions: %d written, %d kept, %d skipped", written, kept, skipped)
     events.emit("metric", step=written, written=written, kept=kept, skipped=skipped)
 
 
@@ -94,8 +107,9 @@ def _read(target: Target) -> list[Image.Image]:
 
 def _caption_batch(
     captioner: Captioner, batch: list[Target], prompt: str, trigger_word: str | None, events: EventWriter
-) -> int:
-    """Caption one batch and store the captions; returns how many were written (unreadable ones are skipped)."""
+) -> list[tuple[Target, Caption, str]]:
+    """Caption one batch: (target, generated caption, text to store) of each readable image (unreadable
+    ones are skipped with a warning)."""
     readable: list[tuple[Target, list[Image.Image]]] = []
     for target in batch:
         try:
@@ -103,17 +117,66 @@ def _caption_batch(
         except (ImageReadError, OSError) as exc:
             events.warning(f"{getattr(exc, 'path', None) or target.image} cannot be read ({exc}); skipped")
     if not readable:
-        return 0
+        return []
     captions = generate_captions(captioner, [images for _, images in readable], prompt)
-    docs: dict[Path, JsonlDoc] = {}
-    for (target, _), caption in zip(readable, captions, strict=True):
-        text = with_trigger(caption.text, trigger_word)
-        target.write(text)
-        if target.doc is not None:
-            docs[target.doc.path] = target.doc
-        events.artifact(
-            "caption", target.destination, image=str(target.image), caption=text, tokens=list(caption.tokens)
-        )
-    for doc in docs.values():
-        doc.save()
-    return len(readable)
+    return [
+        (target, caption, with_trigger(caption.text.strip(), trigger_word))
+        for (target, _), caption in zip(readable, captions, strict=True)
+    ]
+
+
+class CaptionStore:
+    """Where captions go: nowhere with --preview (announced only); a dataset's captions as the gallery
+    writes them (a caption changed on disk since the run read it is kept; with --caption_history every
+    previous text is recorded as one change of this run); a folder's as the reference writes them."""
+
+    def __init__(self, config: StudioConfig, events: EventWriter) -> None:
+        self.events = events
+        self.preview = bool(config.preview_count)
+        self.dataset = Path(config.dataset_config).expanduser().resolve() if config.dataset_config else None
+        history = config.caption_history
+        self.history = CaptionHistory(Path(history).expanduser()) if history and not self.preview else None
+        self.label = f"auto-captions ({'own prompt' if config.prompt else config.caption_template})"
+        self.batch: int | None = None
+
+    def put(self, results: list[tuple[Target, Caption, str]]) -> int:
+        """Store (or, previewing, announce) the captions; how many were stored."""
+        docs: dict[Path, JsonlDoc] = {}
+        stored = 0
+        for target, caption, text in results:
+            if self.preview:
+                log.info("%s: %s", target.image, text)
+            elif target.place is not None and self.dataset is not None:
+                if not self._write_dataset_caption(target, text):
+                    continue
+            else:
+                target.write(text)
+                if target.doc is not None:
+                    docs[target.doc.path] = target.doc
+            kind = "caption_preview" if self.preview else "caption"
+            where = target.image if self.preview else target.destination
+            self.events.artifact(
+                kind, where, image=str(target.image), caption=text, tokens=list(caption.tokens)
+            )
+            stored += 1
+        for doc in docs.values():
+            doc.save()
+        return stored
+
+    def _write_dataset_caption(self, target: Target, text: str) -> bool:
+        assert target.place is not None and self.dataset is not None
+        edit = CaptionEdit(target.place, target.expected, text)
+        try:
+            batch = apply_edits([edit], self.history, self.dataset, self.label, self.batch)
+        except CaptionConflict:
+            self.events.warning(f"{target.image}: its caption changed on disk since this run read it; kept")
+            return False
+        except CaptionWriteError as exc:
+            raise DatasetError(f"--dataset_config: {exc}") from None
+        self.batch = batch if batch is not None else self.batch
+        return True
+
+    def close(self) -> None:
+        """Forget a history change that recorded nothing."""
+        if self.history is not None and self.batch is not None:
+            self.history.drop_unwritten(self.batch)

@@ -28,19 +28,25 @@ BatchEncoder = Callable[[list[DatasetItem]], list[Unreadable]]
 """Encodes one batch and writes its cache files; returns the items it skipped as unreadable."""
 
 
-def discover(config: StudioConfig, events: EventWriter) -> list[DatasetItems]:
-    """Every dataset of ``--dataset_config`` with its usable items; content problems become warnings."""
-    ds_config = load_dataset_config(config.dataset_config)  # type: ignore[arg-type]
+def discover(config: StudioConfig, events: EventWriter, source: str = "dataset_config") -> list[DatasetItems]:
+    """Every dataset of ``--dataset_config`` (`source` "validation_dataset_config": of the validation TOML)
+    with its usable items; content problems become warnings."""
+    toml = getattr(config, source)
+    if source == "dataset_config":
+        ds_config = load_dataset_config(toml)
+    else:
+        from ..data.validation_config import load_validation_config
+
+        ds_config = load_validation_config(config)
     found = [discover_items(ds, edit=config.is_edit) for ds in ds_config.datasets]
+    prefix = "" if source == "dataset_config" else "validation "
     for result in found:
         for problem in result.problems:
-            events.warning(f"{result.dataset.label}: {problem}")
+            events.warning(f"{prefix}{result.dataset.label}: {problem}")
     if not any(r.items for r in found):
         from ..errors import DatasetError
 
-        raise DatasetError(
-            f"--dataset_config {config.dataset_config}: no usable images (see the warnings above)"
-        )
+        raise DatasetError(f"--{source} {toml}: no usable images (see the warnings above)")
     return found
 
 
@@ -93,12 +99,16 @@ def read_items(
     return done, skipped
 
 
-def remove_stale(found: DatasetItems, kind: str, keep: bool, events: EventWriter) -> int:
+def remove_stale(
+    found: DatasetItems, kind: str, keep: bool, events: EventWriter, label: str | None = None
+) -> int:
     """Delete `kind` ("latent" or "text") cache files of this mode that belong to no item, unless kept.
 
     Files of items still in the dataset but unreadable are never deleted; nor is anything when the
-    dataset's image list could not be read in full (see ``data.items``).
+    dataset's image list could not be read in full (see ``data.items``). `label`: how messages name the
+    dataset (default ``datasets[i]``).
     """
+    label = label or found.dataset.label
     from ..data.cache_paths import parse_latent_cache_name, stale_cache_files
 
     entries = [item.cache_entry() for item in found.items]
@@ -109,7 +119,7 @@ def remove_stale(found: DatasetItems, kind: str, keep: bool, events: EventWriter
     ]
     if stale and not found.listing_complete:
         events.warning(
-            f"{found.dataset.label}: not removing {len(stale)} {kind} cache file(s) that match no image: "
+            f"{label}: not removing {len(stale)} {kind} cache file(s) that match no image: "
             f"{found.unreadable_lines} entry(ies) of {found.dataset.source} could not be read, so they may "
             "belong to those"
         )
@@ -117,7 +127,7 @@ def remove_stale(found: DatasetItems, kind: str, keep: bool, events: EventWriter
     if keep:
         if stale:
             events.warning(
-                f"{found.dataset.label}: keeping {len(stale)} cache file(s) of images no longer in "
+                f"{label}: keeping {len(stale)} cache file(s) of images no longer in "
                 "the dataset (--keep_cache)"
             )
         return 0
@@ -189,8 +199,20 @@ def run_cache_stage(
     read permission), found by discovery or when the encoder decodes them, are skipped with one warning
     each and their existing cache files are left as they are. As the reference trainer does, the stage
     goes on and exits 0; the summary line and the ``metric`` event (``skipped``) count them.
+
+    With ``--validation_dataset_config`` its datasets are cached in the same run, by the same rules, after
+    the training data's (messages name them ``validation datasets[i]``).
     """
     found = discover(config, events)
+    held_out: list[DatasetItems] = []
+    if config.validation_dataset_config:
+        held_out = discover(config, events, "validation_dataset_config")
+    validation_ids = {id(r) for r in held_out}
+    found += held_out
+
+    def label(result: DatasetItems) -> str:
+        return ("validation " if id(result) in validation_ids else "") + result.dataset.label
+
     todo = [(r, item) for r in found for item in r.items]
     if config.skip_existing:
         vl_size = config.control_text_encoder_size if kind == "text" and config.is_edit else None
@@ -207,12 +229,12 @@ def run_cache_stage(
             for batch in batches(items, config.cache_batch_size or result.dataset.batch_size):
                 unreadable = encode_batch(batch)
                 for _, why in unreadable:
-                    events.warning(f"{result.dataset.label}: {why}; skipped, its cache files are kept")
+                    events.warning(f"{label(result)}: {why}; skipped, its cache files are kept")
                 written += len(batch) - len(unreadable)
                 skipped += len(unreadable)
                 tracker.advance(len(batch))
         tracker.close()
-    removed = sum(remove_stale(r, kind, config.keep_cache, events) for r in found)
+    removed = sum(remove_stale(r, kind, config.keep_cache, events, label(r)) for r in found)
     if skipped:
         log.warning(
             "%s caches: %d written, %d item(s) skipped as unreadable (see the warnings above; their cache "

@@ -46,6 +46,7 @@ from ..memory.setup import configure_dit
 from ..models.configs import version_name_warning
 from ..models.loading import load_dit, load_vae
 from ..models.lora_apply import LoraFile, merge_loras, multipliers_for, read_lora
+from ..models.lora_hooks import LoraHooks
 from ..models.lora_keys import lora_name
 from ..models.writing import comfy_dit_state_dict, stream_safetensors
 from ..params.schema import StudioConfig
@@ -57,8 +58,13 @@ from ..training.sampling import (
     generate_images,
     prepare_sample_embeddings,
 )
+from .generate_grid import render_grid
+from .generate_kept import KeptModels
 
 log = logging.getLogger(__name__)
+
+# The models a generation worker keeps between requests (`generate_worker` sets it); None in a command.
+KEEP: KeptModels | None = None
 
 
 def generation_prompts(config: StudioConfig) -> list[SamplePrompt]:
@@ -231,6 +237,13 @@ def _run(config: StudioConfig, events: EventWriter) -> list[Path]:
         events.warning(mismatch)
     if config.save_merged_model:
         return [save_merged_model(config, loras, multipliers, events)]
+    if config.grid_loras:
+        if loras:
+            raise ConfigError("--grid_loras: each column applies its own LoRA; leave --lora_weight out")
+        for path in config.grid_loras:
+            read_lora(path, flag="--grid_loras")  # a bad file fails before any model loads
+    elif config.grid_strengths:
+        raise ConfigError("--grid_strengths needs --grid_loras (the LoRA files of the columns)")
     prompts = generation_prompts(config)
     device = resolve_device(config.device)
     mode = attention_mode(config)
@@ -239,9 +252,13 @@ def _run(config: StudioConfig, events: EventWriter) -> list[Path]:
     dtype = model_dtype(device, config.mixed_precision)
     log.info("generating %d image(s) on %s in %s", len(prompts), device, str(dtype).removeprefix("torch."))
     # --text_encoder_cpu: the prompts are encoded on the CPU (in its dtype), the rest runs on `device`
-    prepared = prepare_sample_embeddings(
-        config.model_copy(update={"device": "cpu"}) if config.text_encoder_cpu else config, prompts
-    )
+    encoding = config.model_copy(update={"device": "cpu"}) if config.text_encoder_cpu else config
+    if KEEP is not None:  # a worker: the models stay loaded, LoRAs are hooked in (not merged)
+        prepared = KEEP.prepared(encoding, prompts)
+        dit, vae = KEEP.models(config, device, dtype, loras, multipliers)
+        check_num_layers(config, dit)
+        return _render(config, prepared, dit, vae, events, device, dtype, KEEP.hooks)
+    prepared = prepare_sample_embeddings(encoding, prompts)
 
     def merge(dit: Any) -> None:
         changed = merge_loras(dit, loras, multipliers)
@@ -265,7 +282,28 @@ def _run(config: StudioConfig, events: EventWriter) -> list[Path]:
     vae = load_vae(config.vae, dtype=dtype, device=device)  # type: ignore[arg-type]
     if config.vae_enable_tiling:
         vae.enable_tiling()
+    try:
+        return _render(config, prepared, dit, vae, events, device, dtype)
+    finally:
+        memory.close()
+        del dit, vae
+        free_memory(device)
 
+
+def _render(
+    config: StudioConfig,
+    prepared: PreparedSamples,
+    dit: Any,
+    vae: Any,
+    events: EventWriter,
+    device: Any,
+    dtype: Any,
+    hooks: LoraHooks | None = None,
+) -> list[Path]:
+    """Render every prepared prompt to its files with a loaded DiT and VAE (a compare grid with
+    --grid_loras, its LoRAs applied through `hooks`)."""
+    if config.grid_loras:
+        return render_grid(config, prepared, dit, vae, events, device, dtype, hooks)
     save_path = Path(config.save_path).expanduser()  # type: ignore[arg-type]
     save_path.mkdir(parents=True, exist_ok=True)
     names = original_names(config, prepared)
@@ -278,16 +316,14 @@ def _run(config: StudioConfig, events: EventWriter) -> list[Path]:
         metadata=not config.no_metadata,
         flow_shift=config.flow_shift,
         embedded_cfg_scale=config.embedded_cfg_scale,
+        loras=tuple(  # (file, strength) recorded in the PNGs
+            zip(config.lora_weight, multipliers_for(len(config.lora_weight), config.lora_multiplier), strict=True)
+        ),
     )
-    try:
-        written = generate_images(
-            dit, vae, prepared, paths, events, device, dtype, artifact_kind="image", phase="generate",
-            output=output,
-        )  # fmt: skip
-    finally:
-        memory.close()
-        del dit, vae
-        free_memory(device)
+    written = generate_images(
+        dit, vae, prepared, paths, events, device, dtype, artifact_kind="image", phase="generate",
+        output=output,
+    )  # fmt: skip
     log.info("%d file(s) written to %s", len(written), save_path)
     events.emit("metric", step=len(written), images=len(written))
     return written

@@ -55,16 +55,29 @@ def _cache_command(stage: Stage, config: Any) -> str:
     size = _control_vl_size(config) if stage == Stage.CACHE_TEXT else None
     if size not in (None, "official"):  # name a non-default size, or the re-cache would use the default
         version += f" --control_text_encoder_size {size}"
-    return f"{STAGE_SCRIPTS[stage]} --dataset_config {config.dataset_config}{version}"
+    held_out = getattr(config, "validation_dataset_config", None)  # the stages cache both TOMLs
+    validation = f" --validation_dataset_config {held_out}" if held_out else ""
+    return f"{STAGE_SCRIPTS[stage]} --dataset_config {config.dataset_config}{validation}{version}"
 
 
-def collect_items(config: Any, events: EventWriter | None = None) -> list[CachedItem]:
+def collect_items(
+    config: Any, events: EventWriter | None = None, source: str = "dataset_config"
+) -> list[CachedItem]:
     """Every usable item of ``--dataset_config`` whose caches are present and current (else DatasetError).
 
     Current includes, for edit-mode text caches, having been encoded with this run's
-    ``--control_text_encoder_size`` (when the file records it: see ``data.cache_paths``).
+    ``--control_text_encoder_size`` (when the file records it: see ``data.cache_paths``). `source`
+    "validation_dataset_config" reads the validation TOML instead (``data.validation_config``).
     """
-    ds_config = load_dataset_config(config.dataset_config)
+    toml = getattr(config, source)
+    flag, held_out = f"--{source}", source != "dataset_config"
+    label = "validation " if held_out else ""
+    if held_out:
+        from ..data.validation_config import load_validation_config
+
+        ds_config = load_validation_config(config)
+    else:
+        ds_config = load_dataset_config(toml)
     vl_size = _control_vl_size(config)
     items: list[CachedItem] = []
     missing_latents: list[str] = []  # "path: why" of each missing or outdated cache file
@@ -73,7 +86,7 @@ def collect_items(config: Any, events: EventWriter | None = None) -> list[Cached
         found = discover_items(dataset, edit=config.is_edit)
         for problem in found.problems:
             if events is not None:
-                events.warning(f"{dataset.label}: {problem}")
+                events.warning(f"{label}{dataset.label}: {problem}")
         for item in found.items:
             entry = replace(item.cache_entry(), control_vl_size=vl_size)
             for path, why, found_list in (
@@ -96,16 +109,16 @@ def collect_items(config: Any, events: EventWriter | None = None) -> list[Cached
                 )
             )
     if not items:
-        raise DatasetError(f"--dataset_config {config.dataset_config}: no usable images (see the warnings)")
+        raise DatasetError(f"{flag} {toml}: no usable images (see the warnings)")
     problems = []
     if missing_latents:
         problems.append(
-            f"{len(missing_latents)} of {len(items)} latent caches are missing or outdated "
+            f"{len(missing_latents)} of {len(items)} {label}latent caches are missing or outdated "
             f"(e.g. {missing_latents[0]}); run {_cache_command(Stage.CACHE_LATENTS, config)} --vae ..."
         )
     if missing_text:
         problems.append(
-            f"{len(missing_text)} of {len(items)} text-encoder caches are missing or outdated "
+            f"{len(missing_text)} of {len(items)} {label}text-encoder caches are missing or outdated "
             f"(e.g. {missing_text[0]}); run {_cache_command(Stage.CACHE_TEXT, config)} "
             "--text_encoder ..."
         )

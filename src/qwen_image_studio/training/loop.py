@@ -4,7 +4,8 @@ Gradient accumulation is explicit: the batches of one optimizer step are taken t
 last runs under ``no_sync`` (no all-reduce between processes), and the loss is divided by their number, so
 the last, shorter group of an epoch is handled exactly and a resumed run lines up with an uninterrupted one.
 The learning-rate schedule steps once per optimizer step (it is not handed to accelerate, which would step
-it once per process).
+it once per process). With a validation dataset, ``validation.Validator`` evaluates the live LoRA at its
+cadence and before every save, so each file carries its validation loss.
 """
 
 from __future__ import annotations
@@ -26,13 +27,16 @@ from ..errors import ConfigError
 from ..events import EventWriter, ProgressTracker
 from ..memory.options import MemoryOptions
 from ..memory.setup import configure_dit
+from ..models.lora_info import VALIDATION_LOSS_KEY
 from ..params.schema import StudioConfig
 from . import flow_matching as fm
 from .data import EpochBatchSampler, collect_items, groups_of, make_loader
 from .lora import SAVE_DTYPES, LoRANetwork, apply_lora, file_metadata
+from .objective import weighted_loss
 from .optim import create_optimizer, create_scheduler, current_lrs
 from .state import Progress, finish, load_state, staging_dir, write_main_state, write_rank_rng
 from .tracking import TrainTracker, tensorboard_dir
+from .validation import Validator, collect_validation_items
 
 log = logging.getLogger(__name__)
 
@@ -78,30 +82,13 @@ def flow_matching_loss(
     device: torch.device,
     dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted MSE between the DiT's velocity and noise - x0 for one batch; returns (loss, t)."""
-    x0 = batch["latents"].to(device, torch.float32)  # (B, 16, 1, h, w), already normalised
-    b, _, _, h, w = x0.shape
+    """Weighted MSE between the DiT's velocity and noise - x0 for one batch at drawn t and noise; returns
+    (loss, t). The forward and the loss are ``objective.weighted_loss``'s, which validation shares."""
+    shape = batch["latents"].shape  # (B, 16, 1, h, w), already normalised
+    b, _, _, h, w = shape
     t = fm.sample_timesteps(tcfg, b, fm.image_tokens(h, w), generator, device)
-    noise = torch.randn(x0.shape, generator=generator, device=device)
-    tokens = [fm.pack_latents(fm.noisy_latents(x0, noise, t))]
-    shapes = [(1, h // 2, w // 2)]
-    for control in batch["controls"]:  # edit: clean control latents after the target, never noised
-        tokens.append(fm.pack_latents(control.to(device, torch.float32)))
-        shapes.append((1, control.shape[-2] // 2, control.shape[-1] // 2))
-    n_target = tokens[0].shape[1]
-    mask = batch["mask"].to(device)
-    pred = model(
-        hidden_states=torch.cat(tokens, dim=1).to(dtype),
-        encoder_hidden_states=batch["text"].to(device, dtype),
-        encoder_hidden_states_mask=None if bool(mask.all()) else mask,
-        timestep=t.to(dtype),  # t in [0, 1]; 2511 (zero_cond_t) adds the t = 0 copy for controls itself
-        img_shapes=[shapes] * b,
-        return_dict=False,
-    )[0]
-    pred = pred[:, :n_target].float()  # the prediction for the target tokens only
-    target = fm.pack_latents(fm.flow_target(x0, noise))  # packed like pred (a permutation of the latents)
-    per_sample = ((pred - target) ** 2).mean(dim=(1, 2))
-    return (per_sample * fm.loss_weights(tcfg, t)).mean(), t
+    noise = torch.randn(shape, generator=generator, device=device)
+    return weighted_loss(model, batch, t, noise, tcfg, device, dtype), t
 
 
 @dataclass
@@ -158,8 +145,9 @@ class Checkpointer:
         """``--output_dir``."""
         return Path(self.config.output_dir)  # type: ignore[arg-type]
 
-    def save(self, stem: str, progress: Progress, epoch: int) -> Path:
-        """Write ``{stem}.safetensors`` (and ``{stem}-state``) atomically; returns the LoRA path."""
+    def save(self, stem: str, progress: Progress, epoch: int, validation_loss: float | None = None) -> Path:
+        """Write ``{stem}.safetensors`` (and ``{stem}-state``) atomically; returns the LoRA path. The file's
+        validation loss, when known, goes into its header and its ``artifact`` event."""
         acc, cfg = self.accelerator, self.config
         path = self.output_dir / f"{stem}.safetensors"
         saving = None
@@ -173,8 +161,11 @@ class Checkpointer:
                 started_at=self.started_at,
                 alpha=self.trainer.network.file_alpha,
             )
+            known = {} if validation_loss is None else {"validation_loss": validation_loss}
+            if validation_loss is not None:
+                meta[VALIDATION_LOSS_KEY] = repr(validation_loss)
             self.trainer.network.save(path, SAVE_DTYPES[cfg.save_precision], meta)
-            self.events.artifact("checkpoint", path)
+            self.events.artifact("checkpoint", path, **known)
             log.info("saved %s", path)
         if cfg.save_state:
             self._save_state(self.output_dir / f"{stem}-state", progress)
@@ -318,6 +309,7 @@ def train(config: StudioConfig, events: EventWriter) -> dict[str, Any]:
 
     # data: cached latents and text embeddings, bucketed batches in a seeded order
     items = collect_items(config, events)
+    held_out = collect_validation_items(config, events) if config.validation_dataset_config else []
     sampler = EpochBatchSampler(groups_of(items), config.seed, rank, world)
     workers = config.max_data_loader_n_workers
     loader = make_loader(items, sampler, config.is_edit, workers, config.persistent_data_loader_workers)
@@ -332,6 +324,9 @@ def train(config: StudioConfig, events: EventWriter) -> dict[str, Any]:
         plan.epochs,
         world,
     )
+
+    if held_out:
+        log.info("%d validation images, %d timesteps each", len(held_out), len(config.validation_timesteps))
 
     # model: frozen DiT with LoRA layers on its block linears
     dtype = model_dtype(device, config.mixed_precision)
@@ -410,11 +405,13 @@ def train(config: StudioConfig, events: EventWriter) -> dict[str, Any]:
     )
     saver = Checkpointer(config, acc, trainer, events, started_at)
     samples = SampleHook(config, acc, events, dit, dtype)
+    validation = Validator(config, acc, dit, held_out, timesteps, device, dtype, events, tracker.validation)
     name = config.output_name
 
     def checkpoint(stem: str, epoch: int) -> Path:
         progress.loss_window = list(tracker.window)  # a resumed run continues the moving average
-        return saver.save(stem, progress, epoch)
+        value = validation.at(progress.step, epoch)  # each LoRA file gets its own value (None: no data)
+        return saver.save(stem, progress, epoch, value)
 
     if progress.step == 0:
         samples.maybe(0, first=True)
@@ -429,12 +426,14 @@ def train(config: StudioConfig, events: EventWriter) -> dict[str, Any]:
             tracker.step(progress.step, epoch + 1, loss, current_lrs(optimizer), t)
             if config.save_every_n_steps and progress.step % config.save_every_n_steps == 0:
                 checkpoint(f"{name}-step{progress.step:08d}", epoch + 1)
+            validation.maybe(progress.step, epoch + 1)
             samples.maybe(progress.step)
         if progress.step_in_epoch >= plan.steps_per_epoch:  # the epoch ran to its end
             progress.epoch, progress.step_in_epoch = epoch + 1, 0
             tracker.end_epoch(progress.step, epoch + 1)
             if config.save_every_n_epochs and (epoch + 1) % config.save_every_n_epochs == 0:
                 checkpoint(f"{name}-{epoch + 1:06d}", epoch + 1)
+            validation.maybe(progress.step, epoch + 1, epoch_end=epoch + 1)
             samples.maybe(progress.step, epoch_end=epoch + 1)
         if progress.step >= plan.total_steps:
             break

@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 
 from qwen_image_studio.atomic import atomic_write
+from qwen_image_studio.data import png_params
 from qwen_image_studio.data.prompt_files import PromptDefaults, SamplePrompt, resolve_prompt
 from qwen_image_studio.events import EventWriter, ProgressTracker
 
@@ -73,10 +74,16 @@ class PreparedSamples:
 
     model_version: str
     prompts: list[PreparedPrompt]
+    models: dict[str, str | None] = field(default_factory=dict)  # dit, vae, text_encoder (for the PNGs)
 
 
-def prepare_sample_embeddings(config: StudioConfig, prompts: list[SamplePrompt]) -> PreparedSamples:
-    """Load the text encoder once, encode every prompt (and negative prompt) as the text cache does, free it."""
+def prepare_sample_embeddings(
+    config: StudioConfig, prompts: list[SamplePrompt], cache: dict[tuple[Any, ...], Any] | None = None
+) -> PreparedSamples:
+    """Load the text encoder once, encode every prompt (and negative prompt) as the text cache does, free it.
+
+    `cache` (a generation worker's, for one text encoder): embeddings by text and control images, filled
+    here; the text encoder is loaded only when some text is not in it."""
     from qwen_image_studio.data.images import load_image
     from qwen_image_studio.devices import model_dtype, resolve_device
     from qwen_image_studio.models.text_encoding import encode, load_encoding_pipeline
@@ -86,23 +93,49 @@ def prepare_sample_embeddings(config: StudioConfig, prompts: list[SamplePrompt])
     resolved = [resolve_prompt(p, defaults, version) for p in prompts]
     device = resolve_device(config.device)
     dtype = model_dtype(device, config.mixed_precision)
-    pipe = load_encoding_pipeline(config, device, dtype)
+    size = config.control_text_encoder_size
+    store = {} if cache is None else cache
+
+    def key(text: str, controls: list[Any]) -> tuple[Any, ...]:
+        stamps = tuple((str(c), os.stat(c).st_mtime_ns) for c in controls)
+        return (version, size, text, stamps)
+
+    texts = [(v["prompt"], v["control_paths"]) for v in resolved]
+    texts += [
+        (v["negative_prompt"] or EMPTY_NEGATIVE, v["control_paths"]) for v in resolved if v["guidance_scale"] > 1.0
+    ]
+    missing = [t for t in texts if key(*t) not in store]
+    pipe = load_encoding_pipeline(config, device, dtype) if missing else None
     out: list[PreparedPrompt] = []
     try:
         for values in resolved:
             controls = [load_image(c) for c in values["control_paths"]]
             ctrl_arg = [controls] if version != "original" else None
-            size = config.control_text_encoder_size
-            embeds = encode(pipe, version, [values["prompt"]], ctrl_arg, device, size)[0].cpu()
+
+            def embedded(text: str, paths: list[Any] = values["control_paths"], ctrl: Any = ctrl_arg) -> Any:
+                k = key(text, paths)
+                if k not in store:
+                    store[k] = encode(pipe, version, [text], ctrl, device, size)[0].cpu()
+                return store[k]
+
+            embeds = embedded(values["prompt"])
             negative = None
             if values["guidance_scale"] > 1.0:
-                neg_text = values["negative_prompt"] or EMPTY_NEGATIVE
-                negative = encode(pipe, version, [neg_text], ctrl_arg, device, size)[0].cpu()
+                negative = embedded(values["negative_prompt"] or EMPTY_NEGATIVE)
             out.append(PreparedPrompt(embeds=embeds, negative_embeds=negative, controls=controls, **values))
     finally:
-        del pipe
-        free_memory(device)
-    return PreparedSamples(version, out)
+        if pipe is not None:
+            del pipe
+            free_memory(device)
+    if cache is not None:
+        log.info(
+            "prompt embeddings: %d encoded (text encoder %s), %d reused",
+            len(missing),
+            "loaded, then freed" if missing else "not needed",
+            len(texts) - len(missing),
+        )
+    models = {"dit": config.dit, "vae": config.vae, "text_encoder": config.text_encoder}  # for the PNGs
+    return PreparedSamples(version, out, models)
 
 
 def free_memory(device: torch.device) -> None:
@@ -237,22 +270,53 @@ def save_latent_file(latent: torch.Tensor, path: Path, metadata: dict[str, str] 
     return atomic_write(path, lambda tmp: save_file({"latent": tensor}, str(tmp), metadata=metadata))
 
 
-def _save_png(
-    image: Image.Image, path: Path, item: PreparedPrompt, model_version: str, metadata: bool = True
-) -> Path:
-    """Write a PNG atomically with the generation settings in its text chunks (none without `metadata`)."""
+def png_parameters(
+    item: PreparedPrompt,
+    prepared: PreparedSamples,
+    output: GenerationOutput,
+    dtype: torch.dtype,
+    device: torch.device,
+    step: int | None = None,
+) -> dict[str, Any]:
+    """What a PNG records of how it was made (``data/png_params``: the ``qis_parameters`` keys)."""
+    dit = prepared.models.get("dit")
+    params: dict[str, Any] = {
+        "source": "generate" if step is None else "sample",
+        "prompt": item.prompt,
+        "negative_prompt": item.negative_prompt,
+        "width": item.width,
+        "height": item.height,
+        "steps": item.steps,
+        "guidance_scale": float(item.guidance_scale),
+        "seed": item.seed,
+        "sampler": png_params.SAMPLER,
+        "model_version": prepared.model_version,
+        "flow_shift": output.flow_shift,
+        "model": Path(dit).name if dit else None,
+        "dit": dit,
+        "vae": prepared.models.get("vae"),
+        "text_encoder": prepared.models.get("text_encoder"),
+        "loras": [{"path": f, "name": Path(f).stem, "multiplier": float(m)} for f, m in output.loras],
+        "control_image_paths": [str(c) for c in item.control_paths],
+        "dtype": str(dtype).removeprefix("torch."),
+        "device": device.type,
+    }
+    if step is not None:
+        params["step"] = step
+    return params
+
+
+def _save_png(image: Image.Image, path: Path, params: dict[str, Any] | None) -> Path:
+    """Write a PNG atomically with the generation settings in its text chunks (none when `params` is None):
+    ``parameters`` and ``qis_parameters`` (``data/png_params``), and ``prompt`` / ``negative_prompt``."""
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
-    if metadata:
-        info.add_text("prompt", item.prompt)
-        if item.negative_prompt:
-            info.add_text("negative_prompt", item.negative_prompt)
-        info.add_text(
-            "parameters",
-            f"{item.width}x{item.height}, steps {item.steps}, seed {item.seed}, "
-            f"guidance {item.guidance_scale}, model_version {model_version}",
-        )
+    if params is not None:
+        info.add_text("prompt", params["prompt"])
+        if params.get("negative_prompt"):
+            info.add_text("negative_prompt", params["negative_prompt"])
+        png_params.add_to(info, params)
 
     def write(tmp: Path) -> None:
         image.save(tmp, format="PNG", pnginfo=info)
@@ -276,6 +340,7 @@ class GenerationOutput:
     metadata: bool = True
     flow_shift: float | None = None
     embedded_cfg_scale: float = 2.5  # recorded in latent files, as the reference does
+    loras: tuple[tuple[str, float], ...] = ()  # (file, multiplier) merged into the DiT: for the PNGs
 
 
 def generate_images(
@@ -324,7 +389,8 @@ def generate_images(
                     files.append((save_latent_file(latent, out.latent_paths[index], meta), "latent"))
                     image = decode_latent(vae, latent) if out.images else None
                 if image is not None:
-                    png = _save_png(image, path, item, prepared.model_version, out.metadata)
+                    params = png_parameters(item, prepared, out, dtype, device, step) if out.metadata else None
+                    png = _save_png(image, path, params)
                     files.append((png, artifact_kind))
                 for file, kind in files:
                     written.append(file)

@@ -2,7 +2,9 @@
 
 TensorBoard (``--log_with tensorboard``) gets ``loss/current``, ``loss/average`` (moving average over the
 last epoch's worth of steps), ``loss/epoch``, ``lr/<group>`` for every parameter group and a ``timesteps``
-histogram (t x 1000) every :data:`HISTOGRAM_EVERY` steps, in ``{logging_dir}/{output_name}_{time}``.
+histogram (t x 1000) every :data:`HISTOGRAM_EVERY` steps, in ``{logging_dir}/{output_name}_{time}``; with
+a validation dataset also ``loss/validation`` and ``validation/t_<t>`` (the mean at each fixed timestep) at
+the steps it was evaluated (see ``validation``).
 """
 
 from __future__ import annotations
@@ -90,6 +92,24 @@ class TrainTracker:
         if self.writer is not None and self.timesteps:
             self.writer.add_histogram("timesteps", torch.cat(self.timesteps) * 1000, step)
             self.timesteps = []
+
+    def validation(self, result: Any, epoch: int) -> None:
+        """Record a validation result (``validation.ValidationResult``): a ``metric`` event with
+        ``validation_loss`` (and the per-timestep means) and the TensorBoard scalars."""
+        if not self.enabled:
+            return
+        self.events.emit(
+            "metric",
+            step=result.step,
+            epoch=epoch,
+            validation_loss=result.loss,
+            validation_timesteps=list(result.timesteps),
+            validation_losses=list(result.per_timestep),
+        )
+        if self.writer is not None:
+            self.writer.add_scalar("loss/validation", result.loss, result.step)
+            for t, value in zip(result.timesteps, result.per_timestep, strict=True):
+                self.writer.add_scalar(f"validation/t_{t:g}", value, result.step)
 
     def end_epoch(self, step: int, epoch: int) -> None:
         """Record the mean loss of the epoch just finished (epoch numbers from 1)."""

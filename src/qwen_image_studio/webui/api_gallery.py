@@ -38,7 +38,14 @@ from ..data.gallery import (
     served_file,
 )
 from ..data.images import ImageReadError
-from ..data.thumbnails import DEFAULT_SIZE, MEDIA_TYPE, SIZES, ensure_thumbnail
+from ..data.thumbnails import (
+    DEFAULT_SIZE,
+    MEDIA_TYPE,
+    SIZES,
+    ensure_thumbnail,
+    prune_thumbnails,
+    thumbnail_path,
+)
 from ..errors import DatasetError
 from ..params.validate import Join, Message
 from .app import studio
@@ -49,6 +56,8 @@ bp = Blueprint("api_gallery", __name__, url_prefix="/api/gallery")
 
 EXTENSION = "qwen_image_studio.gallery"
 THUMBS_DIR = ".thumbs"
+THUMBS_MAX_BYTES = 2**30  # the thumbnail cache keeps the most recently used within 1 GiB
+PRUNE_EVERY = 200  # new thumbnails between two prunes
 MAX_LIMIT = 500
 MAX_CAPTION = 10_000
 FILTERS = ("no_caption", "problem", "outdated", "uncached", "usable")
@@ -76,11 +85,27 @@ class Listing:
 class GalleryState:
     """What the gallery keeps per app: its caption history and the latest listings."""
 
-    def __init__(self, workspace: Path) -> None:
+    def __init__(self, workspace: Path, thumbs_max: int = THUMBS_MAX_BYTES) -> None:
         self.history = CaptionHistory(workspace / HISTORY_NAME)
         self.thumbs = workspace / THUMBS_DIR
+        self.thumbs_max = thumbs_max
         self._lock = threading.Lock()
         self._listings: dict[tuple[Path, bool | None], Listing] = {}
+        self._made = PRUNE_EVERY  # the first thumbnail made after start prunes the folder
+
+    def thumbnail(self, image: Path, size: int) -> Path:
+        """The thumbnail file of an image; every PRUNE_EVERY new ones, the least recently used beyond
+        ``thumbs_max`` are removed (in the background)."""
+        made = not thumbnail_path(self.thumbs, image, size).is_file()
+        file = ensure_thumbnail(self.thumbs, image, size)
+        with self._lock:
+            self._made += made
+            due = self._made >= PRUNE_EVERY
+            if due:
+                self._made = 0
+        if due:
+            threading.Thread(target=prune_thumbnails, args=(self.thumbs, self.thumbs_max), daemon=True).start()
+        return file
 
     def listing(self, path: Path, edit: bool | None) -> Listing:
         """The gallery of a TOML, built again only when its files changed."""
@@ -345,7 +370,7 @@ def thumb() -> Response:
     size = _int("size", DEFAULT_SIZE, min(SIZES), max(SIZES))
     size = min(SIZES, key=lambda s: abs(s - size))
     try:
-        file = ensure_thumbnail(gallery_state().thumbs, image, size)
+        file = gallery_state().thumbnail(image, size)
     except ImageReadError as exc:
         refuse(422, Message("gallery.unreadable", {"image": image, "reason": str(exc)}))
     return _cached_file(send_file(file, mimetype=MEDIA_TYPE, conditional=True))

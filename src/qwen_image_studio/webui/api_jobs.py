@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, Response, abort, jsonify, send_file
+from flask import Blueprint, Response, abort, jsonify, request, send_file
+from werkzeug.exceptions import NotFound
 
 from ..params.spec import Stage
+from ..params.validate import Message
+from .api_lora import send_lora
 from .app import studio
 from .gpu import job_gpu_peak
-from .jobs.artifacts import artifacts, find_artifact, output_dir_of
-from .jobs.commands import NotReady, preflight
-from .jobs.schema import JOB_KINDS
+from .jobs.artifacts import artifacts, captions_of, find_artifact, output_dir_of
+from .jobs.commands import NotReady, job_config, preflight
+from .jobs.schema import JOB_KINDS, RUNNING
 from .paths import resolve_config
 from .store import check_name
-from .views_util import json_body, params_from
+from .views_util import json_body, params_from, refuse, texts
 from .write_check import write_problems
 
 bp = Blueprint("api_jobs", __name__, url_prefix="/api/jobs")
@@ -31,6 +34,7 @@ def _details(job_id: int) -> dict[str, object]:
         **job.as_json(with_params=True),
         "output_folder": str(root) if root else None,
         "files": [a.as_json() for a in artifacts(job, events, state.workspace)],
+        **captions_of(events),
         **job_gpu_peak(events),
     }
 
@@ -46,7 +50,7 @@ def start_job() -> Response:
     if name is not None and not isinstance(name, str):
         abort(400, description="'config_name' must be a configuration name (text) or null")
     state = studio()
-    config = resolve_config(params_from(body), state.workspace)
+    config = job_config(kind, resolve_config(params_from(body), state.workspace), state.workspace)
     problems = preflight(config, JOB_KINDS[kind]) + write_problems(config, JOB_KINDS[kind], state.roots)
     if problems:  # each problem once, though two checks may find it
         raise NotReady(list({(p.field, p.message): p for p in problems}.values()))
@@ -103,17 +107,38 @@ def _artifact_file(job_id: int, name: str, kind: str) -> tuple[object, str]:
 
 @bp.get("/<int:job_id>/files/<path:name>")
 def job_file(job_id: int, name: str) -> Response:
-    """Download a LoRA file the job wrote (only announced files inside its output folder)."""
+    """Download a LoRA file the job wrote (only announced files inside its output folder); with
+    ``?form=comfyui`` or ``?form=diffusers`` in that key form (see ``api_lora``)."""
     path, filename = _artifact_file(job_id, name, "checkpoint")
+    if "form" in request.args:
+        return send_lora(path, request.args["form"])  # type: ignore[arg-type]
     return send_file(
         path, mimetype="application/octet-stream", as_attachment=True, download_name=filename, max_age=0
     )
 
 
+@bp.post("/generate/release")
+def release_generation() -> Response:
+    """End the generation worker now (frees its GPU memory); refused while it runs a job."""
+    state = studio()
+    worker = state.supervisor.worker
+    if any(j.status == RUNNING and j.kind == Stage.GENERATE.value for j in state.jobs.recent()):
+        refuse(409, Message("generate.busy"))
+    released = worker.release() if worker is not None else False
+    msg = Message("generate.released" if released else "generate.not_loaded")
+    return jsonify(**texts(str(msg), msg, "message"), released=released)
+
+
 @bp.get("/<int:job_id>/samples/<path:name>")
 def job_sample(job_id: int, name: str) -> Response:
     """A sample image the job wrote (only announced images inside its output folder)."""
-    path, filename = _artifact_file(job_id, name, "sample")
+    try:
+        path, filename = _artifact_file(job_id, name, "sample")
+    except NotFound:  # a generation job's images and compare grids
+        try:
+            path, filename = _artifact_file(job_id, name, "image")
+        except NotFound:
+            path, filename = _artifact_file(job_id, name, "grid")
     mimetype = IMAGE_TYPES.get("." + filename.rsplit(".", 1)[-1].lower())
     if mimetype is None:
         abort(404, description="not an image")

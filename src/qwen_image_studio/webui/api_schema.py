@@ -13,6 +13,7 @@ from ..params.schema import EDIT_VERSIONS, StudioConfig
 from ..params.spec import Stage
 from ..params.validate import Problem, lenient_config, problems_of, recommendation_warnings, stage_problems
 from .app import studio
+from .jobs.commands import PREVIEW_IMAGES
 from .jobs.schema import JOB_KINDS, UI_STAGES
 from .paths import resolve_params
 from .views_util import json_body, params_from, problem_list
@@ -22,7 +23,14 @@ bp = Blueprint("api_schema", __name__, url_prefix="/api")
 
 MODE_FIELD = "model_version"  # the parameter the form's edit-mode switch sets
 # Parameters the page's panels read or set, by role (the page itself names no parameter).
-ROLES = {"dataset": "dataset_config", "logdir": "logging_dir"}
+ROLES = {
+    "dataset": "dataset_config",
+    "logdir": "logging_dir",
+    "seed": "seed",  # the Generate tab's random seed and batch count
+    "lora_list": "lora_weight",  # the Generate tab's "add a LoRA from a finished job"
+    "lora_strengths": "lora_multiplier",
+    "grid_columns": "grid_loras",  # the Generate tab's "add to the compare grid"
+}
 
 
 @cache
@@ -37,6 +45,7 @@ def ui_schema() -> dict[str, Any]:
     }
     schema["x-roles"] = dict(ROLES)
     schema["x-job-kinds"] = {kind: [s.value for s in stages] for kind, stages in JOB_KINDS.items()}
+    schema["x-caption-preview"] = PREVIEW_IMAGES  # how many images the Dataset tab's caption preview takes
     return schema
 
 

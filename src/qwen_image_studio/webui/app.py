@@ -19,6 +19,7 @@ from .db_check import repair_database
 from .demo_setup import DemoBuilder, demo_dir
 from .i18n import TABLE, request_language
 from .jobs.commands import NotReady, stage_command
+from .jobs.generation_worker import GenerationWorker
 from .jobs.hub import Hub
 from .jobs.snapshot import JobSnapshots
 from .jobs.store import JobStore
@@ -84,6 +85,8 @@ class Studio:
     def close(self) -> None:
         """Stop the background threads and TensorBoard; running stages go on (a restart re-attaches)."""
         self.supervisor.close()
+        if self.supervisor.worker is not None:
+            self.supervisor.worker.close()  # it exits after the request it runs
         self.hub.close()
         self.tensorboard.stop()
 
@@ -175,7 +178,13 @@ def create_app(
     jobs = JobStore(store, listener=JobSnapshots(workspace))
     hub = Hub(lambda job_id: job_paths(workspace, job_id))
     supervisor = Supervisor(
-        workspace, jobs, hub, stop_timeout=stop_timeout, command=command, stall_after=stall_after
+        workspace,
+        jobs,
+        hub,
+        stop_timeout=stop_timeout,
+        command=command,
+        stall_after=stall_after,
+        worker=GenerationWorker(workspace),
     )
     board = TensorBoard(
         workspace / "logs" / "tensorboard.log",
@@ -208,7 +217,9 @@ def create_app(
     from .api_config import bp as api_config
     from .api_dataset import bp as api_dataset
     from .api_gallery import bp as api_gallery
+    from .api_import import bp as api_import
     from .api_jobs import bp as api_jobs
+    from .api_lora import bp as api_lora
     from .api_schema import bp as api_schema
     from .api_tools import bp as api_tools
     from .pages import bp as pages
@@ -220,6 +231,8 @@ def create_app(
     for blueprint in (pages, api_app, api_schema, api_config, api_jobs, api_dataset, api_tools, ws):
         app.register_blueprint(blueprint)
     app.register_blueprint(api_gallery)
+    app.register_blueprint(api_import)
+    app.register_blueprint(api_lora)
     app.register_blueprint(tensorboard_proxy)
     return app
 

@@ -15,7 +15,11 @@ from flask import request
 
 from ..params.validate import MESSAGES, Message, register_messages
 from .i18n_gallery import EN_GALLERY, ZH_GALLERY
+from .i18n_generate import EN_GENERATE, ZH_GENERATE
+from .i18n_import import EN_IMPORT, ZH_IMPORT
+from .i18n_lora import EN_LORA, ZH_LORA
 from .i18n_run import EN_RUN, ZH_RUN
+from .i18n_validation import EN_VALIDATION, ZH_VALIDATION
 
 DEFAULT_LANGUAGE = "zh-CN"
 API_LANGUAGE = "en"  # the API's language when a request names none (scripts, curl)
@@ -51,6 +55,8 @@ EN: dict[str, str] = {
     "stage.cache_latents": "Cache latents",
     "stage.cache_text_encoder_outputs": "Cache text-encoder outputs",
     "stage.train_network": "Train LoRA",
+    "stage.caption_images": "Caption images",
+    "stage.caption_preview": "Caption preview",
     "stage.generate": "Generate",
     "group.models": "Model paths",
     "group.dataset": "Dataset",
@@ -60,6 +66,8 @@ EN: dict[str, str] = {
     "group.logging": "Logging and output",
     "group.samples": "Sample images",
     "group.caching": "Caching",
+    "group.captioning": "Automatic captions",
+    "group.generation": "Generation",
     "group.advanced": "Advanced",
     "group.other": "Other",
     "form.loading": "Loading the parameter schema…",
@@ -72,7 +80,9 @@ EN: dict[str, str] = {
     "form.path.dir": "folder",
     "form.path.file_or_dir": "file or folder",
     "form.path.out_dir": "output folder (created when missing)",
+    "form.path.out_file": "output file (its folder is created when missing)",
     "form.list_hint": "one key=value per line",
+    "form.list_hint_items": "one {metavar} per line",
     "form.on": "on",
     "form.off": "off",
     "form.empty": "(empty)",
@@ -219,6 +229,8 @@ ZH: dict[str, str] = {
     "stage.cache_latents": "预缓存 VAE Latents",
     "stage.cache_text_encoder_outputs": "预缓存文本编码器输出",
     "stage.train_network": "LoRA 训练",
+    "stage.caption_images": "图像打标",
+    "stage.caption_preview": "打标预览",
     "stage.generate": "生成图像",
     "group.models": "模型路径",
     "group.dataset": "数据集",
@@ -228,6 +240,8 @@ ZH: dict[str, str] = {
     "group.logging": "日志与输出",
     "group.samples": "样例图",
     "group.caching": "缓存",
+    "group.captioning": "自动打标",
+    "group.generation": "生成",
     "group.advanced": "高级",
     "group.other": "其他",
     "form.loading": "正在加载参数表…",
@@ -240,7 +254,9 @@ ZH: dict[str, str] = {
     "form.path.dir": "文件夹",
     "form.path.file_or_dir": "文件或文件夹",
     "form.path.out_dir": "输出文件夹（不存在时自动创建）",
+    "form.path.out_file": "输出文件（其文件夹不存在时自动创建）",
     "form.list_hint": "每行一个 key=value",
+    "form.list_hint_items": "每行一个 {metavar}",
     "form.on": "开",
     "form.off": "关",
     "form.empty": "（空）",
@@ -374,6 +390,8 @@ ZH_MESSAGES: dict[str, str] = {
     "v.text": "{text}",
     "v.problems": "{problems}",
     "v.required": "{flag} 为必填项",
+    "v.caption_input": "{flag} 为必填项（要打标图像的数据集 TOML），或填写 --image_dir",
+    "v.caption_model": "{flag} 为必填项（Qwen2.5-VL 文件），或填写 --text_encoder（同一个文件）",
     "v.not_found": "{flag}：找不到 {path}",
     "v.inside_file": "{flag}：{path} 位于一个文件之下，不是文件夹",
     "v.is_folder": "{flag}：{path} 是文件夹；这里需要文件",
@@ -419,9 +437,17 @@ ZH_MESSAGES: dict[str, str] = {
 EN.update(MESSAGES)
 EN.update(EN_RUN)
 EN.update(EN_GALLERY)
+EN.update(EN_GENERATE)
+EN.update(EN_IMPORT)
+EN.update(EN_LORA)
+EN.update(EN_VALIDATION)
 ZH.update(ZH_MESSAGES)
 ZH.update(ZH_RUN)
 ZH.update(ZH_GALLERY)
+ZH.update(ZH_GENERATE)
+ZH.update(ZH_IMPORT)
+ZH.update(ZH_LORA)
+ZH.update(ZH_VALIDATION)
 TABLE: dict[str, dict[str, str]] = {"zh-CN": ZH, "en": EN}
 register_messages(EN)  # the UI's own messages (jobs, store, dataset) render in English like validation's
 

@@ -90,6 +90,22 @@ EN_GALLERY: dict[str, str] = {
     "gal.unmatched_control": "control image without a target: {path}",
     "gal.mixed_controls": "images have different numbers of control images: {counts}",
     "gal.count_of": "{count} image(s) with {n}",
+    "cap.title": "Automatic captions",
+    "cap.hint": (
+        "Qwen2.5-VL writes the captions of the dataset above, from the text encoder file you already have "
+        "(nothing is downloaded). Try the preview first: it captions a few images and writes nothing. "
+        '"Caption the dataset" writes a caption for every image that has none (all of them with '
+        "--overwrite); every caption it replaces is kept, and the gallery's Undo takes the whole run back. "
+        "An edit dataset can get edit instructions from its before/after pairs (--edit_pairs)."
+    ),
+    "cap.preview": "Preview on {count} images",
+    "cap.run": "Caption the dataset",
+    "cap.confirm": "Write captions for the images of {path}? Images that have a caption keep it unless --overwrite is on; Undo in the gallery takes the run back.",
+    "cap.job": "Job #{id} ({what}): {status}",
+    "cap.watch": "Show its log",
+    "cap.preview_done": "Preview: {count} caption(s) made — nothing was written. Change the template or prompt and preview again, or caption the dataset.",
+    "cap.run_done": "{count} caption(s) written. The gallery shows them; Undo takes the whole run back.",
+    "cap.none": "No image needed a caption (images that have one keep it unless --overwrite is on).",
 }
 
 ZH_GALLERY: dict[str, str] = {
@@ -163,4 +179,18 @@ ZH_GALLERY: dict[str, str] = {
     "gal.unmatched_control": "没有对应目标图像的控制图像：{path}",
     "gal.mixed_controls": "各图像的控制图像数量不同：{counts}",
     "gal.count_of": "{count} 张图像有 {n} 张控制图",
+    "cap.title": "自动打标",
+    "cap.hint": (
+        "Qwen2.5-VL 使用你已有的文本编码器文件为上面的数据集生成描述（不下载任何内容）。先试试预览：只为几张图像生成描述，"
+        "不写入任何文件。“为数据集打标”会为每张没有描述的图像写入描述（开启 --overwrite 时为全部图像）；被替换的描述都会保留，"
+        "图库的“撤销”可以撤回整次打标。编辑数据集可以根据前后图像对生成编辑指令（--edit_pairs）。"
+    ),
+    "cap.preview": "预览 {count} 张图像",
+    "cap.run": "为数据集打标",
+    "cap.confirm": "为 {path} 的图像写入描述？已有描述的图像保持不变（除非开启 --overwrite）；可在图库中撤销整次打标。",
+    "cap.job": "任务 #{id}（{what}）：{status}",
+    "cap.watch": "查看日志",
+    "cap.preview_done": "预览：已生成 {count} 条描述——未写入任何文件。可修改模板或提示词后再次预览，或为数据集打标。",
+    "cap.run_done": "已写入 {count} 条描述。图库中可以看到；“撤销”可撤回整次打标。",
+    "cap.none": "没有需要打标的图像（已有描述的图像保持不变，除非开启 --overwrite）。",
 }

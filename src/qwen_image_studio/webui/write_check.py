@@ -12,6 +12,7 @@ import os
 import shutil
 import struct
 import tempfile
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -108,15 +109,32 @@ def output_folders(config: StudioConfig, stages: tuple[Stage, ...]) -> list[tupl
     """(field, folder, bytes needed) for each folder the stages write, in stage order."""
     out: list[tuple[str, Path, int]] = []
     caching = {Stage.CACHE_LATENTS, Stage.CACHE_TEXT} & set(stages)
-    if caching and config.dataset_config:
+    captioning = Stage.CAPTION in stages and not config.preview_count  # a preview writes nothing
+    datasets: list = []
+    if (caching or captioning) and config.dataset_config:
         from ..data.config import load_dataset_config
 
-        try:
+        with suppress(DatasetError, OSError, ValueError):  # the stage's own check reports a bad TOML
             datasets = load_dataset_config(config.dataset_config).datasets
-        except (DatasetError, OSError, ValueError):
-            datasets = []  # the stage's own check reports an unreadable dataset TOML
+    if caching:
+        out += [("dataset_config", Path(ds.cache_directory), SMALL_FILES) for ds in datasets]
+    if caching and config.validation_dataset_config:  # cached in the same stages, into its own folders
+        from ..data.config import load_dataset_config
+
+        held_out: list = []
+        with suppress(DatasetError, OSError, ValueError):
+            held_out = load_dataset_config(config.validation_dataset_config).datasets
+        out += [("validation_dataset_config", Path(ds.cache_directory), SMALL_FILES) for ds in held_out]
+    if captioning:  # captions beside the images, or in the dataset's JSON-lines list
         for ds in datasets:
-            out.append(("dataset_config", Path(ds.cache_directory), SMALL_FILES))
+            folder = ds.image_directory or (ds.image_jsonl_file.parent if ds.image_jsonl_file else None)
+            if folder is not None:
+                out.append(("dataset_config", Path(folder), SMALL_FILES))
+        if config.image_dir and not config.dataset_config:
+            folder = Path(config.output_file).parent if config.output_file else Path(config.image_dir)
+            out.append(("output_file" if config.output_file else "image_dir", folder, SMALL_FILES))
+        if config.caption_history:
+            out.append(("caption_history", Path(config.caption_history).parent, SMALL_FILES))
     if Stage.TRAIN in stages:
         lora = lora_file_bytes(config)
         saves = 2 + (3 if config.save_state else 0)  # the new file beside the last one; state: LoRA + Adam

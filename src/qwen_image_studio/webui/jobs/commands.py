@@ -6,13 +6,32 @@ import shlex
 import sys
 from pathlib import Path
 
+from ...data.caption_history import HISTORY_NAME
 from ...params.cli import to_argv
 from ...params.schema import StudioConfig
 from ...params.spec import SUBCOMMANDS, Stage
 from ...params.validate import ConfigProblems, Problem, stage_problems
+from .schema import CAPTION_PREVIEW, JOB_KINDS
 
 # `python -m qwen_image_studio.cli SUBCOMMAND`: the same commands as the seed's scripts, from any folder.
 SUBCOMMAND_OF: dict[Stage, str] = {stage: name for name, stage in SUBCOMMANDS.items()}
+PREVIEW_IMAGES = 3  # how many images a caption preview job captions
+GENERATED_DIR = "generated"  # where the web UI's generation jobs write without a --save_path
+
+
+def job_config(kind: str, config: StudioConfig, workspace: Path) -> StudioConfig:
+    """The configuration a job of this kind runs with the form's values: a captioning job records every
+    caption it replaces in the workspace's caption history (the gallery's undo), a preview captions the
+    first few images and writes nothing; a generation job without --save_path writes into
+    WORKSPACE/generated. The form shows neither setting (both are declared cli_only). The
+    caption jobs use the form's --caption_template: --prompt is the Generate tab's image prompt."""
+    if Stage.GENERATE in JOB_KINDS[kind] and not config.save_path:
+        return config.model_copy(update={"save_path": str(workspace / GENERATED_DIR)})
+    if Stage.CAPTION not in JOB_KINDS[kind]:
+        return config
+    preview = PREVIEW_IMAGES if kind == CAPTION_PREVIEW else None
+    update = {"caption_history": str(workspace / HISTORY_NAME), "preview_count": preview, "prompt": None}
+    return config.model_copy(update=update)
 
 
 class NotReady(ConfigProblems):

@@ -43,12 +43,16 @@ JOBS_REASON_I18N = "ALTER TABLE job_stages ADD COLUMN reason_i18n TEXT;"
 JOBS_RUN_DIR = "ALTER TABLE jobs ADD COLUMN run_dir TEXT;"
 
 PIPELINE = "pipeline"
+CAPTION_PREVIEW = "caption_preview"  # captions the first few images of the dataset and writes nothing
 # What each kind of job runs, in order.
 JOB_KINDS: dict[str, tuple[Stage, ...]] = {
     Stage.CACHE_LATENTS.value: (Stage.CACHE_LATENTS,),
     Stage.CACHE_TEXT.value: (Stage.CACHE_TEXT,),
     Stage.TRAIN.value: (Stage.TRAIN,),
     PIPELINE: (Stage.CACHE_LATENTS, Stage.CACHE_TEXT, Stage.TRAIN),
+    Stage.CAPTION.value: (Stage.CAPTION,),
+    CAPTION_PREVIEW: (Stage.CAPTION,),
+    Stage.GENERATE.value: (Stage.GENERATE,),  # run by the generation worker (models kept loaded)
 }
 # Every stage the web UI can launch (in pipeline order); parameters of no such stage are not in its form.
 UI_STAGES: tuple[Stage, ...] = tuple(dict.fromkeys(s for stages in JOB_KINDS.values() for s in stages))

@@ -22,7 +22,8 @@ from ...params.validate import ConfigProblems, Message, problems_message, valida
 from ..demo_setup import child_env
 from ..paths import resolve_in
 from . import procs
-from .commands import NotReady, preflight, shown, stage_command
+from .commands import SUBCOMMAND_OF, NotReady, preflight, shown, stage_command
+from .generation_worker import GenerationWorker, WorkerRun
 from .hub import Hub
 from .outcome import Outcome, exit_code_of, final_event, outcome_of
 from .schema import (
@@ -152,8 +153,10 @@ class Supervisor:
         stop_timeout: float = 10.0,
         command: Command = stage_command,
         stall_after: float | None = STALL_AFTER_S,
+        worker: GenerationWorker | None = None,
     ) -> None:
         self.workspace = workspace
+        self.worker = worker  # runs the generate stage with the models kept loaded (None: a process per job)
         self.jobs = jobs
         self.hub = hub
         self.stop_timeout = stop_timeout
@@ -371,22 +374,29 @@ class Supervisor:
             self._note(log_file, *(f"cannot start {run.stage}: {p.message}" for p in problems))
             return Outcome.said(FAILED, None, problems_message(problems), problems[0].field or None)
         self._note(log_file, f"$ {shown(run.argv)}")
+        if self.worker is not None and self._worker_flags(run) is None and self.worker.release():
+            self._note(log_file, "the generation worker was ended to free its memory for this stage")
         with self._lock:
             if self.jobs.get(job_id).stop_requested:
                 return None
             tmp = self.tmp_dir(job_id)
             tmp.mkdir(parents=True, exist_ok=True)
             try:
-                with open(log_file, "ab") as out:
-                    proc = subprocess.Popen(
-                        run.argv,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL,
-                        cwd=self.workspace,
-                        env={**child_env(), "PYTHONUNBUFFERED": "1", **procs.temp_env(tmp)},
-                        start_new_session=True,
-                    )
+                proc: subprocess.Popen[bytes] | WorkerRun
+                flags = self._worker_flags(run)
+                if flags is not None and self.worker is not None:
+                    proc = self.worker.submit(job_id, flags, log_file)
+                else:
+                    with open(log_file, "ab") as out:
+                        proc = subprocess.Popen(
+                            run.argv,
+                            stdout=out,
+                            stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL,
+                            cwd=self.workspace,
+                            env={**child_env(), "PYTHONUNBUFFERED": "1", **procs.temp_env(tmp)},
+                            start_new_session=True,
+                        )
             except OSError as exc:
                 result = Outcome.said(FAILED, None, Message("reason.not_started", {"detail": exc}))
                 self._note(log_file, result.reason or "")
@@ -400,7 +410,11 @@ class Supervisor:
         code = self._wait(proc, self._watch(job_id, run.stage))
         if code is None:
             return DETACHED
-        self._after_exit(proc.pid)
+        if isinstance(proc, WorkerRun):  # the worker goes on with the models loaded
+            with self._lock:
+                self._current = None
+        else:
+            self._after_exit(proc.pid)
         event = final_event(events_file, run.stage)
         return outcome_of(code, event, self.jobs.get(job_id).stop_requested, log_file)
 
@@ -422,7 +436,14 @@ class Supervisor:
         event = final_event(events_file, run.stage)
         return outcome_of(exit_code_of(event), event, self.jobs.get(job.id).stop_requested, log_file)
 
-    def _wait(self, proc: subprocess.Popen[bytes], watch: Callable[[], None]) -> int | None:
+    def _worker_flags(self, run: StageRun) -> list[str] | None:
+        """The generate flags of a stage the generation worker takes (None: it runs as its own process)."""
+        name = SUBCOMMAND_OF[Stage.GENERATE]
+        if self.worker is None or run.stage != Stage.GENERATE.value or name not in run.argv:
+            return None
+        return run.argv[run.argv.index(name) + 1 :]
+
+    def _wait(self, proc: subprocess.Popen[bytes] | WorkerRun, watch: Callable[[], None]) -> int | None:
         """The exit code of a stage, or None when the web UI closes first; `watch` runs between polls."""
         while True:
             try:

@@ -4,7 +4,10 @@ import { api, configUrl, upload } from "./api.js";
 import { loadDraft, saveDraft } from "./draft.js";
 import { DatasetPanel } from "./dataset-panel.js";
 import { GalleryPanel } from "./gallery-panel.js";
-import { debounce } from "./dom.js";
+import { CaptionPanel } from "./caption-panel.js";
+import { GeneratePanel } from "./generate-panel.js";
+import { ImportPanel } from "./import-panel.js";
+import { debounce, el } from "./dom.js";
 import { applyTranslations, currentLanguage, hasKey, localText, setLanguage, t, tm } from "./i18n.js";
 import { buildFormModel, checkValue, missingFor } from "./form-model.js";
 import { FormView } from "./form-view.js";
@@ -14,14 +17,15 @@ import { ToolsPanel } from "./tools-panel.js";
 const $ = (id) => document.getElementById(id);
 const VALIDATE_DELAY_MS = 300;
 const STATUS_POLL_MS = 2000;
-const TABS = ["config", "dataset", "jobs"];
+const TABS = ["config", "dataset", "jobs", "generate"];
 const TAB_KEY = "studio_tab";
 
 const state = {
   model: null, view: null, current: null, dirty: false, configs: [],
   server: { problems: [], needs: [], warnings: [] }, staleFields: new Set(), commands: null,
   seq: 0, timer: null, status: null, statusTimer: null, message: null,
-  roles: {}, jobKinds: {}, jobs: null, dataset: null, tools: null,
+  roles: {}, jobKinds: {}, jobs: null, dataset: null, tools: null, captions: null, captionPreview: 0,
+  panels: [], generate: null,
 };
 
 // ---- messages ---------------------------------------------------------------------------------
@@ -206,7 +210,8 @@ function renderSummary(top, byField) {
 function focusField(name) {
   const input = state.view.inputs[name];
   if (!input) return;
-  switchTab("config");
+  const panel = input.closest(".tab-panel"); // a placed section lives in another tab
+  switchTab(panel ? panel.id.replace(/^tab-/, "") : "config");
   state.view.reveal(name);
   input.focus();
   input.scrollIntoView({ block: "center", behavior: "smooth" });
@@ -291,6 +296,7 @@ function syncModeControls() {
   const sw = $("edit-switch");
   sw.disabled = !state.model || !state.model.editSwitch;
   sw.checked = Boolean(state.view && state.view.edit);
+  for (const panel of state.panels || []) panel.syncMode();
   $("mode-hint").textContent = sw.checked ? t("mode.hint_edit") : t("mode.hint_t2i");
 }
 
@@ -585,6 +591,8 @@ function switchLanguage(lang) {
   if (state.jobs) state.jobs.retranslate();
   if (state.dataset) state.dataset.render();
   if (state.gallery) state.gallery.render();
+  if (state.captions) state.captions.render();
+  if (state.generate) state.generate.render();
   if (state.tools) state.tools.retranslate();
 }
 
@@ -596,6 +604,17 @@ function serverProblems(problems, code) {
   else state.server.problems = problems;
   state.staleFields.clear();
   showProblems();
+}
+
+/** A refused job start: its problems next to their fields and listed in `box`, each a link to its field. */
+function showRefusal(box, res) {
+  if (res.data.problems) serverProblems(res.data.problems, res.data.code);
+  box.append(el("p", { class: "problem" }, errorText(res, "run")));
+  for (const p of res.data.problems || []) {
+    const item = el("p", { class: p.field ? "problem goto" : "problem", tabindex: p.field ? "0" : null }, problemText(p));
+    if (p.field) item.addEventListener("click", () => focusField(p.field));
+    box.append(item);
+  }
 }
 
 function applyValues(values, message) {
@@ -624,6 +643,33 @@ function startPanels() {
     useDataset: (path) => setRole("dataset", path),
   });
   state.gallery = new GalleryPanel({ ...common, datasetValue: () => roleValue("dataset") });
+  state.captions = new CaptionPanel({
+    ...common,
+    errorText: (res) => errorText(res, "run"),
+    readValues: () => state.view.read(),
+    currentName: () => (state.dirty ? null : state.current),
+    datasetValue: () => roleValue("dataset"),
+    serverProblems,
+    showRefusal,
+    watchJob: (job) => { state.jobs.watch(job); switchTab("jobs"); },
+    captionsWritten: () => state.gallery.reload(),
+  }, state.captionPreview);
+  state.jobs.onJob((job) => state.captions.onJob(job));
+  if (state.panels.length) {
+    state.generate = new GeneratePanel({
+      ...common,
+      view: state.panels[0],
+      roles: state.roles,
+      errorText: (res) => errorText(res, "run"),
+      mainValues: () => state.view.read(),
+      currentName: () => (state.dirty ? null : state.current),
+      serverProblems,
+      showRefusal,
+      watchJob: (job) => { state.jobs.watch(job); switchTab("jobs"); },
+    });
+    state.jobs.onJob((job) => state.generate.onJob(job));
+  }
+  state.importer = new ImportPanel({ useDataset: (path) => { setRole("dataset", path); state.dataset.sync(); }, loadGallery: () => $("gal-load").click() });
   state.tools = new ToolsPanel({
     readValues: () => state.view.read(),
     applyValues,
@@ -668,10 +714,20 @@ async function start() {
     say(`${t("form.load_failed")}\n${errorText(schema)}`, "error");
     return;
   }
-  state.model = buildFormModel(schema.data);
+  const panels = {}; // groups a tab shows in values of its own (data-form-panel="GROUP")
+  for (const box of document.querySelectorAll("[data-form-panel]")) panels[box.dataset.formPanel] = box;
+  state.model = buildFormModel(schema.data, { exclude: Object.keys(panels) });
+  state.panels = Object.entries(panels).map(([group, box]) => {
+    const view = new FormView(box, buildFormModel(schema.data, { only: group }), () => state.generate && state.generate.remember(), {}, "gen-");
+    view.editOf = () => Boolean(state.view && state.view.edit);
+    return view;
+  });
   state.roles = schema.data["x-roles"] || {};
   state.jobKinds = schema.data["x-job-kinds"] || {};
-  state.view = new FormView($("config-form"), state.model, onFieldInput);
+  state.captionPreview = schema.data["x-caption-preview"] || 0;
+  const placed = {}; // form sections shown elsewhere on the page (data-section-slot="GROUP")
+  for (const slot of document.querySelectorAll("[data-section-slot]")) placed[slot.dataset.sectionSlot] = slot;
+  state.view = new FormView($("config-form"), state.model, onFieldInput, placed);
   state.view.render();
   const defaults = await api("GET", "/api/config/defaults");
   if (defaults.ok) state.view.write(defaults.data.params);
@@ -686,6 +742,7 @@ async function start() {
   state.restored = await restoreDraft();
   if (!state.restored) await landOnDemo();
   state.dataset.sync();
+  if (state.generate) await state.generate.start(defaults.ok ? defaults.data.params : null);
   state.tools.baseline();
   await validateNow();
   document.body.dataset.ready = "1";

@@ -6,10 +6,13 @@
 
 Fields marked x-hidden (no stage of theirs is one the UI launches) are in `fields` but in no section:
 the form shows no input for them and carries their values (see FormView), so nothing saved is lost. */
-export function buildFormModel(schema) {
+export function buildFormModel(schema, panels = {}) {
   const fields = Object.entries(schema.properties || {})
     .map(([name, prop]) => fieldOf(name, prop))
     .sort((a, b) => a.order - b.order);
+  if (panels.only) return panelModel(schema, fields, panels.only);
+  // groups shown by a panel of their own (`panels.exclude`) get no section here: carried like hidden ones
+  for (const f of fields) if ((panels.exclude || []).includes(f.group)) f.hidden = true;
   const shown = fields.filter((f) => !f.hidden);
   const groups = schema["x-groups"] || [];
   const sections = groups.map((name) => ({
@@ -23,6 +26,22 @@ export function buildFormModel(schema) {
     ? { field: sw.field, editValues: sw["edit-values"] || [], offValue: sw["off-value"] } : null;
   const uiStages = schema["x-ui-stages"] || null; // null: every stage
   return { sections: sections.filter((s) => s.fields.length), fields, byName, editSwitch, uiStages };
+}
+
+/** The model of a panel that shows one group (and the fields that name it in x-also) in its own values. */
+function panelModel(schema, all, group) {
+  const fields = all.filter((f) => !f.hiddenByStage && (f.group === group || f.also.includes(group)));
+  for (const f of fields) {
+    f.hidden = false;
+    if (f.group !== group) f.basic = true; // a field shown here from another group is a main one here
+  }
+  const byName = Object.fromEntries(fields.map((f) => [f.name, f]));
+  const sw = schema["x-edit-switch"] || null;
+  const editSwitch = sw ? { field: sw.field, editValues: sw["edit-values"] || [], offValue: sw["off-value"] } : null;
+  return {
+    sections: [{ name: group, collapsed: false, fields }], fields, byName, editSwitch,
+    uiStages: schema["x-ui-stages"] || null,
+  };
 }
 
 /** The stages of a field's "required for" badge: those the UI launches. */
@@ -55,6 +74,9 @@ function fieldOf(name, prop) {
     recommended: prop["x-recommended-i18n"] || "", // the range a value is warned outside of (a message)
     mode: prop["x-mode"] || "", // "edit" or "t2i": shown only in that mode
     hidden: Boolean(prop["x-hidden"]), // no input: its value is carried as it is
+    hiddenByStage: Boolean(prop["x-hidden"]), // hidden by the schema itself (no UI stage, or cli_only)
+    also: prop["x-also"] || [], // other groups whose panel shows it too
+    metavar: prop["x-metavar"] || "", // a list's items as the CLI names them (none: KEY=VALUE pairs)
     needs: prop["x-needs"] || null, // the switch this switch needs on
     basic: Boolean(prop["x-basic"]), // shown first in its section; the others fold under "more options"
   };

@@ -41,16 +41,22 @@ function clone(value) {
 }
 
 export class FormView {
-  constructor(form, model, onInput) {
+  /** `placed` maps a section's group to an element elsewhere on the page where that section is shown
+   * instead of in the form (e.g. the captioning settings in the Dataset tab); its values are the form's. */
+  constructor(form, model, onInput, placed = {}, prefix = "") {
     this.form = form;
+    this.prefix = prefix; // before every element id, when two views share a page (e.g. "gen-")
     this.model = model;
     this.onInput = onInput;
+    this.placed = placed;
     this.edit = false;
     this.inputs = {};
     this.carried = {}; // values of the fields the form does not show (x-hidden), kept as they came
     this.openSections = remembered() || new Set(model.sections.filter((s) => !s.collapsed).map((s) => s.name));
-    form.addEventListener("input", (e) => this.changed(e));
-    form.addEventListener("change", (e) => this.changed(e));
+    for (const box of [form, ...Object.values(placed)]) {
+      box.addEventListener("input", (e) => this.changed(e));
+      box.addEventListener("change", (e) => this.changed(e));
+    }
     form.addEventListener("submit", (e) => e.preventDefault());
   }
 
@@ -84,7 +90,11 @@ export class FormView {
     this.form.replaceChildren();
     this.inputs = {};
     this.rows = {};
-    for (const section of this.model.sections) this.form.append(this.section(section));
+    for (const section of this.model.sections) {
+      const box = this.placed[section.name];
+      if (box) box.replaceChildren(this.placedSection(section));
+      else this.form.append(this.section(section));
+    }
     if (values) this.write(values);
     this.applyMode();
   }
@@ -106,6 +116,18 @@ export class FormView {
     return details;
   }
 
+  /** A section shown outside the form: its main fields, the others under "more options". */
+  placedSection(section) {
+    const box = el("div", { class: "placed-section", "data-group": section.name });
+    const basic = section.fields.filter((f) => f.basic);
+    const rest = section.fields.filter((f) => !f.basic);
+    const grid = el("div", { class: "fields" });
+    for (const field of basic.length ? basic : rest) grid.append(this.row(field));
+    box.append(grid);
+    if (basic.length && rest.length) box.append(this.more(section.name, rest));
+    return box;
+  }
+
   /** A section's other fields, folded under "more options (N)" until opened. */
   more(name, fields) {
     const key = `${name}:more`;
@@ -124,14 +146,14 @@ export class FormView {
   /** Open every folded part around a field's row (its section and its "more options"). */
   reveal(name) {
     let node = this.rows[name];
-    while (node && node !== this.form) {
+    while (node && node !== this.form && node !== document.body) {
       if (node.tagName === "DETAILS") node.open = true;
       node = node.parentElement;
     }
   }
 
   row(field) {
-    const id = `f-${field.name}`;
+    const id = `${this.prefix}f-${field.name}`;
     const row = el("div", { class: `field kind-${field.kind}`, "data-row": field.name });
     const head = el("div", { class: "field-head" });
     const label = el("label", { for: id, class: "flag" });
@@ -145,20 +167,20 @@ export class FormView {
     row.append(head);
     const input = this.input(field, id);
     row.append(input);
-    row.append(el("p", { class: "help", id: `h-${field.name}` }, field.help[currentLanguage()] || field.help.en));
+    row.append(el("p", { class: "help", id: `${this.prefix}h-${field.name}` }, field.help[currentLanguage()] || field.help.en));
     const meta = [`${t("form.default")}: ${shownDefault(field)}`];
     if (field.allowed && field.kind !== "choice") meta.push(`${t("form.allowed")}: ${tm(field.allowed)}`);
     if (field.recommended) meta.push(`${t("form.recommended")}: ${tm(field.recommended)}`);
     if (field.path) meta.push(t(`form.path.${field.path}`));
-    if (field.kind === "list") meta.push(t("form.list_hint"));
+    if (field.kind === "list") meta.push(field.metavar ? t("form.list_hint_items", { metavar: field.metavar }) : t("form.list_hint"));
     row.append(el("p", { class: "meta" }, meta.join(" · ")));
-    row.append(el("p", { class: "problem", id: `p-${field.name}`, "aria-live": "polite" }));
+    row.append(el("p", { class: "problem", id: `${this.prefix}p-${field.name}`, "aria-live": "polite" }));
     this.rows[field.name] = row;
     return row;
   }
 
   input(field, id) {
-    const common = { id, name: field.name, "data-field": field.name, "aria-describedby": `h-${field.name} p-${field.name}` };
+    const common = { id, name: field.name, "data-field": field.name, "aria-describedby": `${this.prefix}h-${field.name} ${this.prefix}p-${field.name}` };
     let input;
     if (field.kind === "bool") {
       input = el("input", { ...common, type: "checkbox", class: "toggle" });
@@ -173,11 +195,11 @@ export class FormView {
       input = el("input", {
         ...common, type: "text", autocomplete: "off", spellcheck: "false",
         inputmode: numeric ? (field.kind === "int" ? "numeric" : "decimal") : null,
-        list: field.choices.length ? `dl-${field.name}` : null,
+        list: field.choices.length ? `${this.prefix}dl-${field.name}` : null,
       });
       if (field.choices.length) {
         const wrap = el("div", { class: "with-list" });
-        const list = el("datalist", { id: `dl-${field.name}` });
+        const list = el("datalist", { id: `${this.prefix}dl-${field.name}` });
         for (const value of field.choices) list.append(el("option", { value }));
         wrap.append(input, list);
         this.inputs[field.name] = input;
@@ -225,6 +247,7 @@ export class FormView {
   isEdit() {
     const sw = this.model.editSwitch;
     if (!sw) return false;
+    if (!this.inputs[sw.field] && this.editOf) return this.editOf(); // a panel follows the main form
     return sw.editValues.includes(this.inputs[sw.field] ? this.inputs[sw.field].value : null);
   }
 
@@ -252,8 +275,8 @@ export class FormView {
   /** Show problems: `byField` maps a field to [{text, level}] (level "error", "need" or "warn"). */
   showProblems(byField) {
     for (const field of this.model.fields) {
-      const out = this.form.querySelector(`#p-${CSS.escape(field.name)}`);
       const row = this.rows[field.name];
+      const out = row ? row.querySelector(".problem") : null;
       if (!out || !row) continue;
       const list = byField[field.name] || [];
       out.textContent = list.map((p) => p.text).join("\n");

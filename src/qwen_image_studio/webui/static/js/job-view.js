@@ -6,8 +6,10 @@ import { bytes, clockSpan, duration, elapsed, monoNow, rate, received, tickClock
 import { hasKey, localText, t } from "./i18n.js";
 import { JobProgress, phaseKey } from "./job-progress.js";
 import { LogView } from "./log-view.js";
+import { LoraDetails } from "./lora-details.js";
 import { LossChart } from "./loss-chart.js";
 import { SamplesView } from "./samples-view.js";
+import { lossText, lowestValidation } from "./validation-model.js";
 
 export const LOG_CAP = 2000;
 const ICONS = { done: "✅", failed: "❌", stopped: "⏰", lost: "⏰", running: "⏳", pending: "·", skipped: "–" };
@@ -47,6 +49,7 @@ export class JobView {
     this.log = new LogView($("log"), $("log-skipped"), $("log-follow"), LOG_CAP);
     this.chart = new LossChart($("loss-chart"), $("chart-empty"));
     this.samples = new SamplesView($("samples"), $("samples-empty"), $("samples-hint"));
+    this.loraDetails = new LoraDetails(); // each LoRA's "details" toggle (header facts, both download forms)
     this.files = [];
     this.folder = null;
     this.detailsTimer = null;
@@ -69,6 +72,7 @@ export class JobView {
       this.progress.reset();
       this.files = [];
       this.folder = null;
+      this.loraDetails.reset();
       this.log.reset();
       this.chart.reset();
       if (job) this.fetchDetails();
@@ -101,6 +105,7 @@ export class JobView {
       this.events = n;
       if (event.type === "progress") this.progress.add(event, monoNow());
       else if (event.type === "metric" && typeof event.loss === "number") this.chart.add(event.step, event.loss, event.loss_avg);
+      else if (event.type === "metric" && typeof event.validation_loss === "number") this.chart.addValidation(event.step, event.validation_loss);
       else if (event.type === "artifact") artifacts = true;
     }
     if (artifacts) this.scheduleDetails();
@@ -236,10 +241,21 @@ export class JobView {
     const path = (name) => name.split("/").map(encodeURIComponent).join("/");
     this.samples.show(this.files.filter((f) => f.kind === "sample"), (f) => `/api/jobs/${job.id}/samples/${path(f.name)}`);
     const loras = this.files.filter((f) => f.kind === "checkpoint");
+    const best = lowestValidation(loras); // every file with the lowest validation loss is marked
     for (const f of loras) {
       const url = `/api/jobs/${job.id}/files/${path(f.name)}`;
       const li = el("li");
       li.append(el("a", { href: url, download: f.name.split("/").pop() }, f.name), el("span", { class: "meta" }, ` ${bytes(f.size)}`));
+      if (Number.isFinite(f.validation_loss)) {
+        li.dataset.validationLoss = String(f.validation_loss);
+        li.append(el("span", { class: "meta" }, ` · ${t("files.validation_loss", { value: lossText(f.validation_loss) })}`));
+        if (f.validation_loss === best) {
+          li.classList.add("best-validation");
+          li.append(" ", el("span", { class: "badge" }, t("files.best_validation")));
+        }
+      }
+      const [toggle, panel] = this.loraDetails.toggle(job.id, f.name);
+      li.append(" ", toggle, panel);
       files.append(li);
     }
     $("files-empty").hidden = loras.length > 0;

@@ -22,6 +22,7 @@ export class JobsPanel {
   constructor(ctx) {
     this.ctx = ctx;
     this.jobs = new Map();
+    this.listeners = []; // other panels that follow jobs (see onJob)
     this.view = new JobView({ focusField: ctx.focusField, stop: (job) => this.stop(job) });
     this.live = new Live({ message: (m) => this.onMessage(m), state: (up) => this.onState(up) }, () => this.view.position());
     for (const button of document.querySelectorAll("[data-run]")) {
@@ -30,6 +31,11 @@ export class JobsPanel {
   }
 
   connect() { this.live.connect(); }
+
+  /** Call `fn(job)` whenever the live channel reports a job. */
+  onJob(fn) { this.listeners.push(fn); }
+
+  tell(jobs) { for (const job of jobs) for (const fn of this.listeners) fn(job); }
 
   onState(up) {
     const chip = $("live-chip");
@@ -42,6 +48,7 @@ export class JobsPanel {
     if (m.type === "jobs") {
       for (const job of m.jobs) this.jobs.set(job.id, received(job));
       this.renderHistory();
+      this.tell(m.jobs);
       if (!this.view.job) {
         const wanted = remembered();
         const pick = (wanted && this.jobs.get(wanted)) || m.jobs[0];
@@ -53,6 +60,7 @@ export class JobsPanel {
       this.jobs.set(m.job.id, received(m.job));
       this.view.update(m.job);
       this.renderHistory();
+      this.tell([m.job]);
     } else if (m.type === "log") {
       this.view.onLog(m);
     } else if (m.type === "events") {

@@ -1,6 +1,7 @@
 // The job's sample images: one row per prompt, its steps side by side (newest first), so one prompt is
 // compared across training; a click (or Enter) on an image opens it large, ◀ ▶ (or the arrow keys) move
-// to the same prompt's earlier or later step.
+// to the same prompt's earlier or later step. Above the rows, a slider picks a step (every row scrolls to it
+// and marks it) and a select shows one prompt or all.
 import { $, el } from "./dom.js";
 import { t } from "./i18n.js";
 import { sampleGrid } from "./samples-model.js";
@@ -13,6 +14,8 @@ export class SamplesView {
     this.grid = { steps: [], rows: [] };
     this.urlOf = () => "";
     this.open = null; // {row, step} shown in the dialog
+    this.atStep = null; // the slider's step (null: the newest)
+    this.onlyRow = ""; // the prompt select's row key ("": all prompts)
     this.dialog = $("sample-dialog");
     $("sample-older").addEventListener("click", () => this.move(1));
     $("sample-newer").addEventListener("click", () => this.move(-1));
@@ -39,7 +42,9 @@ export class SamplesView {
     this.box.replaceChildren();
     this.empty.hidden = rows.length > 0;
     this.hint.hidden = rows.length === 0;
+    if (steps.length > 1 || rows.length > 1) this.box.append(this.controls());
     for (const [r, row] of rows.entries()) {
+      if (this.onlyRow !== "" && String(r) !== this.onlyRow) continue;
       const prompt = this.promptText(row);
       const section = el("section", { class: "sample-row", "data-prompt": row.index ?? "" });
       section.append(el("h4", { class: "sample-prompt" }, prompt));
@@ -52,7 +57,55 @@ export class SamplesView {
       section.append(strip);
       this.box.append(section);
     }
+    this.markStep();
     if (this.open && this.dialog.open) this.showLarge(this.open.row, this.open.step);
+  }
+
+  /** The step slider (oldest at the left) and the prompt select. */
+  controls() {
+    const { steps, rows } = this.grid;
+    const ascending = [...steps].reverse();
+    if (this.atStep !== null && !steps.includes(this.atStep)) this.atStep = null;
+    const at = this.atStep === null ? ascending.length - 1 : ascending.indexOf(this.atStep);
+    const box = el("div", { class: "sample-controls" });
+    if (steps.length > 1) {
+      const slider = el("input", { type: "range", id: "samples-step", min: "0", max: String(ascending.length - 1), step: "1", value: String(at), "aria-label": t("samples.slider") });
+      const value = el("output", { id: "samples-step-value", for: "samples-step" });
+      const say = (i) => { value.textContent = t("samples.slider_value", { step: ascending[i], n: i + 1, total: ascending.length }); };
+      say(at);
+      slider.addEventListener("input", () => {
+        const i = Number(slider.value);
+        this.atStep = i === ascending.length - 1 ? null : ascending[i];
+        say(i);
+        this.markStep();
+      });
+      const label = el("label", { class: "sample-slider" }, `${t("samples.slider")} `);
+      label.append(slider);
+      box.append(label, value);
+    }
+    if (rows.length > 1) {
+      const select = el("select", { id: "samples-prompt", "aria-label": t("samples.prompt") });
+      select.append(el("option", { value: "" }, t("samples.all_prompts")));
+      for (const [r, row] of rows.entries()) select.append(el("option", { value: String(r) }, this.promptText(row) || row.loose[0]?.file.name || String(r + 1)));
+      select.value = this.onlyRow;
+      select.addEventListener("change", () => { this.onlyRow = select.value; this.render(); });
+      box.append(select);
+    }
+    return box;
+  }
+
+  /** Mark every row's sample at the slider's step and scroll each strip to it. */
+  markStep() {
+    const step = this.atStep ?? this.grid.steps[0];
+    for (const figure of this.box.querySelectorAll("figure.sample")) {
+      const on = figure.dataset.step !== "" && Number(figure.dataset.step) === step;
+      figure.classList.toggle("at-step", on);
+      if (on && this.atStep !== null) {
+        const strip = figure.parentElement;
+        const [f, s] = [figure.getBoundingClientRect(), strip.getBoundingClientRect()];
+        strip.scrollLeft += f.left - s.left - (s.width - f.width) / 2;
+      }
+    }
   }
 
   figure(info, prompt, r, step) {

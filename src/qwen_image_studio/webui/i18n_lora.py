@@ -1,0 +1,98 @@
+"""Messages of the LoRA details (``GET /api/lora/info``, the two download forms, the job's file list)."""
+
+from __future__ import annotations
+
+EN_LORA: dict[str, str] = {
+    "lora.no_path": "'path': give a LoRA .safetensors file (a relative path is taken from the workspace)",
+    "lora.not_safetensors": "'path': {path} is not a .safetensors file",
+    "lora.missing": "'path': {path} does not exist",
+    "lora.not_allowed": (
+        "{path} is outside the workspace and the allowed folders ({roots}); LoRA files are read only there "
+        "(start the web UI with --allow_dir to add a folder)"
+    ),
+    "lora.no_job_file": "no LoRA file {name} among the outputs of job #{job}",
+    "lora.bad_job": "'job': must be a job number (got {value})",
+    "lora.bad_file": "cannot read this LoRA file: {detail}",
+    "lora.bad_form": "'form': must be one of comfyui, diffusers (got {value})",
+    "lora.convert_failed": "the {form} form of {path} could not be written: {detail}",
+    # the job's file list
+    "lora.details": "details",
+    "lora.hide": "hide details",
+    "lora.loading": "Reading the file's header…",
+    "lora.form": "Form",
+    "lora.modules": "Modules",
+    "lora.rank": "Rank",
+    "lora.ranks_mixed": "{ranks} (mixed; most modules {rank})",
+    "lora.alpha": "Alpha",
+    "lora.alpha_none": "none in the file (scale 1)",
+    "lora.alpha_header": "{alpha} (from the lora_adapter_metadata header)",
+    "lora.dtype": "Data type",
+    "lora.size": "File size",
+    "lora.targets": "Targets",
+    "lora.blocks": "{count} transformer blocks",
+    "lora.target.attention": "attention",
+    "lora.target.mlp": "MLP",
+    "lora.target.modulation": "modulation",
+    "lora.target.other": "other",
+    "lora.model_version": "Model version",
+    "lora.base_model": "Base model",
+    "lora.unknown": "not recorded",
+    "lora.validation_loss": "Validation loss",
+    "lora.trained": "Trained",
+    "lora.trained_value": "{steps} steps, epoch {epoch}",
+    "lora.settings": "Training settings in the header (ss_*)",
+    "lora.config": "Full training configuration (qis_training_config)",
+    "lora.no_settings": "The file's header holds no training settings.",
+    "lora.download": "Download",
+    "lora.download_comfyui": "ComfyUI / kohya form",
+    "lora.download_diffusers": "diffusers form",
+    "lora.download_hint": "The ComfyUI / kohya file also loads in diffusers' load_lora_weights; the diffusers "
+    "form (PEFT keys) is for tools that read only those. It is converted on first download.",
+}
+
+ZH_LORA: dict[str, str] = {
+    "lora.no_path": "'path'：请给出 LoRA 的 .safetensors 文件（相对路径从工作区算起）",
+    "lora.not_safetensors": "'path'：{path} 不是 .safetensors 文件",
+    "lora.missing": "'path'：{path} 不存在",
+    "lora.not_allowed": (
+        "{path} 在工作区和允许的目录（{roots}）之外；只读取这些目录中的 LoRA 文件"
+        "（用 --allow_dir 启动 Web 界面可添加目录）"
+    ),
+    "lora.no_job_file": "任务 #{job} 的输出中没有 LoRA 文件 {name}",
+    "lora.bad_job": "'job'：必须是任务编号（当前为 {value}）",
+    "lora.bad_file": "无法读取该 LoRA 文件：{detail}",
+    "lora.bad_form": "'form'：必须是 comfyui 或 diffusers（当前为 {value}）",
+    "lora.convert_failed": "无法写出 {path} 的 {form} 格式：{detail}",
+    "lora.details": "详情",
+    "lora.hide": "收起详情",
+    "lora.loading": "正在读取文件头…",
+    "lora.form": "格式",
+    "lora.modules": "模块数",
+    "lora.rank": "秩（rank）",
+    "lora.ranks_mixed": "{ranks}（混合；多数模块为 {rank}）",
+    "lora.alpha": "Alpha",
+    "lora.alpha_none": "文件中没有（缩放为 1）",
+    "lora.alpha_header": "{alpha}（来自 lora_adapter_metadata 文件头）",
+    "lora.dtype": "数据类型",
+    "lora.size": "文件大小",
+    "lora.targets": "目标层",
+    "lora.blocks": "{count} 个 Transformer 块",
+    "lora.target.attention": "注意力",
+    "lora.target.mlp": "MLP",
+    "lora.target.modulation": "调制",
+    "lora.target.other": "其他",
+    "lora.model_version": "模型版本",
+    "lora.base_model": "基础模型",
+    "lora.unknown": "未记录",
+    "lora.validation_loss": "验证损失",
+    "lora.trained": "训练量",
+    "lora.trained_value": "{steps} 步，第 {epoch} 轮",
+    "lora.settings": "文件头中的训练设置（ss_*）",
+    "lora.config": "完整训练配置（qis_training_config）",
+    "lora.no_settings": "文件头中没有训练设置。",
+    "lora.download": "下载",
+    "lora.download_comfyui": "ComfyUI / kohya 格式",
+    "lora.download_diffusers": "diffusers 格式",
+    "lora.download_hint": "ComfyUI / kohya 格式的文件也可用 diffusers 的 load_lora_weights 加载；diffusers 格式"
+    "（PEFT 键名）供只读取该格式的工具使用，首次下载时转换。",
+}
