@@ -126,4 +126,8 @@ def test_a_refused_request_names_the_field(studio: Studio) -> None:
         sync_api.expect(problem.first).to_contain_text("--lora_weight")
         sync_api.expect(problem.first).to_contain_text("no_such_lora.safetensors")
         assert len(json.loads(_text(f"{studio.url}/api/jobs"))["jobs"]) == before
+        beside = page.locator("#gen-p-lora_weight")  # also beside the field itself
+        sync_api.expect(beside).to_contain_text("not found")
+        problem.first.click()  # the problem is a link to its field
+        sync_api.expect(page.locator("#gen-f-lora_weight")).to_be_focused()
         shot(page, "generate-03-refused", full_page=True)

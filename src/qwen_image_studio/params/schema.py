@@ -61,8 +61,10 @@ class StudioConfig(BaseModel):
         ParamMeta(
             "models",
             (T, G),
-            "DiT checkpoint: a ComfyUI single file (qwen_image_bf16.safetensors) or a diffusers folder",
-            "DiT 模型路径：ComfyUI 单文件（qwen_image_bf16.safetensors）或 diffusers 文件夹",
+            "DiT checkpoint: a ComfyUI single file (qwen_image_bf16.safetensors, qwen_image_2512_bf16.safetensors, "
+            "qwen_image_edit_2511_bf16.safetensors, ...) or a diffusers folder",
+            "DiT 模型路径：ComfyUI 单文件（qwen_image_bf16.safetensors、qwen_image_2512_bf16.safetensors、"
+            "qwen_image_edit_2511_bf16.safetensors 等）或 diffusers 文件夹",
             required_for=(T, G),
             path="file_or_dir",
             aliases=("dit_path",),
@@ -111,8 +113,9 @@ class StudioConfig(BaseModel):
         ParamMeta(
             "models",
             (CL, CT, T, G),
-            "Model variant: original (text-to-image), edit, edit-2509 or edit-2511 (edit modes need control images)",
-            "模型版本：original（文生图）、edit、edit-2509、edit-2511（编辑模式需要控制图像）",
+            "Model variant: original (text-to-image: Qwen-Image and Qwen-Image-2512), edit, edit-2509 or edit-2511 "
+            "(edit modes need control images)",
+            "模型版本：original（文生图：Qwen-Image 与 Qwen-Image-2512）、edit、edit-2509、edit-2511（编辑模式需要控制图像）",
             aliases=("edit_mode",),
             basic=True,
         ),

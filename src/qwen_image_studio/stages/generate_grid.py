@@ -31,8 +31,10 @@ from ..training.sampling import PreparedSamples, generate_images
 
 log = logging.getLogger(__name__)
 
-LABEL_H = 28
+LABEL_H = 28  # the label band's height and the row labels' width for cells up to MIN_CELL pixels wide
 LABEL_W = 180
+MIN_CELL = 256  # wider cells scale the labels with them, so they stay readable when the grid is shown small
+FONT_PX = 10
 BACKGROUND = (255, 255, 255)
 INK = (20, 20, 20)
 BEST = (22, 140, 60)
@@ -126,26 +128,28 @@ def compose(
     known, the lowest one starred and framed) and the row labels on the left."""
     images = [[Image.open(p).convert("RGB") for p in row] for row in cells]
     w, h = images[0][0].size
-    grid = Image.new("RGB", (LABEL_W + w * len(columns), LABEL_H + h * len(rows)), BACKGROUND)
+    scale = max(1.0, w / MIN_CELL)
+    label_w, label_h, pad = round(LABEL_W * scale), round(LABEL_H * scale), round(4 * scale)
+    grid = Image.new("RGB", (label_w + w * len(columns), label_h + h * len(rows)), BACKGROUND)
     draw = ImageDraw.Draw(grid)
-    font = ImageFont.load_default()
+    font = ImageFont.load_default(size=round(FONT_PX * scale))
     losses = losses or [None] * len(columns)
     for c, name in enumerate(columns):
-        x, ink = LABEL_W + c * w + 4, BEST if c == best else INK
+        x, ink = label_w + c * w + pad, BEST if c == best else INK
         title = f"* {name}" if c == best else name
         if losses[c] is None:
-            draw.text((x, 8), _fit(draw, title, w - 8, font), fill=ink, font=font)
+            draw.text((x, 2 * pad), _fit(draw, title, w - 2 * pad, font), fill=ink, font=font)
             continue
-        draw.text((x, 2), _fit(draw, title, w - 8, font), fill=ink, font=font)
+        draw.text((x, pad // 2), _fit(draw, title, w - 2 * pad, font), fill=ink, font=font)
         note = f"val {losses[c]:.4g}" + (" (lowest)" if c == best else "")
-        draw.text((x, 15), _fit(draw, note, w - 8, font), fill=ink, font=font)
+        draw.text((x, round(15 * scale)), _fit(draw, note, w - 2 * pad, font), fill=ink, font=font)
     for r, name in enumerate(rows):
-        draw.text((4, LABEL_H + r * h + 4), _fit(draw, name, LABEL_W - 8, font), fill=INK, font=font)
+        draw.text((pad, label_h + r * h + pad), _fit(draw, name, label_w - 2 * pad, font), fill=INK, font=font)
         for c, image in enumerate(images[r]):
-            grid.paste(image, (LABEL_W + c * w, LABEL_H + r * h))
+            grid.paste(image, (label_w + c * w, label_h + r * h))
     if best is not None:
-        x0 = LABEL_W + best * w
-        draw.rectangle((x0, LABEL_H, x0 + w - 1, LABEL_H + h * len(rows) - 1), outline=BEST, width=FRAME)
+        x0, frame = label_w + best * w, round(FRAME * scale)
+        draw.rectangle((x0, label_h, x0 + w - 1, label_h + h * len(rows) - 1), outline=BEST, width=frame)
     return grid
 
 

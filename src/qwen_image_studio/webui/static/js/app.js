@@ -208,11 +208,12 @@ function renderSummary(top, byField) {
 }
 
 function focusField(name) {
-  const input = state.view.inputs[name];
-  if (!input) return;
+  const view = [state.view, ...(state.panels || [])].find((v) => v && v.inputs[name]); // a tab's own form too
+  if (!view) return;
+  const input = view.inputs[name];
   const panel = input.closest(".tab-panel"); // a placed section lives in another tab
   switchTab(panel ? panel.id.replace(/^tab-/, "") : "config");
-  state.view.reveal(name);
+  view.reveal(name);
   input.focus();
   input.scrollIntoView({ block: "center", behavior: "smooth" });
 }
@@ -609,6 +610,14 @@ function serverProblems(problems, code) {
 /** A refused job start: its problems next to their fields and listed in `box`, each a link to its field. */
 function showRefusal(box, res) {
   if (res.data.problems) serverProblems(res.data.problems, res.data.code);
+  const level = res.data.code === "not_ready" ? "need" : "error";
+  for (const view of state.panels) { // a tab's own form shows its fields' problems beside them
+    const byField = {};
+    for (const p of res.data.problems || []) {
+      if (p.field && view.model.byName[p.field]) (byField[p.field] = byField[p.field] || []).push({ text: problemText(p), level });
+    }
+    view.showProblems(byField);
+  }
   box.append(el("p", { class: "problem" }, errorText(res, "run")));
   for (const p of res.data.problems || []) {
     const item = el("p", { class: p.field ? "problem goto" : "problem", tabindex: p.field ? "0" : null }, problemText(p));

@@ -55,6 +55,7 @@ export class GeneratePanel {
   async run() {
     const box = $("gen-problems");
     box.replaceChildren();
+    this.view.showProblems({}); // the last refusal's marks go
     const seedName = this.ctx.roles.seed;
     const count = Math.max(1, Math.min(16, Number($("gen-count").value) || 1));
     if ($("gen-random").checked && seedName) this.view.write({ [seedName]: Math.floor(Math.random() * 2 ** 31) });
