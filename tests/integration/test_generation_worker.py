@@ -154,6 +154,15 @@ def test_generation_jobs_run_in_the_worker_and_stop_ends_it(demo: Path, tmp_path
             preview
         )
         assert worker.pid is None and "generation worker was ended" in log_of(preview)
+
+        # "Free GPU": nothing to free now; after another image, the worker ends
+        free = client.post("/api/jobs/generate/release", json={}, headers=ORIGIN)
+        assert free.status_code == 200 and free.get_json()["released"] is False
+        last = start(client, "generate", params(3))
+        assert wait_status(client, last["id"], "done", "failed", timeout=300)["status"] == "done"
+        assert worker.pid is not None
+        free = client.post("/api/jobs/generate/release", json={}, headers=ORIGIN)
+        assert free.status_code == 200 and free.get_json()["released"] is True and worker.pid is None
     finally:
         worker.release()
         studio_of(app).close()
@@ -203,8 +212,91 @@ def test_a_compare_grid_of_two_loras_by_two_strengths(demo: Path, tmp_path: Path
     assert np.array_equal(pixels[0, 0], pixels[0, 1])  # strength 0: no LoRA changes anything
     assert not np.array_equal(pixels[1, 0], pixels[1, 1])
     assert not np.array_equal(pixels[0, 0], pixels[1, 0])
+    with Image.open(cells[-1]) as im:  # each cell's PNG records its own LoRA and strength
+        assert f'Lora: "{second.stem}:1"' in im.text["parameters"] or f"Lora: {second.stem}:1" in im.text["parameters"]
     info = json.loads(Image.open(grid_path).text["qis_grid"])
     assert info["rows"] == ["strength 0", "strength 1"] and info["columns"] == [str(first), str(second)]
     assert info["validation_losses"] == [0.5, 0.25] and info["lowest_validation"] == 1
     (event,) = [e for e in found if e["type"] == "artifact" and e["kind"] == "grid"]
     assert event["lowest_validation"] == 1
+
+
+def test_a_merged_dit_is_written_only_where_the_ui_may_write(demo: Path, tmp_path: Path) -> None:
+    """--save_merged_model has no input in the form, but a job body may carry it: its folder is checked
+    like --save_path (outside the workspace and the allowed folders: refused, naming the field)."""
+    from test_webui_jobs import ORIGIN, studio_of
+
+    from qwen_image_studio.params.cli import parse_args
+    from qwen_image_studio.params.spec import Stage
+    from qwen_image_studio.webui.app import create_app
+
+    app = create_app(tmp_path / "ws", allow_dirs=(demo,))
+    client = app.test_client()
+    lora = _tiny_lora(demo, tmp_path / "ws" / "lora.safetensors")
+    try:
+        flags = [
+            *_flags(demo, tmp_path / "ws", lora, 1.0),
+            "--save_merged_model",
+            str(tmp_path / "away" / "m.safetensors"),
+        ]
+        config, _ = parse_args(Stage.GENERATE, flags)
+        res = client.post(
+            "/api/jobs", json={"kind": "generate", "params": config.model_dump(mode="json")}, headers=ORIGIN
+        )
+        assert res.status_code == 400, res.get_json()
+        fields = [p["field"] for p in res.get_json()["problems"]]
+        assert fields == ["save_merged_model"] and "--allow_dir" in res.get_json()["problems"][0]["message"]
+        assert client.get("/api/jobs").get_json()["jobs"] == []
+    finally:
+        studio_of(app).close()
+
+
+def test_a_request_the_idle_worker_never_read_goes_to_a_fresh_one(demo: Path, tmp_path: Path) -> None:
+    """The worker went idle (exit 75) just as a request arrived: the request runs in a fresh worker and
+    the job ends by its real result; a worker that exits 0 without replying fails the job, never 'done'."""
+    import subprocess
+    import sys
+
+    from qwen_image_studio.params.spec import WORKER_IDLE_EXIT
+    from qwen_image_studio.webui.jobs.generation_worker import GenerationWorker, WorkerRun
+
+    lora = _tiny_lora(demo, tmp_path / "lora.safetensors")
+    (tmp_path / "ws").mkdir()
+    worker = GenerationWorker(tmp_path / "ws", idle_timeout=120)
+    events, log_file = tmp_path / "events.jsonl", tmp_path / "log.txt"
+    argv = [*_flags(demo, tmp_path, lora, 0.8), "--events_file", str(events)]
+    request = (json.dumps({"job": 7, "argv": argv, "log": str(log_file)}) + "\n").encode("utf-8")
+
+    def gone(code: int) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([sys.executable, "-c", f"import sys; sys.exit({code})"], stdin=subprocess.PIPE)
+        proc.wait(timeout=60)
+        return proc
+
+    try:
+        run = WorkerRun(worker, gone(WORKER_IDLE_EXIT), 7, request)
+        assert run.wait(timeout=300) == 0, log_file.read_text(encoding="utf-8")
+        assert worker.started == 1 and run.resent and _pixels(events).size > 0
+        assert WorkerRun(worker, gone(0), 8, request).wait(timeout=60) == 1
+    finally:
+        worker.release()
+        worker.close()
+
+
+def test_a_lora_file_replaced_at_the_same_path_is_applied_again(demo: Path, tmp_path: Path) -> None:
+    import os
+
+    from safetensors.torch import load_file, save_file
+
+    from qwen_image_studio.models.loading import load_dit
+    from qwen_image_studio.models.lora_apply import read_lora
+    from qwen_image_studio.models.lora_hooks import LoraHooks
+
+    path = _tiny_lora(demo, tmp_path / "lora.safetensors")
+    dit = load_dit(demo / "models" / "comfyui" / "qwen_image_bf16.safetensors", dtype=torch.float32)
+    hooks = LoraHooks(dit, torch.device("cpu"), torch.float32)
+    assert hooks.set([read_lora(path)], [1.0]) and not hooks.set([read_lora(path)], [1.0])
+    save_file({k: v * 2 for k, v in load_file(str(path)).items()}, str(path))
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a later modification time
+    assert hooks.set([read_lora(path)], [1.0])  # the new weights are hooked, not the old ones
+    hooks.clear()

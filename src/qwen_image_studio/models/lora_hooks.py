@@ -10,6 +10,7 @@ rounding (the CLI's `generate` merges; see ``lora_apply.merge_loras``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,6 +31,15 @@ def hookable_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules() if isinstance(m, (nn.Linear, Fp8Linear))}
 
 
+def _state(path: Path) -> tuple[str, int, int]:
+    """A LoRA file as it now stands (a file replaced at the same path is applied again)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return (str(path), 0, 0)
+    return (str(path), stat.st_mtime_ns, stat.st_size)
+
+
 class LoraHooks:
     """The LoRA set applied to one model through forward hooks (see the module)."""
 
@@ -38,13 +48,13 @@ class LoraHooks:
         self.device = device
         self.dtype = dtype
         self._handles: list[Any] = []
-        self.key: tuple[tuple[str, float], ...] = ()
+        self.key: tuple[tuple[str, int, int, float], ...] = ()  # (path, mtime, size, strength) per file
 
     def set(self, loras: Sequence[LoraFile], multipliers: Sequence[float] | None = None) -> bool:
         """Apply these LoRAs with these strengths (replacing the previous set); False when it is the
         same set already applied (nothing done). Every file is checked before any hook changes."""
         factors = multipliers_for(len(loras), multipliers)
-        key = tuple((str(lora.path), float(m)) for lora, m in zip(loras, factors, strict=True))
+        key = tuple((*_state(lora.path), float(m)) for lora, m in zip(loras, factors, strict=True))
         if key == self.key and self._handles is not None:
             return False
         layers = hookable_layers(self.model)

@@ -24,6 +24,10 @@ CACHE = (Stage.CACHE_LATENTS, Stage.CACHE_TEXT)
 ALL_STAGES = tuple(Stage)
 
 # The seed's entry-point scripts, one per stage that has one.
+# The generation worker's exit code after an idle timeout or a closed stdin (`stages/generate_worker.py`):
+# a request the web UI sent in that moment was never read, so it goes to a fresh worker.
+WORKER_IDLE_EXIT = 75
+
 STAGE_SCRIPTS: dict[Stage, str] = {
     Stage.CACHE_LATENTS: "qwen_image_cache_latents.py",
     Stage.CACHE_TEXT: "qwen_image_cache_text_encoder_outputs.py",

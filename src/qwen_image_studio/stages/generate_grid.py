@@ -27,7 +27,7 @@ from ..models.lora_apply import read_lora
 from ..models.lora_hooks import LoraHooks
 from ..models.lora_info import read_header, validation_loss_of
 from ..params.schema import StudioConfig
-from ..training.sampling import PreparedSamples, generate_images
+from ..training.sampling import GenerationOutput, PreparedSamples, generate_images
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ def render_grid(
         raise ConfigError(
             "--grid_loras: every prompt of a grid needs the same size (--w/--h or --image_size)"
         )
+    if config.output_type == "latent":
+        raise ConfigError("--grid_loras: a compare grid is made of images; --output_type latent writes none")
     hooks = hooks or LoraHooks(dit, device, dtype)
     default = config.lora_multiplier[0] if config.lora_multiplier else 1.0
     save_path = Path(config.save_path).expanduser()  # type: ignore[arg-type]
@@ -78,12 +80,20 @@ def render_grid(
         item = prepared.prompts[index]
         row = []
         for c, lora in enumerate(loras):
-            hooks.set([lora], [default if strength is None else strength])
+            multiplier = default if strength is None else strength
+            hooks.set([lora], [multiplier])
             path = _free(save_path / f"{stamp}_{item.seed}_r{r}_c{c}.png")
             one = PreparedSamples(prepared.model_version, [item])
-            files = generate_images(
-                dit, vae, one, [path], events, device, dtype, artifact_kind="image", phase="generate"
+            output = GenerationOutput(  # the run's schedule and metadata choices; the cell's LoRA in its PNG
+                metadata=not config.no_metadata,
+                flow_shift=config.flow_shift,
+                embedded_cfg_scale=config.embedded_cfg_scale,
+                loras=((str(lora.path), multiplier),),
             )
+            files = generate_images(
+                dit, vae, one, [path], events, device, dtype, artifact_kind="image", phase="generate",
+                output=output,
+            )  # fmt: skip
             row.append(files[-1])
             written += files
         cells.append(row)

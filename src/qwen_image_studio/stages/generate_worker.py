@@ -8,7 +8,8 @@ and events exactly as a ``generate`` process does (`stages.runner.main`); the re
 ``{"job": ID, "exit_code": N, "loaded": [...]}`` (what it had to load: "dit", "vae", "text_encoder")
 goes to the file descriptor ``--reply_fd``. After ``--idle_timeout`` seconds without a request, or when
 stdin closes (the web UI ended), it frees the models and exits; stopping a job ends the whole worker,
-which frees the GPU at once.
+which frees the GPU at once. An idle or closed worker exits with code 75 (`params.spec.WORKER_IDLE_EXIT`), so the web UI
+knows that a request it sent in that moment was never read and hands it to a fresh worker.
 
     python -m qwen_image_studio.stages.generate_worker --reply_fd 3 [--idle_timeout 600]
 """
@@ -26,7 +27,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from ..logging_setup import setup_logging
-from ..params.spec import Stage
+from ..params.spec import WORKER_IDLE_EXIT, Stage
 from . import generate
 from .generate_kept import KeptModels
 
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     with os.fdopen(args.reply_fd, "w", encoding="utf-8") as replies:
         serve(sys.stdin, replies, args.idle_timeout)
-    return 0
+    return WORKER_IDLE_EXIT
 
 
 if __name__ == "__main__":

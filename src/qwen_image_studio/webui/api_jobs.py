@@ -14,7 +14,7 @@ from .app import studio
 from .gpu import job_gpu_peak
 from .jobs.artifacts import artifacts, captions_of, find_artifact, output_dir_of
 from .jobs.commands import NotReady, job_config, preflight
-from .jobs.schema import JOB_KINDS, RUNNING
+from .jobs.schema import JOB_KINDS
 from .paths import resolve_config
 from .store import check_name
 from .views_util import json_body, params_from, refuse, texts
@@ -120,11 +120,10 @@ def job_file(job_id: int, name: str) -> Response:
 @bp.post("/generate/release")
 def release_generation() -> Response:
     """End the generation worker now (frees its GPU memory); refused while it runs a job."""
-    state = studio()
-    worker = state.supervisor.worker
-    if any(j.status == RUNNING and j.kind == Stage.GENERATE.value for j in state.jobs.recent()):
+    worker = studio().supervisor.worker
+    released = worker.release_if_idle() if worker is not None else False
+    if released is None:
         refuse(409, Message("generate.busy"))
-    released = worker.release() if worker is not None else False
     msg = Message("generate.released" if released else "generate.not_loaded")
     return jsonify(**texts(str(msg), msg, "message"), released=released)
 

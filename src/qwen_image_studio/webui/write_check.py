@@ -144,6 +144,10 @@ def output_folders(config: StudioConfig, stages: tuple[Stage, ...]) -> list[tupl
             out.append(("logging_dir", Path(config.logging_dir), SMALL_FILES))
     if Stage.GENERATE in stages and config.save_path:
         out.append(("save_path", Path(config.save_path), SMALL_FILES))
+    if Stage.GENERATE in stages and config.save_merged_model:  # a whole DiT, written instead of images
+        dit = Path(config.dit) if config.dit else None
+        size = dit.stat().st_size if dit is not None and dit.is_file() else SMALL_FILES
+        out.append(("save_merged_model", Path(config.save_merged_model).parent, size + SMALL_FILES))
     return out
 
 

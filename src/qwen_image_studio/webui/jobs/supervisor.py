@@ -140,6 +140,7 @@ class _Current:
     job_id: int
     pid: int
     start: str | None
+    in_worker: bool = False  # a request to the generation worker (which goes on after it)
 
 
 class Supervisor:
@@ -242,6 +243,12 @@ class Supervisor:
         return job
 
     def _end(self, current: _Current) -> None:
+        if current.in_worker and self.worker is not None:
+            with self._lock:  # the request may have finished meanwhile: the worker then serves another job
+                still = self._current is not None and self._current.job_id == current.job_id
+            if still:
+                self.worker.release(self.stop_timeout)  # whichever worker process holds the request now
+            return
         left = procs.end_tree(current.pid, current.start, self.stop_timeout)
         if left:
             log.error("job %s: processes %s survived SIGKILL", current.job_id, left)
@@ -402,7 +409,7 @@ class Supervisor:
                 self._note(log_file, result.reason or "")
                 return result
             start = procs.start_time(proc.pid)
-            self._current = _Current(job_id, proc.pid, start)
+            self._current = _Current(job_id, proc.pid, start, isinstance(proc, WorkerRun))
             self.jobs.set_stage(
                 job_id, run.index, status=RUNNING, pid=proc.pid, pid_start=start, started_at=time.time()
             )
