@@ -103,6 +103,8 @@ def test_each_option_moves_the_estimate_the_right_way() -> None:
     assert gb(replace(BASE, blocks_to_swap=16)) < gb(BASE)
     assert gb(replace(BASE, checkpoint_offload=True)) < gb(BASE)
     assert gb(replace(FP8, fp8_upcast=True)) > gb(FP8)  # block scales kept for upcasting
+    ema = gb(replace(BASE, ema_on_device=True)) - gb(BASE)  # a float32 copy of the LoRA weights
+    assert ema == pytest.approx(BASE.dit.lora_params_per_rank * BASE.network_dim * 4 / 1e9, rel=0.02)
 
 
 @given(st.integers(1, 58), st.integers(1, 58))

@@ -20,7 +20,8 @@ the full-size DiT (60 blocks, width 3072, 0.34 G weights in the linears of each 
   activations; without checkpointing every block's (~34 bytes per token and hidden unit, Megatron's
   rule; not measured).
 - LoRA weights, gradients and optimizer state: r * (in + out) parameters per targeted linear (6.6 M per
-  unit of rank for the default targets), fp32; AdamW keeps two fp32 states, adamw8bit two 8-bit ones.
+  unit of rank for the default targets), fp32; AdamW keeps two fp32 states, adamw8bit two 8-bit ones;
+  `--ema_decay` adds a fp32 copy unless `--ema_on_cpu`.
 - A remainder (CUDA context, the weights outside the blocks, allocator cache), whatever the fit leaves:
   2.5 GB. Of it, 0.5 GB is taken as the CUDA context every GPU process pays (a typical figure, not
   measured here); the rest grows with the model's size.
@@ -150,6 +151,7 @@ class VramOptions:
     text_tokens: int = TEXT_TOKENS
     dit: DitShape = field(default_factory=DitShape)
     text_encoder_gb: float = 0.0  # on the GPU beside the DiT while sample prompts are encoded (0: none)
+    ema_on_device: bool = False  # --ema_decay without --ema_on_cpu: a float32 copy of the LoRA weights
 
     @classmethod
     def from_config(
@@ -178,6 +180,7 @@ class VramOptions:
             edit=config.is_edit,
             checkpoint_offload=config.gradient_checkpointing_cpu_offload,
             fp8_upcast=config.fp8_matmul == "upcast",
+            ema_on_device=config.ema_decay is not None and not config.ema_on_cpu,
             text_tokens=text_tokens,
             dit=dit or FULL_DIT,
             text_encoder_gb=text_encoder_gb,
@@ -220,7 +223,8 @@ def activations_gb(opts: VramOptions) -> float:
 def lora_gb(opts: VramOptions) -> float:
     """LoRA weights, gradients and optimizer state."""
     state = OPTIMIZER_STATE_BYTES.get(opts.optimizer.lower(), DEFAULT_STATE_BYTES)
-    return opts.dit.lora_params_per_rank * opts.network_dim * (4.0 + 4.0 + state) / GB
+    ema = 4.0 if opts.ema_on_device else 0.0  # the EMA's float32 copy
+    return opts.dit.lora_params_per_rank * opts.network_dim * (4.0 + 4.0 + state + ema) / GB
 
 
 _REFERENCE = VramOptions(  # the measured runs (bench/gpu_bench.py), bf16

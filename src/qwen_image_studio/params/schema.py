@@ -344,6 +344,37 @@ class StudioConfig(BaseModel):
         ge=0.0,
         le=1000.0,
     )
+    ema_decay: float | None = param(
+        None,
+        ParamMeta(
+            "training",
+            (T,),
+            "Keep an exponential moving average of the LoRA weights with this decay (e.g. 0.999) and save it "
+            "beside each LoRA file as NAME-ema.safetensors (0 copies the plain weights; empty: off)",
+            "以此衰减系数（如 0.999）保持 LoRA 权重的指数移动平均（EMA），并在每个 LoRA 文件旁保存为 "
+            "NAME-ema.safetensors（0 等于普通权重；留空表示关闭）",
+        ),
+        ge=0.0,
+        lt=1.0,
+    )
+    ema_on_cpu: bool = param(
+        False,
+        ParamMeta(
+            "training",
+            (T,),
+            "Hold the EMA copy in CPU memory instead of on the GPU (saves its size in VRAM; slower steps)",
+            "把 EMA 副本放在 CPU 内存而非 GPU（节省相应显存；每步稍慢）",
+        ),
+    )
+    ema_for_eval: bool = param(
+        False,
+        ParamMeta(
+            "training",
+            (T,),
+            "Sample images and compute the validation loss with the EMA weights instead of the plain ones",
+            "生成样例图和计算验证损失时使用 EMA 权重而非普通权重",
+        ),
+    )
     seed: int = param(
         42,
         ParamMeta(
@@ -1320,6 +1351,9 @@ class StudioConfig(BaseModel):
         for name in ("validate_every_n_steps", "validate_every_n_epochs"):
             if getattr(self, name) and not self.validation_dataset_config:
                 raise rule_error("rule.needs", flag=f"--{name}", other="--validation_dataset_config")
+        for name in ("ema_on_cpu", "ema_for_eval"):  # (--ema_decay 0 is on: not a switch_needs pair)
+            if getattr(self, name) and self.ema_decay is None:
+                raise rule_error("rule.needs", flag=f"--{name}", other="--ema_decay")
         return self
 
     @property

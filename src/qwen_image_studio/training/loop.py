@@ -31,6 +31,7 @@ from ..models.lora_info import VALIDATION_LOSS_KEY
 from ..params.schema import StudioConfig
 from . import flow_matching as fm
 from .data import EpochBatchSampler, collect_items, groups_of, make_loader
+from .ema import EMA_FILE, LoraEma
 from .lora import SAVE_DTYPES, LoRANetwork, apply_lora, file_metadata
 from .objective import weighted_loss
 from .optim import create_optimizer, create_scheduler, current_lrs
@@ -105,6 +106,7 @@ class Trainer:
     dtype: torch.dtype
     max_grad_norm: float
     device: torch.device
+    ema: LoraEma | None = None  # --ema_decay: updated after every optimizer step
 
     def step(self, micro_batches: list[dict[str, Any]]) -> tuple[float, torch.Tensor]:
         """Forward/backward every batch of the group, clip, step; returns the mean loss over processes and t."""
@@ -123,6 +125,8 @@ class Trainer:
         if self.max_grad_norm > 0:
             acc.clip_grad_norm_(self.network.parameters(), self.max_grad_norm)
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         mean = acc.reduce(total / n, reduction="mean") if acc.num_processes > 1 else total / n
@@ -162,11 +166,16 @@ class Checkpointer:
                 alpha=self.trainer.network.file_alpha,
             )
             known = {} if validation_loss is None else {"validation_loss": validation_loss}
-            if validation_loss is not None:
-                meta[VALIDATION_LOSS_KEY] = repr(validation_loss)
-            self.trainer.network.save(path, SAVE_DTYPES[cfg.save_precision], meta)
-            self.events.artifact("checkpoint", path, **known)
+            ema, on_ema = self.trainer.ema, bool(cfg.ema_for_eval)  # the value is of the weights evaluated
+            plain_meta = {**meta, VALIDATION_LOSS_KEY: repr(validation_loss)} if known and not on_ema else meta
+            self.trainer.network.save(path, SAVE_DTYPES[cfg.save_precision], plain_meta)
+            self.events.artifact("checkpoint", path, **({} if on_ema else known))
             log.info("saved %s", path)
+            if ema is not None:
+                ema_meta = {**meta, VALIDATION_LOSS_KEY: repr(validation_loss)} if known and on_ema else meta
+                ema_file = ema.save(path, SAVE_DTYPES[cfg.save_precision], ema_meta)
+                self.events.artifact("checkpoint", ema_file, ema=True, **(known if on_ema else {}))
+                log.info("saved %s (EMA, decay %g)", ema_file, ema.decay)
         if cfg.save_state:
             self._save_state(self.output_dir / f"{stem}-state", progress)
         if saving is not None:
@@ -194,6 +203,10 @@ class Checkpointer:
                 "saved_at": time.time(),
             }
             write_main_state(staging, tr.network, tr.optimizer, tr.scheduler, scaler, progress, extra)
+            if tr.ema is not None:
+                from safetensors.torch import save_file
+
+                save_file(tr.ema.state_dict(), str(staging / EMA_FILE))
             finish(staging, final)
             self.events.artifact("state", final)
             log.info("saved state %s", final)
@@ -218,6 +231,7 @@ class SampleHook:
         self.prepared: Any = None
         self.vae: Any = None
         self.last_step = -1
+        self.weights: Any = contextlib.nullcontext  # e.g. the EMA's swapped_in (--ema_for_eval)
         if self.enabled and accelerator.is_main_process:
             from ..data.prompt_files import parse_sample_prompts
             from ..models.loading import load_vae
@@ -255,17 +269,18 @@ class SampleHook:
         if self.accelerator.is_main_process:
             from . import sampling
 
-            sampling.sample_images(
-                self.transformer,
-                self.vae,
-                self.prepared,
-                sampling.sample_dir(cfg.output_dir),
-                cfg.output_name,
-                step,
-                self.events,
-                self.device,
-                self.dtype,
-            )
+            with self.weights():
+                sampling.sample_images(
+                    self.transformer,
+                    self.vae,
+                    self.prepared,
+                    sampling.sample_dir(cfg.output_dir),
+                    cfg.output_name,
+                    step,
+                    self.events,
+                    self.device,
+                    self.dtype,
+                )
         self.accelerator.wait_for_everyone()
 
 
@@ -384,6 +399,7 @@ def train(config: StudioConfig, events: EventWriter) -> dict[str, Any]:
         dtype,
         config.max_grad_norm,
         device,
+        LoraEma(network, config.ema_decay, config.ema_on_cpu) if config.ema_decay is not None else None,
     )
 
     progress = Progress()
@@ -392,6 +408,8 @@ def train(config: StudioConfig, events: EventWriter) -> dict[str, Any]:
             config.resume, network, optimizer, scheduler, getattr(acc, "scaler", None), generator, rank
         )
         log.info("resumed from %s at step %d (epoch %d)", config.resume, progress.step, progress.epoch + 1)
+        if trainer.ema is not None:
+            resume_ema(trainer.ema, Path(config.resume), events)
         if saved.get("world_size", 1) != world:
             events.warning(
                 f"--resume: the state was saved by {saved.get('world_size')} process(es), this run "
@@ -406,6 +424,8 @@ def train(config: StudioConfig, events: EventWriter) -> dict[str, Any]:
     saver = Checkpointer(config, acc, trainer, events, started_at)
     samples = SampleHook(config, acc, events, dit, dtype)
     validation = Validator(config, acc, dit, held_out, timesteps, device, dtype, events, tracker.validation)
+    if trainer.ema is not None and config.ema_for_eval:  # samples and validation see the averaged weights
+        validation.weights = samples.weights = trainer.ema.swapped_in
     name = config.output_name
 
     def checkpoint(stem: str, epoch: int) -> Path:
@@ -445,3 +465,15 @@ def train(config: StudioConfig, events: EventWriter) -> dict[str, Any]:
         log.info("process %d: LoRA weights checksum %.10e", rank, checksum)
     tracker.close(progress.step)
     return {"steps": progress.step, "loss_avg": tracker.loss_avg, "lora": str(final)}
+
+
+def resume_ema(ema: LoraEma, folder: Path, events: EventWriter) -> None:
+    """Continue the EMA of a state folder; a state saved without one starts the average at the resumed weights."""
+    from safetensors.torch import load_file
+
+    file = folder.expanduser() / EMA_FILE
+    if not file.is_file():
+        events.warning(f"--resume: {folder} holds no EMA; the average starts again from the resumed weights")
+        ema.shadow = [p.detach().to(s.device, torch.float32, copy=True) for s, p in zip(ema.shadow, ema.params, strict=True)]
+        return
+    ema.load_state_dict(load_file(str(file)))

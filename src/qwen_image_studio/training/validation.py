@@ -130,6 +130,7 @@ class Validator:
         self.tcfg, self.device, self.dtype, self.events, self.report = tcfg, device, dtype, events, report
         self.enabled = bool(items)
         self.last: ValidationResult | None = None
+        self.weights: Callable[[], Any] = contextlib.nullcontext  # e.g. the EMA's swapped_in (--ema_for_eval)
 
     def due(self, step: int, epoch_end: int | None = None) -> bool:
         """Whether the cadence asks for an evaluation after `step` (or after epoch `epoch_end`, from 1)."""
@@ -150,7 +151,8 @@ class Validator:
         if not self.enabled:
             return None
         if self.last is None or self.last.step != step:
-            self.last = self.evaluate(step)
+            with self.weights():
+                self.last = self.evaluate(step)
             if self.report is not None:
                 self.report(self.last, epoch)
         return self.last.loss
