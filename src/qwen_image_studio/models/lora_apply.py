@@ -24,26 +24,15 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
 
 from qwen_image_studio.errors import ModelFileError
-from qwen_image_studio.models.lora_keys import LORA_PREFIX, lora_name
+from qwen_image_studio.models.lora_keys import LoraForm, lora_name, split_lora_key
 
-LoraForm = Literal["lora_unet", "comfyui", "diffusers"]
 FLAG = "--lora_weight"
 METADATA_KEY = "lora_adapter_metadata"  # diffusers' safetensors header entry (a PEFT LoraConfig as JSON)
-
-_DOWN = (".lora_down.weight", ".lora_A.weight", ".lora_A.default.weight")
-_UP = (".lora_up.weight", ".lora_B.weight", ".lora_B.default.weight")
-_ALPHA = ".alpha"
-_PREFIXES: tuple[tuple[str, LoraForm], ...] = (
-    ("diffusion_model.", "comfyui"),
-    ("transformer.", "diffusers"),
-    ("base_model.model.", "diffusers"),
-)
 
 
 @dataclass(frozen=True)
@@ -98,25 +87,6 @@ def _few(items: Iterable[str], n: int = 3) -> str:
     return shown + (f" (and {len(items) - n} more)" if len(items) > n else "")
 
 
-def _split(key: str) -> tuple[str, str, LoraForm] | None:
-    """(module name, role "down"/"up"/"alpha", form) of a LoRA tensor name, or None."""
-    if key.startswith(LORA_PREFIX):
-        name, dot, rest = key.partition(".")
-        role = {"lora_down.weight": "down", "lora_up.weight": "up", "alpha": "alpha"}.get(rest)
-        return (name, role, "lora_unet") if dot and role else None
-    form: LoraForm = "diffusers"
-    body = key
-    for prefix, prefix_form in _PREFIXES:
-        if key.startswith(prefix):
-            body, form = key[len(prefix) :], prefix_form
-            break
-    for suffixes, role in ((_DOWN, "down"), (_UP, "up"), ((_ALPHA,), "alpha")):
-        for suffix in suffixes:
-            if body.endswith(suffix):
-                return body[: -len(suffix)], role, form
-    return None
-
-
 def _metadata_scale(metadata: dict[str, str]) -> tuple[float | None, int | None, dict, dict]:
     """(lora_alpha, r, alpha_pattern, rank_pattern) of a diffusers/PEFT header, Nones when absent."""
     raw = metadata.get(METADATA_KEY)
@@ -168,7 +138,7 @@ def read_lora(path: str | Path, *, flag: str = FLAG) -> LoraFile:
     forms: set[LoraForm] = set()
     unknown: list[str] = []
     for key, tensor in tensors.items():
-        split = _split(key)
+        split = split_lora_key(key)
         if split is None:
             unknown.append(key)
             continue

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import ModelFileError
 from . import keymaps
-from .lora_keys import LORA_PREFIX
+from .lora_keys import LORA_PREFIX, split_lora_key
 
 MAX_HEADER = 100 * 2**20
 METADATA_KEY = "lora_adapter_metadata"
@@ -39,12 +39,6 @@ FORM_LABELS = {
 }
 # which key form each download form is; a file already in that form is served as it is
 DOWNLOAD_FORMS = {"comfyui": ("kohya", "comfyui"), "diffusers": ("diffusers",)}
-_ROLES = (
-    (("lora_down.weight", "lora_A.weight", "lora_A.default.weight"), "down"),
-    (("lora_up.weight", "lora_B.weight", "lora_B.default.weight"), "up"),
-    (("alpha",), "alpha"),
-)
-_PREFIXES = (("diffusion_model.", "comfyui"), ("transformer.", "diffusers"), ("base_model.model.", "diffusers"))
 _BLOCK = re.compile(r"transformer_blocks[._](\d+)[._]")
 _GROUPS = (
     ("modulation", re.compile(r"_(img|txt)_mod_")),
@@ -115,23 +109,13 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], dict[str, str], int]:
 
 
 def split_key(key: str) -> tuple[str, str, str] | None:
-    """(module name, role "down"/"up"/"alpha", form) of a LoRA tensor name; None for any other tensor."""
-    if key.startswith(LORA_PREFIX):
-        name, dot, rest = key.partition(".")
-        for suffixes, role in _ROLES:
-            if dot and rest in suffixes[:1]:  # kohya names: lora_down / lora_up / alpha only
-                return name, role, "kohya"
+    """(module name, role "down"/"up"/"alpha", form) of a LoRA tensor name (`lora_keys.split_lora_key`,
+    with the ``lora_unet_`` form named "kohya"); None for any other tensor."""
+    split = split_lora_key(key)
+    if split is None:
         return None
-    body, form = key, "diffusers"
-    for prefix, prefix_form in _PREFIXES:
-        if key.startswith(prefix):
-            body, form = key[len(prefix) :], prefix_form
-            break
-    for suffixes, role in _ROLES:
-        for suffix in suffixes:
-            if body.endswith("." + suffix):
-                return body[: -len(suffix) - 1], role, form
-    return None
+    name, role, form = split
+    return name, role, "kohya" if form == "lora_unet" else form
 
 
 def target_group(module: str) -> str:

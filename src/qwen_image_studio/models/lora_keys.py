@@ -22,9 +22,42 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Iterable
+from typing import Literal
 
 LORA_PREFIX = "lora_unet_"
 DOWN, UP, ALPHA = ".lora_down.weight", ".lora_up.weight", ".alpha"
+
+# The key forms a LoRA file may use: ours/kohya's (``lora_unet_...``), ComfyUI's (``diffusion_model.``) and
+# diffusers'/PEFT's (``transformer.`` or no prefix, ``lora_A``/``lora_B``).
+LoraForm = Literal["lora_unet", "comfyui", "diffusers"]
+FORM_PREFIXES: tuple[tuple[str, LoraForm], ...] = (
+    ("diffusion_model.", "comfyui"),
+    ("transformer.", "diffusers"),
+    ("base_model.model.", "diffusers"),
+)
+ROLE_SUFFIXES: tuple[tuple[tuple[str, ...], str], ...] = (
+    ((DOWN, ".lora_A.weight", ".lora_A.default.weight"), "down"),
+    ((UP, ".lora_B.weight", ".lora_B.default.weight"), "up"),
+    ((ALPHA,), "alpha"),
+)
+
+
+def split_lora_key(key: str) -> tuple[str, str, LoraForm] | None:
+    """(module name, role "down"/"up"/"alpha", form) of a LoRA tensor name; None for any other tensor."""
+    if key.startswith(LORA_PREFIX):
+        name, dot, rest = key.partition(".")
+        role = {DOWN[1:]: "down", UP[1:]: "up", ALPHA[1:]: "alpha"}.get(rest)
+        return (name, role, "lora_unet") if dot and role else None
+    body, form = key, "diffusers"
+    for prefix, prefix_form in FORM_PREFIXES:
+        if key.startswith(prefix):
+            body, form = key[len(prefix) :], prefix_form
+            break
+    for suffixes, role in ROLE_SUFFIXES:
+        for suffix in suffixes:
+            if body.endswith(suffix):
+                return body[: -len(suffix)], role, form  # type: ignore[return-value]
+    return None
 
 BLOCK_LINEARS: tuple[str, ...] = (
     "attn.to_q",
